@@ -1,0 +1,165 @@
+"""Command line: ``python -m llia_core {generate,train,info}``.
+
+``generate`` is the main job: portrait + audio -> talking-avatar mp4 with the audio muxed in,
+streamed to disk clip by clip (memory stays flat for long audio).
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import sys
+import time
+from pathlib import Path
+
+from .errors import LLIAError
+
+ASSETS = Path(__file__).resolve().parent / "assets"
+DEFAULT_PORTRAIT = ASSETS / "portrait.png"
+DEFAULT_AUDIO = ASSETS / "speech.wav"
+DTYPES = ("fp32", "bf16", "fp16")
+
+
+def _dtype(name: str):
+    import torch
+
+    return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
+
+
+def add_generate_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--portrait", default=None, help="portrait image (default: the bundled portrait)")
+    p.add_argument("--audio", default=None, help="speech audio file (default: the bundled speech)")
+    p.add_argument("--out", default="avatar.mp4", help="output mp4 path")
+    p.add_argument("--model", default="bundled", help="checkpoint path, ComfyUI models/llia name or HF repo id")
+    p.add_argument("--download", action="store_true", help="allow downloading --model from Hugging Face")
+    p.add_argument("--crop", default=None, choices=("auto", "face", "whole"),
+                   help="face crop mode (default: auto; the bundled portrait is already framed: whole)")
+    p.add_argument("--face-scale", type=float, default=None, help="crop side / face size (default: model's)")
+    p.add_argument("--states", default="auto",
+                   help="'auto' (from speech activity), a state name, or a timeline '0-3:speaking,3-end:idle'")
+    p.add_argument("--sampler", default="consistency", choices=("consistency", "ddim", "euler"))
+    p.add_argument("--steps", type=int, default=2, help="denoising steps per clip")
+    p.add_argument("--guidance", type=float, default=1.0, help="audio guidance scale (1 = off)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fps", type=float, default=None, help="output frame rate (default: model's)")
+    p.add_argument("--first-clip", type=int, default=2, help="frames in the first clip (latency)")
+    p.add_argument("--clip-frames", type=int, default=16, help="longest clip")
+    p.add_argument("--start", type=float, default=0.0, help="audio start (s)")
+    p.add_argument("--duration", type=float, default=None, help="audio duration to use (s)")
+    p.add_argument("--device", default="cpu")
+    p.add_argument("--dtype", default="fp32", choices=DTYPES)
+    p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def build_states(spec: str, audio):
+    from .states import STATE_NAMES, fixed_states, parse_timeline
+
+    spec = (spec or "auto").strip()
+    if spec == "auto":
+        return None
+    if spec.lower() in STATE_NAMES or ":" not in spec:
+        return fixed_states(audio.num_frames, spec)
+    return parse_timeline(spec, audio.num_frames, audio.fps)
+
+
+def run_generate(args) -> dict:
+    """The main job. Returns the timing report it prints."""
+    import torch
+    from tqdm import tqdm
+
+    from .audio import encode_audio
+    from .checkpoints import load_model
+    from .pipeline import LLIAPipeline, SamplerConfig
+    from .portrait import prepare_portrait
+    from .video_io import Mp4Writer
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    # 1. Check and prepare every input before any heavy work
+    portrait_path = args.portrait or DEFAULT_PORTRAIT
+    crop = args.crop or ("whole" if args.portrait is None else "auto")
+    t_load = time.perf_counter()
+    model = load_model(args.model, device=args.device, dtype=_dtype(args.dtype), allow_download=args.download)
+    cfg = model.config
+    fps = args.fps or cfg.fps
+    a = cfg.audio
+    audio = encode_audio(args.audio or DEFAULT_AUDIO, fps, start=args.start, duration=args.duration,
+                         n_mels=a.n_mels, context=a.context, mel_per_token=a.mel_per_token,
+                         token_seconds=a.token_seconds)
+    portrait = prepare_portrait(portrait_path, cfg.resolution, mode=crop,
+                                face_scale=args.face_scale or cfg.face_scale)
+    for note in portrait.notes:
+        print(f"note: {note}", file=sys.stderr)
+    states = build_states(args.states, audio)
+    sampler = SamplerConfig(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
+                            first_clip=args.first_clip, clip_frames=args.clip_frames)
+    pipe = LLIAPipeline(model, device=args.device, dtype=_dtype(args.dtype))
+    load_seconds = time.perf_counter() - t_load
+    # 2. Generate clip by clip straight into the mp4
+    out = Path(args.out)
+    bar = tqdm(total=audio.num_frames, unit="frame", desc="generating", disable=args.quiet)
+    first = None
+    t0 = time.perf_counter()
+    with Mp4Writer(out, fps, cfg.resolution, cfg.resolution, audio=audio.waveform_for_video(),
+                   sample_rate=16000) as writer:
+        for clip in pipe.stream(portrait, audio, states, sampler):
+            first = clip.elapsed if first is None else first
+            writer.write(clip.frames)
+            bar.update(clip.frames.shape[0])
+    bar.close()
+    total = time.perf_counter() - t0
+    report = {"frames": audio.num_frames, "seconds": round(total, 3), "fps": round(audio.num_frames / total, 2),
+              "first_frame_ms": round(first * 1000, 1), "load_seconds": round(load_seconds, 2),
+              "audio_seconds": round(audio.num_frames / fps, 3), "out": str(out)}
+    print(f"wrote {out}: {report['frames']} frames at {fps:g} fps ({report['audio_seconds']} s) | "
+          f"generation {report['fps']} FPS | time to first frame {report['first_frame_ms']} ms | "
+          f"model/inputs loaded in {report['load_seconds']} s")
+    return report
+
+
+def add_train_args(p: argparse.ArgumentParser) -> None:
+    from .training.trainer import TrainConfig
+
+    for f in dataclasses.fields(TrainConfig):
+        flag = "--" + f.name.replace("_", "-")
+        default = f.default
+        if f.type in ("bool",) or isinstance(default, bool):
+            p.add_argument(flag, default=default, action=argparse.BooleanOptionalAction)
+        elif isinstance(default, int) and not isinstance(default, bool):
+            p.add_argument(flag, type=int, default=default)
+        elif isinstance(default, float):
+            p.add_argument(flag, type=float, default=default)
+        elif f.name in ("minutes",):
+            p.add_argument(flag, type=float, default=default)
+        elif f.name in ("max_clips", "threads"):
+            p.add_argument(flag, type=int, default=default)
+        else:
+            p.add_argument(flag, default=default)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m llia_core", description="LLIA talking-avatar engine")
+    sub = parser.add_subparsers(dest="command", required=True)
+    add_generate_args(sub.add_parser("generate", help="portrait + audio -> talking-avatar mp4"))
+    add_train_args(sub.add_parser("train", help="train a model stage (base or distill)"))
+    info = sub.add_parser("info", help="describe a checkpoint")
+    info.add_argument("model", nargs="?", default="bundled")
+    args = parser.parse_args(argv)
+    try:
+        if args.command == "generate":
+            run_generate(args)
+        elif args.command == "train":
+            from .training.trainer import TrainConfig, train
+
+            fields = {f.name for f in dataclasses.fields(TrainConfig)}
+            path = train(TrainConfig(**{k: v for k, v in vars(args).items() if k in fields}))
+            print(f"wrote {path}")
+        elif args.command == "info":
+            from .checkpoints import describe, resolve_model_path
+
+            print(describe(resolve_model_path(args.model)))
+    except LLIAError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    return 0

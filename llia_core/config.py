@@ -1,0 +1,201 @@
+"""Model configurations: one architecture, several sizes.
+
+A :class:`LLIAConfig` fully describes a model; it is stored inside every checkpoint, so a file
+always knows its own architecture. Configs hold no file paths.
+
+| name       | pixels | autoencoder                     | denoiser latent |
+|------------|--------|---------------------------------|-----------------|
+| demo       | 128    | patch (lossless space-to-depth) | 48 x 32 x 32    |
+| sd15-384   | 384    | SD1.5 VAE (AutoencoderKL)       | 4 x 48 x 48     |
+| sd15-512   | 512    | SD1.5 VAE (AutoencoderKL)       | 4 x 64 x 64     |
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from typing import Any
+
+from .errors import CheckpointError
+
+
+@dataclass(frozen=True)
+class AutoencoderConfig:
+    """Pixel <-> latent codec.
+
+    Args:
+        kind: "patch" (space-to-depth by ``downscale``, exactly invertible, plus a small learned
+            decoder refiner) or "kl" (diffusers ``AutoencoderKL``, e.g. the SD1.5 VAE).
+        downscale: pixels per latent cell along one side.
+        latent_channels: channels of the latent (3 * downscale**2 for "patch").
+        block_out_channels: "kl" encoder/decoder widths; "patch" refiner width (first entry).
+        scaling_factor: latents are multiplied by this so they have roughly unit variance.
+    """
+
+    kind: str = "patch"
+    downscale: int = 4
+    latent_channels: int = 48
+    block_out_channels: tuple[int, ...] = (32,)
+    layers_per_block: int = 1
+    scaling_factor: float = 1.0
+
+
+@dataclass(frozen=True)
+class AudioEncoderConfig:
+    """Per-frame log-mel windows -> audio tokens (where audio becomes tokens).
+
+    Args:
+        n_mels: mel bands of the log-mel features (100 frames/s at 16 kHz).
+        context: audio tokens on each side of the frame's own token.
+        mel_per_token: mel frames sampled inside one token's span.
+        token_seconds: duration of one token (the training frame period), independent of output fps.
+        num_layers: transformer layers mixing the tokens of one frame.
+        dim: token width (equals the denoiser's cross-attention width).
+    """
+
+    n_mels: int = 80
+    context: int = 2
+    mel_per_token: int = 4
+    token_seconds: float = 0.04
+    num_layers: int = 1
+    dim: int = 128
+
+    @property
+    def num_tokens(self) -> int:
+        return 2 * self.context + 1
+
+
+@dataclass(frozen=True)
+class UNetConfig:
+    """Denoiser and ReferenceNet widths (diffusers UNetMotionModel / UNet2DConditionModel).
+
+    Args:
+        block_out_channels: channels per resolution level.
+        down_block_types: spatial block kinds; "CrossAttn" levels carry reference + audio attention.
+        layers_per_block: ResNet layers per level.
+        attention_head_dim: channels per attention head.
+        norm_num_groups: GroupNorm groups.
+        motion_max_seq_length: longest clip (incl. motion frames) the motion module can embed.
+        motion_num_attention_heads: heads of the temporal attention.
+    """
+
+    block_out_channels: tuple[int, ...] = (32, 64, 112)
+    down_block_types: tuple[str, ...] = ("DownBlock", "CrossAttnDownBlock", "CrossAttnDownBlock")
+    layers_per_block: int = 1
+    attention_head_dim: int = 16
+    norm_num_groups: int = 16
+    motion_max_seq_length: int = 32
+    motion_num_attention_heads: int = 4
+
+
+@dataclass(frozen=True)
+class LLIAConfig:
+    """Everything that defines one LLIA model.
+
+    Args:
+        name: config name (``demo``, ``sd15-384``, ``sd15-512`` or a user's own).
+        resolution: square pixel size of generated frames.
+        fps: frame rate the model was trained at (audio tokens span 1/fps each).
+        max_clip_frames: longest clip (new frames) the model was trained with.
+        motion_frames: frames of the previous clip fed back to condition the next.
+        num_states: number of state labels (speaking, listening, idle).
+        concat_reference: also concatenate the reference latent to the denoiser input
+            (cheap identity anchor for small models, as image-to-video models do).
+        face_scale: crop side / face box side used to frame portraits.
+        prediction_type: what the denoiser predicts ("v_prediction" or "epsilon").
+        num_train_timesteps: diffusion steps of the training noise schedule.
+    """
+
+    name: str = "demo"
+    resolution: int = 128
+    fps: float = 25.0
+    max_clip_frames: int = 16
+    motion_frames: int = 2
+    num_states: int = 3
+    concat_reference: bool = True
+    face_scale: float = 1.8
+    prediction_type: str = "v_prediction"
+    num_train_timesteps: int = 1000
+    autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
+    audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
+    unet: UNetConfig = field(default_factory=UNetConfig)
+
+    @property
+    def latent_size(self) -> int:
+        return self.resolution // self.autoencoder.downscale
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_json(self) -> str:
+        return json.dumps(self.to_dict(), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> "LLIAConfig":
+        """Rebuild a config, rejecting unknown fields (they mean another code version)."""
+        try:
+            nested = {
+                "autoencoder": AutoencoderConfig,
+                "audio": AudioEncoderConfig,
+                "unet": UNetConfig,
+            }
+            kwargs = dict(data)
+            for key, sub in nested.items():
+                if key in kwargs:
+                    value = dict(kwargs[key])
+                    for k, v in value.items():
+                        if isinstance(v, list):
+                            value[k] = tuple(v)
+                    kwargs[key] = sub(**value)
+            return cls(**kwargs)
+        except TypeError as exc:
+            raise CheckpointError(
+                f"the model config does not match this version of LLIA ({exc}); "
+                "update the llia pack or use a checkpoint made by this version"
+            ) from None
+
+    @classmethod
+    def from_json(cls, text: str) -> "LLIAConfig":
+        return cls.from_dict(json.loads(text))
+
+
+_SD15_UNET = UNetConfig(
+    block_out_channels=(320, 640, 1280, 1280),
+    down_block_types=("CrossAttnDownBlock", "CrossAttnDownBlock", "CrossAttnDownBlock", "DownBlock"),
+    layers_per_block=2,
+    attention_head_dim=40,
+    norm_num_groups=32,
+    motion_max_seq_length=32,
+    motion_num_attention_heads=8,
+)
+_SD15_VAE = AutoencoderConfig(
+    kind="kl",
+    downscale=8,
+    latent_channels=4,
+    block_out_channels=(128, 256, 512, 512),
+    layers_per_block=2,
+    scaling_factor=0.18215,
+)
+_SD15_AUDIO = AudioEncoderConfig(n_mels=80, context=2, mel_per_token=4, num_layers=4, dim=768)
+
+CONFIGS: dict[str, LLIAConfig] = {
+    "demo": LLIAConfig(),
+    "sd15-384": LLIAConfig(
+        name="sd15-384", resolution=384, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,
+        concat_reference=False,
+    ),
+    "sd15-512": LLIAConfig(
+        name="sd15-512", resolution=512, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,
+        concat_reference=False,
+    ),
+}
+
+
+def get_config(name: str) -> LLIAConfig:
+    """Look up a named config."""
+    if name not in CONFIGS:
+        raise CheckpointError(
+            f"unknown model config '{name}'; choose one of {', '.join(sorted(CONFIGS))}"
+        )
+    return CONFIGS[name]

@@ -1,0 +1,84 @@
+"""Attention processors: how the reference portrait reaches the denoiser.
+
+LLIA's Appearance ReferenceNet injects reference features into the denoiser's self-attention
+(keys/values = frame tokens + reference tokens of the same layer). diffusers makes the attention
+processor the extension point, so both sides are processors set per module path:
+
+* :class:`ReferenceCaptureProcessor` on the ReferenceNet writes each self-attention input into a
+  ``reference_bank`` dict (keyed by module path) passed through ``cross_attention_kwargs``;
+* :class:`ReferenceAttnProcessor` on the denoiser reads the same key and attends to it.
+
+The bank is an explicit argument, never hidden module state, so one model can serve several
+portraits at once and a run cannot leave stale features behind.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from diffusers.models.attention_processor import Attention
+
+
+def _heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
+    """(B, N, C) -> (B, heads, N, C / heads)."""
+    b, n, c = x.shape
+    return x.view(b, n, attn.heads, c // attn.heads).transpose(1, 2)
+
+
+def _attend(attn, query_in, key_value_in, attn_mask=None) -> torch.Tensor:
+    """Plain multi-head attention through ``attn``'s projections; (B, N, C) -> (B, N, C)."""
+    q = _heads(attn, attn.to_q(query_in))
+    k = _heads(attn, attn.to_k(key_value_in))
+    v = _heads(attn, attn.to_v(key_value_in))
+    out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
+    out = out.transpose(1, 2).reshape(query_in.shape[0], -1, q.shape[1] * q.shape[-1])
+    return attn.to_out[1](attn.to_out[0](out))
+
+
+class ReferenceCaptureProcessor:
+    """ReferenceNet side: record the self-attention input under ``name``, then attend as usual."""
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, reference_bank: dict | None = None, **_):
+        if reference_bank is not None and encoder_hidden_states is None:
+            reference_bank[self.name] = hidden_states
+        context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
+        return _attend(attn, hidden_states, context)
+
+
+class ReferenceAttnProcessor:
+    """Denoiser side: self-attention over [frame tokens ; reference tokens], or cross-attention.
+
+    ``reference_bank[name]`` holds (B, N_ref, C) features for B clips; the denoiser batch is
+    B * num_frames, so each clip's reference is shared by its frames without copying weights.
+    ``reference_keep`` (B * num_frames,) bool drops the reference per sample (training dropout
+    and reference-free guidance) by masking its keys.
+    """
+
+    def __init__(self, name: str):
+        self.name = name
+
+    def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, reference_bank: dict | None = None, num_frames: int = 1,
+                 reference_keep: torch.Tensor | None = None, **_):
+        if encoder_hidden_states is not None:  # audio cross-attention
+            return _attend(attn, hidden_states, encoder_hidden_states)
+        ref = None if reference_bank is None else reference_bank.get(self.name)
+        if ref is None:
+            return _attend(attn, hidden_states, hidden_states)
+        n = hidden_states.shape[1]
+        ref = ref.to(hidden_states.dtype)
+        if ref.shape[0] * num_frames != hidden_states.shape[0]:
+            ref = ref.expand(hidden_states.shape[0] // num_frames, -1, -1)
+        ref = ref.repeat_interleave(num_frames, dim=0)
+        context = torch.cat([hidden_states, ref], dim=1)
+        mask = None
+        if reference_keep is not None and not bool(reference_keep.all()):
+            keep = torch.ones(hidden_states.shape[0], context.shape[1], dtype=torch.bool,
+                              device=hidden_states.device)
+            keep[:, n:] = reference_keep.to(hidden_states.device)[:, None]
+            mask = keep[:, None, None, :]
+        return _attend(attn, hidden_states, context, mask)

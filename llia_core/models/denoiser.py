@@ -1,0 +1,82 @@
+"""The LLIA denoiser: motion UNet + Audio Layer + Face Locator + reference attention + states."""
+
+from __future__ import annotations
+
+import torch
+import torch.nn as nn
+from diffusers import UNetMotionModel
+
+from ..config import LLIAConfig
+from .attention import ReferenceAttnProcessor
+from .audio_encoder import AudioEncoder
+from .face_locator import FaceLocator
+from .unet_blocks import processor_map, unet_kwargs
+
+
+class LLIADenoiser(nn.Module):
+    """Predicts v (or noise) for a clip of latents.
+
+    Per frame the UNet input is [noisy latent (+ face-locator residual) ; reference latent
+    (if ``concat_reference``) ; motion flag]. Motion frames (the previous clip's last clean
+    latents) sit at the start of the frame axis with flag 1, so the temporal attention carries
+    motion across clip boundaries; their outputs are ignored by the sampler and the loss.
+    """
+
+    def __init__(self, config: LLIAConfig):
+        super().__init__()
+        self.config = config
+        c = config.autoencoder.latent_channels
+        in_channels = c * (2 if config.concat_reference else 1) + 1
+        self.unet = UNetMotionModel(in_channels=in_channels, out_channels=c, **unet_kwargs(config, motion=True))
+        self.unet.set_attn_processor(processor_map(self.unet, lambda key: ReferenceAttnProcessor(key)))
+        self.audio_encoder = AudioEncoder(config.audio, config.num_states)
+        self.face_locator = FaceLocator(config.autoencoder.downscale, c)
+
+    def forward(
+        self,
+        sample: torch.Tensor,
+        timestep: torch.Tensor,
+        audio_windows: torch.Tensor,
+        states: torch.Tensor,
+        reference_latent: torch.Tensor,
+        reference_bank: dict[str, torch.Tensor],
+        face_mask: torch.Tensor,
+        motion_flags: torch.Tensor,
+        audio_keep: torch.Tensor | None = None,
+        reference_keep: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """
+        Args:
+            sample: (B, C, F, h, w) noisy latents; motion-frame slots hold clean latents.
+            timestep: (B,) or scalar diffusion timestep.
+            audio_windows: (B, F, T, D) per-frame log-mel windows.
+            states: (B, F) long state labels.
+            reference_latent: (B, C, h, w) encoded portrait.
+            reference_bank: ReferenceNet output for the B portraits.
+            face_mask: (B, 1, H, W) face-region mask at pixel resolution.
+            motion_flags: (B, F) 1 for motion frames, 0 for frames to generate.
+            audio_keep / reference_keep: (B, F) bool, False drops that condition (guidance).
+        Returns:
+            (B, C, F, h, w) model prediction.
+        """
+        b, c, f, h, w = sample.shape
+        x = sample + self.face_locator(face_mask.to(sample.dtype))[:, :, None]
+        parts = [x]
+        if self.config.concat_reference:
+            parts.append(reference_latent[:, :, None].expand(-1, -1, f, -1, -1).to(sample.dtype))
+        parts.append(motion_flags.to(sample.dtype)[:, None, :, None, None].expand(-1, 1, -1, h, w))
+        x = torch.cat(parts, dim=1)
+
+        flat_keep = None if audio_keep is None else audio_keep.reshape(b * f)
+        tokens = self.audio_encoder(audio_windows.reshape(b * f, *audio_windows.shape[2:]).to(sample.dtype),
+                                    states.reshape(b * f), flat_keep)
+        kwargs = {"reference_bank": reference_bank, "num_frames": f}
+        if reference_keep is not None:
+            kwargs["reference_keep"] = reference_keep.reshape(b * f)
+        if self.config.concat_reference and reference_keep is not None:
+            keep = reference_keep.to(sample.dtype)[:, None, :, None, None]
+            x = torch.cat([x[:, :c], x[:, c:2 * c] * keep, x[:, 2 * c:]], dim=1)
+        timestep = torch.as_tensor(timestep, device=sample.device)
+        if timestep.ndim == 0:
+            timestep = timestep.expand(b)
+        return self.unet(x, timestep, encoder_hidden_states=tokens, cross_attention_kwargs=kwargs).sample

@@ -1,0 +1,73 @@
+"""LLIAModel: the autoencoder, ReferenceNet and denoiser of one config, as one object."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn as nn
+
+from ..config import LLIAConfig
+from .autoencoder import build_autoencoder
+from .denoiser import LLIADenoiser
+from .reference_net import ReferenceNet
+
+
+@dataclass
+class ReferenceState:
+    """Everything the denoiser needs about one portrait; computed once and cached.
+
+    latent: (1, C, h, w) encoded portrait. bank: ReferenceNet features. face_mask: (1, 1, H, W).
+    """
+
+    latent: torch.Tensor
+    bank: dict[str, torch.Tensor]
+    face_mask: torch.Tensor
+
+    def to(self, device=None, dtype=None) -> "ReferenceState":
+        return ReferenceState(
+            self.latent.to(device=device, dtype=dtype),
+            {k: v.to(device=device, dtype=dtype) for k, v in self.bank.items()},
+            self.face_mask.to(device=device, dtype=dtype),
+        )
+
+
+class LLIAModel(nn.Module):
+    """One LLIA model. Build with ``LLIAModel(config)`` or ``LLIAModel.from_pretrained(name)``."""
+
+    def __init__(self, config: LLIAConfig):
+        super().__init__()
+        self.config = config
+        self.autoencoder = build_autoencoder(config.autoencoder)
+        self.reference_net = ReferenceNet(config)
+        self.denoiser = LLIADenoiser(config)
+
+    @classmethod
+    def from_pretrained(cls, name_or_path: str, **kwargs) -> "LLIAModel":
+        """Load a checkpoint by path, ComfyUI model name, 'bundled', or Hugging Face repo id."""
+        from ..checkpoints import load_model
+
+        return load_model(name_or_path, **kwargs)
+
+    def save_pretrained(self, path, **metadata) -> None:
+        from ..checkpoints import save_model
+
+        save_model(self, path, **metadata)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.parameters()).device
+
+    def encode_pixels(self, images: torch.Tensor) -> torch.Tensor:
+        """images (B, 3, H, W) in 0..1 -> latents (B, C, h, w)."""
+        return self.autoencoder.encode(images * 2 - 1)
+
+    def decode_latents(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (B, C, h, w) -> frames (B, H, W, 3) float in 0..1."""
+        pixels = self.autoencoder.decode(latents)
+        return ((pixels + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
+
+    def encode_reference(self, image: torch.Tensor, face_mask: torch.Tensor) -> ReferenceState:
+        """image (B, 3, R, R) 0..1 and face_mask (B, 1, R, R) -> cached ReferenceState."""
+        latent = self.encode_pixels(image)
+        return ReferenceState(latent, self.reference_net(latent), face_mask)

@@ -1,0 +1,239 @@
+"""LLIAPipeline: portrait + audio + states -> frames, clip by clip.
+
+``stream()`` yields each clip as soon as it is decoded; ``generate()`` collects the same stream,
+so both give identical frames for the same seed and clip plan. Per clip:
+
+    noise (seeded by the clip's place) + motion frames (last latents of the previous clip)
+      -> consistency / teacher sampler -> latents -> decode -> frames
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+from typing import Callable, Iterator
+
+import torch
+
+from ..audio import AudioFeatures
+from ..clips import ClipPlan, clip_noise_seed, plan_clips
+from ..errors import LLIAError
+from ..models import LLIAModel, ReferenceState
+from ..portrait import Portrait
+from ..sampling import consistency_scheduler, sample_consistency, sample_teacher, teacher_scheduler
+from ..states import states_from_activity
+
+SAMPLERS = ("consistency", "ddim", "euler")
+
+
+@dataclass(frozen=True)
+class SamplerConfig:
+    """How to sample.
+
+    Args:
+        sampler: "consistency" (1-8 steps, the distilled student) or "ddim"/"euler" (teacher).
+        steps: denoising steps per clip.
+        guidance_scale: classifier-free guidance on audio (1 = off, one model call per step).
+        reference_guidance: classifier-free guidance on the reference (1 = off).
+        seed: noise seed; the same seed and clip plan give the same frames.
+        first_clip: frames of the first clip and of the first clip after a state switch.
+        clip_frames: longest clip (capped at the model's trained maximum).
+        growth: factor by which clip lengths grow after the first.
+    """
+
+    sampler: str = "consistency"
+    steps: int = 2
+    guidance_scale: float = 1.0
+    reference_guidance: float = 1.0
+    seed: int = 0
+    first_clip: int = 2
+    clip_frames: int = 16
+    growth: float = 2.0
+
+    def validate(self, max_clip: int) -> None:
+        if self.sampler not in SAMPLERS:
+            raise LLIAError(f"unknown sampler '{self.sampler}'; use one of {', '.join(SAMPLERS)}")
+        limit = 8 if self.sampler == "consistency" else 200
+        if not 1 <= self.steps <= limit:
+            raise LLIAError(f"{self.sampler} sampling takes 1 to {limit} steps, not {self.steps}")
+        if not 1 <= self.first_clip <= max_clip or not 1 <= self.clip_frames:
+            raise LLIAError(f"clip lengths must be between 1 and {max_clip} frames for this model")
+        if self.guidance_scale < 0 or self.reference_guidance < 0:
+            raise LLIAError("guidance scales must be >= 0")
+
+
+@dataclass
+class ClipOutput:
+    """One decoded clip. frames: (F, R, R, 3) float32 0..1 on the CPU."""
+
+    clip: ClipPlan
+    frames: torch.Tensor
+    latents: torch.Tensor
+    elapsed: float  # seconds from the start of the stream to this clip being ready
+
+
+@dataclass
+class GenerationOutput:
+    """All frames of a run. frames: (N, R, R, 3) float32 0..1; audio: (N / fps * 16000,)."""
+
+    frames: torch.Tensor
+    audio: torch.Tensor
+    sample_rate: int
+    fps: float
+    states: torch.Tensor
+    clips: list[ClipPlan]
+    timings: dict = field(default_factory=dict)
+
+
+class LLIAPipeline:
+    """Runs an :class:`LLIAModel` on one device and dtype; caches reference features."""
+
+    def __init__(self, model: LLIAModel, device: str | torch.device | None = None,
+                 dtype: torch.dtype | None = None):
+        self.model = model
+        self.device = torch.device(device) if device is not None else model.device
+        self.dtype = dtype or next(model.parameters()).dtype
+        self._reference_cache: dict[tuple, ReferenceState] = {}
+
+    @property
+    def config(self):
+        return self.model.config
+
+    # 1. Reference: once per portrait
+    @torch.no_grad()
+    def prepare_reference(self, portrait: Portrait) -> ReferenceState:
+        """Encode the portrait and run the ReferenceNet; cached by image content."""
+        r = self.config.resolution
+        image = portrait.image
+        if tuple(image.shape) != (3, r, r):
+            raise LLIAError(f"the portrait is {tuple(image.shape)} but this model needs (3, {r}, {r}); "
+                            f"prepare it with resolution={r}")
+        key = (hash(image.numpy().tobytes()), hash(portrait.face_mask.numpy().tobytes()))
+        if key not in self._reference_cache:
+            image = image[None].to(self.device, self.dtype)
+            mask = portrait.face_mask[None].to(self.device, self.dtype)
+            self._reference_cache.clear()  # one portrait at a time keeps memory flat
+            self._reference_cache[key] = self.model.encode_reference(image, mask)
+        return self._reference_cache[key]
+
+    # 2. Clip plan
+    def plan(self, num_frames: int, states: torch.Tensor, sampler: SamplerConfig) -> list[ClipPlan]:
+        max_clip = min(sampler.clip_frames, self.config.max_clip_frames)
+        return plan_clips(num_frames, states, first_clip=min(sampler.first_clip, max_clip),
+                          max_clip=max_clip, growth=sampler.growth)
+
+    # 3. Denoise one clip
+    def _model_fn(self, reference: ReferenceState, windows, states, motion, guidance: SamplerConfig):
+        """Close the conditioning of one clip over ``model_fn(x, t)`` with guidance."""
+        m, f = motion.shape[2], windows.shape[1]
+        flags = torch.zeros(1, f, device=self.device)
+        flags[:, :m] = 1
+        use_ref_cfg = guidance.reference_guidance != 1.0
+        use_audio_cfg = guidance.guidance_scale != 1.0
+        # rows: full conditioning, [no audio], [no audio and no reference]
+        audio_keep = [True] + ([False] if use_audio_cfg or use_ref_cfg else []) + ([False] if use_ref_cfg else [])
+        ref_keep = [True] + ([True] if use_audio_cfg or use_ref_cfg else []) + ([False] if use_ref_cfg else [])
+        n = len(audio_keep)
+        a_keep = torch.tensor(audio_keep, device=self.device)[:, None].expand(n, f)
+        r_keep = torch.tensor(ref_keep, device=self.device)[:, None].expand(n, f)
+        bank = {k: v.expand(n, -1, -1) for k, v in reference.bank.items()}
+        ref_latent = reference.latent.expand(n, -1, -1, -1)
+        mask = reference.face_mask.expand(n, -1, -1, -1)
+        windows_n = windows.expand(n, -1, -1, -1)
+        states_n = states.expand(n, -1)
+        flags_n = flags.expand(n, -1)
+        motion = motion.to(self.dtype)
+
+        def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+            sample = torch.cat([motion, x.to(self.dtype)], dim=2).expand(n, -1, -1, -1, -1)
+            out = self.model.denoiser(
+                sample, t.reshape(1).expand(n), windows_n, states_n, ref_latent, bank, mask, flags_n,
+                audio_keep=a_keep if n > 1 else None, reference_keep=r_keep if n > 1 else None,
+            )[:, :, m:].float()
+            if n == 1:
+                return out
+            full, no_audio = out[0:1], out[1:2]
+            if use_ref_cfg:
+                none = out[2:3]
+                return none + guidance.reference_guidance * (no_audio - none) \
+                    + guidance.guidance_scale * (full - no_audio)
+            return no_audio + guidance.guidance_scale * (full - no_audio)
+
+        return model_fn
+
+    @torch.no_grad()
+    def denoise_clip(self, clip: ClipPlan, reference: ReferenceState, audio: AudioFeatures,
+                     states: torch.Tensor, motion: torch.Tensor, sampler: SamplerConfig,
+                     step_callback: Callable | None = None) -> torch.Tensor:
+        """Latents (1, C, L, h, w) of one clip; ``motion``: (1, C, M, h, w) previous latents."""
+        m = motion.shape[2]
+        idx = torch.arange(clip.start - m, clip.stop)
+        windows = audio.windows[idx].to(self.device, self.dtype)[None]
+        clip_states = states[idx].to(self.device)[None]
+        model_fn = self._model_fn(reference, windows, clip_states, motion, sampler)
+        c, h = self.config.autoencoder.latent_channels, self.config.latent_size
+        generator = torch.Generator(device="cpu").manual_seed(clip_noise_seed(sampler.seed, clip))
+        noise = torch.randn((1, c, clip.length, h, h), generator=generator).to(self.device)
+        if sampler.sampler == "consistency":
+            return sample_consistency(model_fn, noise, consistency_scheduler(self.config), sampler.steps,
+                                      generator=generator, callback=step_callback)
+        return sample_teacher(model_fn, noise, teacher_scheduler(self.config, sampler.sampler),
+                              sampler.steps, generator=generator, callback=step_callback)
+
+    # 4. Decode
+    @torch.no_grad()
+    def decode_clip(self, latents: torch.Tensor) -> torch.Tensor:
+        """latents (1, C, L, h, w) -> frames (L, R, R, 3) float32 on the CPU."""
+        flat = latents[0].permute(1, 0, 2, 3).to(self.dtype)
+        return self.model.decode_latents(flat).float().cpu()
+
+    def resolve_states(self, audio: AudioFeatures, states: torch.Tensor | None) -> torch.Tensor:
+        if states is None:
+            return states_from_activity(audio.speech)
+        states = torch.as_tensor(states).long().reshape(-1)
+        if states.numel() != audio.num_frames:
+            raise LLIAError(f"the state timeline has {states.numel()} frames but the audio has "
+                            f"{audio.num_frames}; build the states from the same audio")
+        return states
+
+    def stream(self, portrait: Portrait, audio: AudioFeatures, states: torch.Tensor | None = None,
+               sampler: SamplerConfig = SamplerConfig(), *,
+               step_callback: Callable | None = None) -> Iterator[ClipOutput]:
+        """Yield decoded clips in order, as soon as each is ready."""
+        # 1. Check inputs
+        sampler.validate(self.config.max_clip_frames)
+        states = self.resolve_states(audio, states)
+        t0 = time.perf_counter()
+        # 2. Reference features (cached)
+        reference = self.prepare_reference(portrait)
+        # 3. Plan clips
+        clips = self.plan(audio.num_frames, states, sampler)
+        c, h = self.config.autoencoder.latent_channels, self.config.latent_size
+        history = torch.zeros((1, c, 0, h, h), device=self.device)
+        for clip in clips:
+            # 4. Denoise with the last latents of the previous clip as motion frames
+            motion = history[:, :, -self.config.motion_frames:] if self.config.motion_frames else history[:, :, :0]
+            latents = self.denoise_clip(clip, reference, audio, states, motion, sampler, step_callback)
+            history = latents[:, :, -self.config.motion_frames:] if self.config.motion_frames else history
+            # 5. Decode
+            frames = self.decode_clip(latents)
+            yield ClipOutput(clip, frames, latents.cpu(), time.perf_counter() - t0)
+
+    def generate(self, portrait: Portrait, audio: AudioFeatures, states: torch.Tensor | None = None,
+                 sampler: SamplerConfig = SamplerConfig(), *, step_callback: Callable | None = None,
+                 clip_callback: Callable[[ClipOutput], None] | None = None) -> GenerationOutput:
+        """All frames at once (exactly ``audio.num_frames``), plus the matching audio."""
+        states = self.resolve_states(audio, states)
+        t0 = time.perf_counter()
+        chunks, clips, first = [], [], None
+        for out in self.stream(portrait, audio, states, sampler, step_callback=step_callback):
+            first = out.elapsed if first is None else first
+            chunks.append(out.frames)
+            clips.append(out.clip)
+            if clip_callback is not None:
+                clip_callback(out)
+        total = time.perf_counter() - t0
+        frames = torch.cat(chunks)
+        timings = {"frames": frames.shape[0], "seconds": total, "fps": frames.shape[0] / total,
+                   "first_frame_seconds": first}
+        return GenerationOutput(frames, audio.waveform_for_video(), 16000, audio.fps, states, clips, timings)

@@ -1,0 +1,112 @@
+"""Training windows: clips in memory -> batches of (motion frames + new frames).
+
+Variable-length training (LLIA): early on every batch has the same clip length; afterwards the
+length is drawn per batch from 1 frame up to the maximum, and the number of motion frames from
+0 up to ``motion_frames``, so one model serves the short first clip and the long later ones.
+The batch size adapts so every batch holds about ``batch_frames`` frames.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ..audio import Audio, frame_windows, log_mel
+from ..config import LLIAConfig
+
+
+@dataclass
+class TrainingClip:
+    """One clip ready for training. frames: (F, R, R, 3) uint8; windows: (F, T, D) float32."""
+
+    frames: torch.Tensor
+    windows: torch.Tensor
+    states: torch.Tensor
+    reference: torch.Tensor  # (3, R, R) float 0..1
+    face_mask: torch.Tensor  # (1, R, R) float 0/1
+    mouth_open: torch.Tensor | None = None
+
+
+def clip_to_training(clip, config: LLIAConfig) -> TrainingClip:
+    """Turn a generated or read clip (arrays) into tensors with audio windows computed once."""
+    frames = torch.as_tensor(np.asarray(clip.frames))
+    n = frames.shape[0]
+    audio = Audio(torch.as_tensor(np.asarray(clip.audio), dtype=torch.float32))
+    a = config.audio
+    windows = frame_windows(log_mel(audio.waveform, a.n_mels), n, float(clip.fps), a.context,
+                            a.mel_per_token, a.token_seconds)
+    reference = torch.as_tensor(np.asarray(clip.reference)).permute(2, 0, 1).float() / 255.0
+    mask = torch.as_tensor(np.asarray(clip.face_mask)).float()[None]
+    mouth = getattr(clip, "mouth_open", None)
+    return TrainingClip(frames, windows.float(), torch.as_tensor(np.asarray(clip.states)).long(), reference,
+                        (mask > 0).float(), None if mouth is None else torch.as_tensor(np.asarray(mouth)))
+
+
+def load_training_clips(root, split: str, config: LLIAConfig, limit: int | None = None,
+                        progress: bool = True) -> list[TrainingClip]:
+    from tqdm import tqdm
+
+    from .data.dataset import ClipDataset, load_clip
+
+    ds = ClipDataset(root, split)
+    paths = list(ds.paths)[:limit] if limit else list(ds.paths)
+    return [clip_to_training(load_clip(p), config) for p in tqdm(paths, desc=f"load {split}", disable=not progress)]
+
+
+@dataclass
+class Batch:
+    """frames (B, F, 3, R, R) 0..1; motion_flags (B, F); windows (B, F, T, D); states (B, F)."""
+
+    frames: torch.Tensor
+    motion_flags: torch.Tensor
+    windows: torch.Tensor
+    states: torch.Tensor
+    reference: torch.Tensor
+    face_mask: torch.Tensor
+
+    def to(self, device) -> "Batch":
+        return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+
+
+def sample_batch(clips: list[TrainingClip], rng: np.random.Generator, *, clip_len: int, motion: int,
+                 batch_frames: int) -> Batch:
+    """Random windows of ``motion + clip_len`` frames from random clips."""
+    span = motion + clip_len
+    eligible = [c for c in clips if c.frames.shape[0] >= span]
+    if not eligible:
+        raise ValueError(f"no training clip has {span} frames; generate longer clips")
+    b = max(1, batch_frames // span)
+    picks = rng.integers(0, len(eligible), size=b)
+    rows = []
+    for i in picks:
+        c = eligible[int(i)]
+        s = int(rng.integers(0, c.frames.shape[0] - span + 1))
+        rows.append((c, s))
+    frames = torch.stack([c.frames[s:s + span] for c, s in rows]).permute(0, 1, 4, 2, 3).float() / 255.0
+    flags = torch.zeros(b, span)
+    flags[:, :motion] = 1
+    return Batch(
+        frames=frames,
+        motion_flags=flags,
+        windows=torch.stack([c.windows[s:s + span] for c, s in rows]),
+        states=torch.stack([c.states[s:s + span] for c, s in rows]),
+        reference=torch.stack([c.reference for c, _ in rows]),
+        face_mask=torch.stack([c.face_mask for c, _ in rows]),
+    )
+
+
+def draw_lengths(rng: np.random.Generator, step: int, fixed_steps: int, fixed_len: int, max_len: int,
+                 max_motion: int) -> tuple[int, int]:
+    """(clip_len, motion) for this step: fixed length first, then variable lengths 1..max_len."""
+    if step < fixed_steps:
+        return fixed_len, int(rng.integers(0, max_motion + 1))
+    # favour short clips (the latency path) and full ones (the throughput path) equally
+    clip_len = int(rng.integers(1, 5)) if rng.random() < 0.35 else int(rng.integers(5, max_len + 1))
+    return clip_len, int(rng.integers(0, max_motion + 1))
+
+
+def dataset_exists(root) -> bool:
+    return (Path(root) / "index.json").exists()

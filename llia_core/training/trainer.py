@@ -1,0 +1,247 @@
+"""The LLIA training recipe: base model, then consistency distillation into a few-step student.
+
+Stage ``base``: v-prediction with a uniform loss weight (min-SNR weighting gives zero weight at
+t = T under a zero-terminal-SNR schedule, which breaks 1-step sampling), fixed clip length for
+the first ``fixed_fraction`` of steps, then variable lengths from 1 frame up, motion frames from
+the preceding frames, audio and reference dropout for guidance. A share of the timesteps is drawn
+from those the few-step sampler visits, so the model is good exactly where it will be used.
+
+Stage ``distill``: latent consistency distillation (Luo et al. 2023): the student maps x_t to
+the same clean estimate as the EMA target maps the teacher's guided DDIM step x_{t-k}; the
+teacher's classifier-free guidance on audio is distilled in.
+
+Both stages resume from ``out_dir/state.safetensors`` and stop cleanly on a step or time budget,
+writing ``model.safetensors`` (EMA weights) and ``log.csv``.
+"""
+
+from __future__ import annotations
+
+import copy
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from ..checkpoints import load_model, save_model
+from ..config import get_config
+from ..models import LLIAModel
+from ..sampling import consistency_scheduler, training_scheduler
+from .batches import Batch, draw_lengths, load_training_clips, sample_batch
+from .state import load_training_state, save_training_state, update_ema
+
+
+@dataclass
+class TrainConfig:
+    """Hyperparameters of one training stage (every field is a CLI flag)."""
+
+    data: str = "data/train"
+    out_dir: str = "runs/base"
+    stage: str = "base"  # "base" or "distill"
+    config: str = "demo"
+    init: str | None = None  # checkpoint to start from (distill: the teacher)
+    steps: int = 4000
+    minutes: float | None = None  # wall-clock budget for this invocation
+    batch_frames: int = 24
+    lr: float = 3e-4
+    warmup: int = 100
+    fixed_fraction: float = 0.25
+    fixed_len: int = 8
+    audio_dropout: float = 0.1
+    reference_dropout: float = 0.05
+    fewstep_fraction: float = 0.3
+    ema_decay: float = 0.998
+    guidance_scale: float = 1.5  # teacher guidance distilled into the student
+    skip: int = 20  # DDIM solver skip (1000 / 20 = 50-step teacher discretisation)
+    seed: int = 0
+    save_every: int = 200
+    log_every: int = 20
+    max_clips: int | None = None
+    threads: int | None = None
+    progress: bool = True
+
+
+def _encode_frames(model: LLIAModel, frames: torch.Tensor) -> torch.Tensor:
+    """frames (B, F, 3, R, R) -> latents (B, C, F, h, w)."""
+    b, f = frames.shape[:2]
+    lat = model.encode_pixels(frames.flatten(0, 1))
+    return lat.reshape(b, f, *lat.shape[1:]).permute(0, 2, 1, 3, 4)
+
+
+def _keep(gen: torch.Generator, b: int, f: int, p: float) -> torch.Tensor:
+    return (torch.rand(b, generator=gen) >= p)[:, None].expand(b, f)
+
+
+def _timesteps(gen, b, scheduler, fewstep: torch.Tensor, fraction: float) -> torch.Tensor:
+    t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), generator=gen)
+    pick = torch.rand(b, generator=gen) < fraction
+    t[pick] = fewstep[torch.randint(0, len(fewstep), (int(pick.sum()),), generator=gen)]
+    return t
+
+
+def fewstep_timesteps(config) -> torch.Tensor:
+    """The timesteps the 1-, 2- and 4-step consistency samplers visit."""
+    sched = consistency_scheduler(config)
+    ts = []
+    for n in (1, 2, 4):
+        sched.set_timesteps(n)
+        ts += sched.timesteps.tolist()
+    return torch.tensor(sorted(set(ts)))
+
+
+def _alpha_sigma(scheduler, t: torch.Tensor, ndim: int):
+    acp = scheduler.alphas_cumprod[t].float()
+    shape = (-1,) + (1,) * (ndim - 1)
+    return acp.sqrt().reshape(shape), (1 - acp).sqrt().reshape(shape)
+
+
+def base_loss(model: LLIAModel, batch: Batch, scheduler, gen: torch.Generator, tc: TrainConfig,
+              fewstep: torch.Tensor) -> torch.Tensor:
+    """v-prediction MSE on the new frames of a batch (motion frames stay clean, unscored)."""
+    x0 = _encode_frames(model, batch.frames)
+    b, c, f = x0.shape[:3]
+    ref_latent = model.encode_pixels(batch.reference)
+    bank = model.reference_net(ref_latent)
+    noise = torch.randn(x0.shape, generator=gen)
+    t = _timesteps(gen, b, scheduler, fewstep, tc.fewstep_fraction)
+    motion = batch.motion_flags[:, None, :, None, None]
+    xt = scheduler.add_noise(x0, noise, t) * (1 - motion) + x0 * motion
+    pred = model.denoiser(xt, t, batch.windows, batch.states, ref_latent, bank, batch.face_mask,
+                          batch.motion_flags, audio_keep=_keep(gen, b, f, tc.audio_dropout),
+                          reference_keep=_keep(gen, b, f, tc.reference_dropout))
+    target = scheduler.get_velocity(x0, noise, t)
+    w = 1 - motion
+    return ((pred - target) ** 2 * w).sum() / (w.sum() * c * x0.shape[-1] * x0.shape[-2])
+
+
+def _consistency_fn(model, lcm, scheduler, x, t, v_pred):
+    """LCM parameterisation f(x, t) = c_skip x + c_out x0_hat, exact identity at t = 0."""
+    a, s = _alpha_sigma(scheduler, t, x.ndim)
+    x0 = a * x - s * v_pred
+    c_skip, c_out = lcm.get_scalings_for_boundary_condition_discrete(t)
+    shape = (-1,) + (1,) * (x.ndim - 1)
+    return c_skip.reshape(shape) * x + c_out.reshape(shape) * x0
+
+
+def distill_loss(student: LLIAModel, target: LLIAModel, teacher: LLIAModel, batch: Batch, scheduler, lcm,
+                 gen: torch.Generator, tc: TrainConfig) -> torch.Tensor:
+    """One latent-consistency-distillation step (guided DDIM teacher, EMA target)."""
+    x0 = _encode_frames(student, batch.frames)
+    b, c, f = x0.shape[:3]
+    motion = batch.motion_flags[:, None, :, None, None]
+    n_steps = scheduler.config.num_train_timesteps // tc.skip
+    idx = torch.randint(0, n_steps, (b,), generator=gen)
+    t = (idx + 1) * tc.skip - 1  # 19, 39, ..., 999
+    s = (t - tc.skip).clamp(min=0)
+    noise = torch.randn(x0.shape, generator=gen)
+    xt = scheduler.add_noise(x0, noise, t) * (1 - motion) + x0 * motion
+    ones = torch.ones(b, f, dtype=torch.bool)
+    with torch.no_grad():
+        ref_t = teacher.encode_pixels(batch.reference)
+        bank_t = teacher.reference_net(ref_t)
+        two = lambda z: torch.cat([z, z])  # noqa: E731
+        v = teacher.denoiser(two(xt), two(t), two(batch.windows), two(batch.states), two(ref_t),
+                             {k: two(v) for k, v in bank_t.items()}, two(batch.face_mask),
+                             two(batch.motion_flags), audio_keep=torch.cat([ones, ~ones]),
+                             reference_keep=torch.cat([ones, ones]))
+        v = v[b:] + tc.guidance_scale * (v[:b] - v[b:])
+        a_t, s_t = _alpha_sigma(scheduler, t, xt.ndim)
+        x0_hat, eps_hat = a_t * xt - s_t * v, s_t * xt + a_t * v
+        a_s, s_s = _alpha_sigma(scheduler, s, xt.ndim)
+        xs = (a_s * x0_hat + s_s * eps_hat) * (1 - motion) + x0 * motion
+        ref_g = target.encode_pixels(batch.reference)
+        v_g = target.denoiser(xs, s, batch.windows, batch.states, ref_g, target.reference_net(ref_g),
+                              batch.face_mask, batch.motion_flags)
+        goal = _consistency_fn(target, lcm, scheduler, xs, s, v_g)
+    ref_s = student.encode_pixels(batch.reference)
+    v_s = student.denoiser(xt, t, batch.windows, batch.states, ref_s, student.reference_net(ref_s),
+                           batch.face_mask, batch.motion_flags)
+    pred = _consistency_fn(student, lcm, scheduler, xt, t, v_s)
+    w = 1 - motion
+    err = torch.sqrt((pred - goal) ** 2 + 1e-3**2) - 1e-3  # pseudo-Huber, as in LCM
+    return (err * w).sum() / (w.sum() * c * x0.shape[-1] * x0.shape[-2])
+
+
+def train(tc: TrainConfig) -> Path:
+    """Run (or resume) one stage; returns the path of the exported EMA model."""
+    if tc.threads:
+        torch.set_num_threads(tc.threads)
+    out = Path(tc.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    torch.manual_seed(tc.seed)
+    if tc.init:
+        model = load_model(tc.init).train().requires_grad_(True)
+    else:
+        model = LLIAModel(get_config(tc.config)).train()
+    config = model.config
+    teacher = None
+    if tc.stage == "distill":
+        if not tc.init:
+            raise ValueError("distillation needs --init with the trained base model (the teacher)")
+        teacher = load_model(tc.init).eval()
+    elif tc.stage != "base":
+        raise ValueError(f"unknown stage {tc.stage!r}; use 'base' or 'distill'")
+    ema = copy.deepcopy(model).eval().requires_grad_(False)
+    params = [p for p in model.parameters() if p.requires_grad]
+    opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=0.0, betas=(0.9, 0.99))
+    state_path = out / "state.safetensors"
+    step = 0
+    if state_path.exists():
+        step, _ = load_training_state(state_path, model, ema, opt)
+        print(f"resumed {tc.stage} from step {step}")
+    clips = load_training_clips(tc.data, "train", config, tc.max_clips, tc.progress)
+    scheduler = training_scheduler(config)
+    lcm = consistency_scheduler(config)
+    fewstep = fewstep_timesteps(config)
+    rng = np.random.default_rng(tc.seed * 7919 + step)
+    gen = torch.Generator().manual_seed(tc.seed * 104729 + step)
+    fixed_steps = int(tc.fixed_fraction * tc.steps) if tc.stage == "base" else 0
+    log_path = out / "log.csv"
+    new_log = not log_path.exists()
+    from tqdm import tqdm
+
+    bar = tqdm(total=tc.steps, initial=step, desc=f"train {tc.stage}", disable=not tc.progress)
+    t_start = time.perf_counter()
+    losses: list[float] = []
+    with open(log_path, "a", newline="") as log_file:
+        log = csv.writer(log_file)
+        if new_log:
+            log.writerow(["step", "loss", "lr", "clip_len", "motion", "seconds"])
+        while step < tc.steps:
+            if tc.minutes is not None and time.perf_counter() - t_start > tc.minutes * 60:
+                break
+            clip_len, motion = draw_lengths(rng, step, fixed_steps, tc.fixed_len, config.max_clip_frames,
+                                            config.motion_frames)
+            batch = sample_batch(clips, rng, clip_len=clip_len, motion=motion, batch_frames=tc.batch_frames)
+            lr = tc.lr * min(1.0, (step + 1) / tc.warmup) * (0.5 + 0.5 * math.cos(math.pi * step / tc.steps))
+            for g in opt.param_groups:
+                g["lr"] = lr
+            if tc.stage == "base":
+                loss = base_loss(model, batch, scheduler, gen, tc, fewstep)
+            else:
+                loss = distill_loss(model, ema, teacher, batch, scheduler, lcm, gen, tc)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(params, 1.0)
+            opt.step()
+            update_ema(ema, model, tc.ema_decay if step > tc.warmup else 0.9)
+            step += 1
+            losses.append(float(loss))
+            bar.update(1)
+            if step % tc.log_every == 0:
+                mean = float(np.mean(losses[-tc.log_every:]))
+                bar.set_postfix(loss=f"{mean:.4f}", len=clip_len)
+                log.writerow([step, f"{mean:.6f}", f"{lr:.2e}", clip_len, motion,
+                              f"{time.perf_counter() - t_start:.1f}"])
+                log_file.flush()
+            if step % tc.save_every == 0:
+                save_training_state(state_path, model, ema, opt, step, {"train_config": asdict(tc)})
+    bar.close()
+    save_training_state(state_path, model, ema, opt, step, {"train_config": asdict(tc)})
+    final = out / "model.safetensors"
+    save_model(ema, final, dtype=torch.float16, stage=tc.stage, steps=str(step))
+    return final

@@ -1,0 +1,141 @@
+"""Shapes per config, variable clip lengths through one model, reference features, dropout."""
+
+import pytest
+import torch
+
+from llia_core.config import CONFIGS, get_config
+from llia_core.errors import CheckpointError
+from llia_core.models import LLIAModel
+
+from conftest import tiny_config
+
+
+def _inputs(cfg, f, b=1, motion=0):
+    c, h, r = cfg.autoencoder.latent_channels, cfg.latent_size, cfg.resolution
+    flags = torch.zeros(b, f)
+    flags[:, :motion] = 1
+    return dict(
+        sample=torch.randn(b, c, f, h, h),
+        timestep=torch.full((b,), 500),
+        audio_windows=torch.randn(b, f, cfg.audio.num_tokens, cfg.audio.mel_per_token * cfg.audio.n_mels),
+        states=torch.zeros(b, f, dtype=torch.long),
+        face_mask=torch.ones(b, 1, r, r),
+        motion_flags=flags,
+    )
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("frames", [1, 2, 3, 5, 8])
+def test_variable_clip_lengths_share_one_model(tiny_model, frames):
+    cfg = tiny_model.config
+    ref = tiny_model.encode_reference(torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32))
+    kw = _inputs(cfg, frames, motion=min(2, frames - 1))
+    out = tiny_model.denoiser(kw.pop("sample"), kw.pop("timestep"), kw.pop("audio_windows"), kw.pop("states"),
+                              ref.latent, ref.bank, kw.pop("face_mask"), kw.pop("motion_flags"))
+    assert out.shape == (1, 48, frames, 8, 8)
+    assert torch.isfinite(out).all()
+
+
+@torch.no_grad()
+def test_reference_bank_has_every_spatial_attention_layer(tiny_model):
+    ref = tiny_model.encode_reference(torch.rand(2, 3, 32, 32), torch.ones(2, 1, 32, 32))
+    names = {n.rsplit(".attn", 1)[0] for n in tiny_model.denoiser.unet.attn_processors if ".attentions." in n}
+    assert set(ref.bank) == names and names
+    for v in ref.bank.values():
+        assert v.shape[0] == 2 and v.ndim == 3
+
+
+@torch.no_grad()
+def test_reference_changes_output_and_dropout_removes_it(tiny_model):
+    cfg = tiny_model.config
+    torch.manual_seed(1)
+    kw = _inputs(cfg, 3)
+    a = tiny_model.encode_reference(torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32))
+    b = tiny_model.encode_reference(torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32))
+    args = lambda ref, keep=None: tiny_model.denoiser(  # noqa: E731
+        kw["sample"], kw["timestep"], kw["audio_windows"], kw["states"], ref.latent, ref.bank,
+        kw["face_mask"], kw["motion_flags"], reference_keep=keep)
+    assert not torch.allclose(args(a), args(b))
+    drop = torch.zeros(1, 3, dtype=torch.bool)
+    assert torch.allclose(args(a, drop), args(b, drop), atol=1e-5)
+
+
+@torch.no_grad()
+def test_audio_and_state_condition_the_output(tiny_model):
+    cfg = tiny_model.config
+    ref = tiny_model.encode_reference(torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32))
+    kw = _inputs(cfg, 2)
+    base = tiny_model.denoiser(kw["sample"], kw["timestep"], kw["audio_windows"], kw["states"], ref.latent,
+                               ref.bank, kw["face_mask"], kw["motion_flags"])
+    other_audio = tiny_model.denoiser(kw["sample"], kw["timestep"], torch.randn_like(kw["audio_windows"]),
+                                      kw["states"], ref.latent, ref.bank, kw["face_mask"], kw["motion_flags"])
+    other_state = tiny_model.denoiser(kw["sample"], kw["timestep"], kw["audio_windows"], kw["states"] + 2,
+                                      ref.latent, ref.bank, kw["face_mask"], kw["motion_flags"])
+    assert not torch.allclose(base, other_audio)
+    assert not torch.allclose(base, other_state)
+
+
+@torch.no_grad()
+def test_temporal_attention_mixes_frames(tiny_model):
+    """Changing frame 0 must change frame 2's output: the motion module links frames."""
+    cfg = tiny_model.config
+    ref = tiny_model.encode_reference(torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32))
+    kw = _inputs(cfg, 3)
+    run = lambda s: tiny_model.denoiser(s, kw["timestep"], kw["audio_windows"], kw["states"], ref.latent,  # noqa
+                                        ref.bank, kw["face_mask"], kw["motion_flags"])
+    s2 = kw["sample"].clone()
+    s2[:, :, 0] += 1.0
+    assert not torch.allclose(run(kw["sample"])[:, :, 2], run(s2)[:, :, 2])
+
+
+def test_patch_autoencoder_is_exact_before_training(tiny_model):
+    x = torch.rand(2, 3, 32, 32)
+    lat = tiny_model.encode_pixels(x)
+    assert lat.shape == (2, 48, 8, 8)
+    frames = tiny_model.decode_latents(lat)
+    assert frames.shape == (2, 32, 32, 3)
+    assert torch.allclose(frames, x.permute(0, 2, 3, 1), atol=1e-6)
+
+
+def test_config_json_round_trip_and_unknown_names():
+    for cfg in CONFIGS.values():
+        from llia_core.config import LLIAConfig
+
+        assert LLIAConfig.from_json(cfg.to_json()) == cfg
+    with pytest.raises(CheckpointError, match="choose one of"):
+        get_config("sd99")
+    with pytest.raises(CheckpointError, match="does not match"):
+        from llia_core.config import LLIAConfig
+
+        LLIAConfig.from_dict({"name": "x", "bogus_field": 1})
+
+
+def test_demo_config_shapes_and_size():
+    cfg = get_config("demo")
+    model = LLIAModel(cfg)
+    n = sum(p.numel() for p in model.parameters())
+    assert n * 2 < 20 * 1024**2, "the bundled model must fit in 20 MB at fp16"
+    with torch.no_grad():
+        ref = model.encode_reference(torch.rand(1, 3, 128, 128), torch.ones(1, 1, 128, 128))
+        kw = _inputs(cfg, 4, motion=2)
+        out = model.denoiser(kw["sample"], kw["timestep"], kw["audio_windows"], kw["states"], ref.latent,
+                             ref.bank, kw["face_mask"], kw["motion_flags"])
+    assert out.shape == (1, 48, 4, 32, 32)
+
+
+@pytest.mark.slow
+def test_sd15_384_runs_one_denoising_step():
+    """The paper-scale path is real: SD1.5-shaped UNet + ReferenceNet + VAE at 384 px."""
+    cfg = get_config("sd15-384")
+    torch.manual_seed(0)
+    model = LLIAModel(cfg).eval()
+    n_unet = sum(p.numel() for p in model.denoiser.unet.parameters())
+    assert n_unet > 800e6  # SD1.5 UNet (860 M) + motion modules
+    with torch.no_grad():
+        ref = model.encode_reference(torch.rand(1, 3, 384, 384), torch.ones(1, 1, 384, 384))
+        kw = _inputs(cfg, 1)
+        out = model.denoiser(kw["sample"], kw["timestep"], kw["audio_windows"], kw["states"], ref.latent,
+                             ref.bank, kw["face_mask"], kw["motion_flags"])
+        frames = model.decode_latents(out[:, :, 0])
+    assert out.shape == (1, 4, 1, 48, 48)
+    assert frames.shape == (1, 384, 384, 3)
