@@ -86,8 +86,10 @@ def test_resolution_order(tiny_model, tmp_path, monkeypatch):
     assert resolve_model_path("mine.safetensors") == tmp_path / "mine.safetensors"
     with pytest.raises(CheckpointError, match="was not found"):
         resolve_model_path("nope.safetensors")
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    monkeypatch.setenv("HF_HOME", str(tmp_path / "hf"))
+    import huggingface_hub.constants as hf_constants
+
+    monkeypatch.setattr(hf_constants, "HF_HUB_OFFLINE", True)  # tests never touch the network
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hf"))
     with pytest.raises(CheckpointError, match="not found"):
         resolve_model_path("someone/llia-model")
     with pytest.raises(CheckpointError, match="could not download"):

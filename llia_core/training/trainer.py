@@ -230,7 +230,7 @@ def train(tc: TrainConfig) -> Path:
             opt.step()
             update_ema(ema, model, tc.ema_decay if step > tc.warmup else 0.9)
             step += 1
-            losses.append(float(loss))
+            losses.append(float(loss.detach()))
             bar.update(1)
             if step % tc.log_every == 0:
                 mean = float(np.mean(losses[-tc.log_every:]))
