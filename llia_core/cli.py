@@ -143,6 +143,14 @@ def main(argv: list[str] | None = None) -> int:
     sub = parser.add_subparsers(dest="command", required=True)
     add_generate_args(sub.add_parser("generate", help="portrait + audio -> talking-avatar mp4"))
     add_train_args(sub.add_parser("train", help="train a model stage (base or distill)"))
+    ev = sub.add_parser("eval", help="evaluation table on held-out identities")
+    ev.add_argument("--model", default="bundled")
+    ev.add_argument("--out", default="eval/report", help="writes OUT.md and OUT.json")
+    ev.add_argument("--identities", type=int, default=6, help="held-out identities (4 clips each)")
+    ev.add_argument("--seconds", type=float, default=3.0, help="seconds per evaluation clip")
+    ev.add_argument("--settings", default=None, help="comma list of teacher-25,student-1,student-2,student-4")
+    ev.add_argument("--drift-minutes", type=float, default=0.0, help="also measure drift over this many minutes")
+    ev.add_argument("--threads", type=int, default=None)
     info = sub.add_parser("info", help="describe a checkpoint")
     info.add_argument("model", nargs="?", default="bundled")
     args = parser.parse_args(argv)
@@ -155,6 +163,12 @@ def main(argv: list[str] | None = None) -> int:
             fields = {f.name for f in dataclasses.fields(TrainConfig)}
             path = train(TrainConfig(**{k: v for k, v in vars(args).items() if k in fields}))
             print(f"wrote {path}")
+        elif args.command == "eval":
+            from .evaluation.run import run_eval
+
+            run_eval(args.model, args.out, identities=args.identities, seconds=args.seconds,
+                     settings=args.settings.split(",") if args.settings else None,
+                     drift_minutes=args.drift_minutes, threads=args.threads)
         elif args.command == "info":
             from .checkpoints import describe, resolve_model_path
 

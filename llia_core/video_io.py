@@ -56,7 +56,8 @@ class Mp4Writer:
         self._closed = False
         try:
             self.container = av.open(str(self.partial), mode="w", format="mp4",
-                                     options={"movflags": "frag_keyframe+empty_moov+default_base_moof"})
+                                     options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
+                                              "flush_packets": "1"})
         except Exception as exc:
             raise VideoError(f"cannot write '{self.partial}' ({exc}); check the folder exists and is writable") from None
         self.video = self.container.add_stream("libx264", rate=self.fps)

@@ -21,7 +21,7 @@ from ..audio.activity import detect_speech, frame_rms
 from ..pipeline import LLIAPipeline, SamplerConfig
 from ..portrait import Portrait
 from ..states import IDLE, LISTENING, SPEAKING
-from .metrics import boundary_ratio, correlation, frame_changes, mouth_darkness, psnr, region_mask, ssim
+from .metrics import MOUTH_CLOSED_MAX, boundary_ratio, correlation, frame_changes, mouth_darkness, psnr, region_mask, ssim
 
 SAMPLER_SETTINGS = {
     "teacher-25": SamplerConfig(sampler="ddim", steps=25, guidance_scale=1.5),
@@ -100,7 +100,7 @@ def evaluate_setting(pipe: LLIAPipeline, clips: list[EvalClip], sampler: Sampler
             gt_open.append(clip.mouth_open[speaking].numpy())
         quiet = (clip.states == LISTENING) | (clip.states == IDLE)
         if quiet.any():
-            closed.append((dark[quiet] < 0.02).float().numpy())
+            closed.append((dark[quiet] <= MOUTH_CLOSED_MAX).float().numpy())
         starts = [c.start for c in out.clips[1:]]
         boundary.append(boundary_ratio(frames, starts))
         switches = (torch.nonzero(clip.states[1:] != clip.states[:-1]).reshape(-1) + 1).tolist()

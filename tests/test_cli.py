@@ -1,0 +1,89 @@
+"""The main job end to end: `python -m llia_core generate` -> mp4 with the right frames and audio."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import soundfile as sf
+import torch
+
+from llia_core.checkpoints import BUNDLED_MODEL, save_model
+from llia_core.cli import main
+from llia_core.video_io import probe_video, read_video
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def tiny_ckpt(tiny_model, tmp_path_factory):
+    return save_model(tiny_model, tmp_path_factory.mktemp("m") / "tiny.safetensors")
+
+
+@pytest.fixture(scope="module")
+def speech(tmp_path_factory):
+    path = tmp_path_factory.mktemp("a") / "speech.wav"
+    rng = np.random.default_rng(0)
+    wave = rng.normal(0, 0.1, int(44100 * 1.3)).astype(np.float32)
+    sf.write(path, np.stack([wave, wave], 1), 44100)
+    return path
+
+
+def test_generate_writes_frames_and_audio(tiny_ckpt, speech, tmp_path, capsys):
+    out = tmp_path / "avatar.mp4"
+    code = main(["generate", "--model", str(tiny_ckpt), "--audio", str(speech), "--out", str(out),
+                 "--states", "0-0.6:speaking,0.6-end:idle", "--quiet", "--seed", "3"])
+    assert code == 0
+    info = probe_video(out)
+    assert info["num_frames"] == math.ceil(1.3 * 25) == 33
+    assert abs(info["audio_seconds"] - 33 / 25) < 0.05
+    assert (info["width"], info["height"]) == (32, 32)
+    frames = read_video(out).frames.float()
+    assert frames.std() > 1 and (frames[1:] - frames[:-1]).abs().mean() > 0.1  # real, changing frames
+    printed = capsys.readouterr().out
+    assert "33 frames" in printed and "time to first frame" in printed and "FPS" in printed
+
+
+@pytest.mark.parametrize("args,words", [
+    (["--portrait", "{bad_image}"], "could not read"),
+    (["--audio", "{bad_audio}"], "could not decode"),
+    (["--model", "no-such-model.safetensors"], "was not found"),
+    (["--states", "0-9:speaking"], "timeline"),
+    (["--crop", "face", "--portrait", "{flat_image}"], "no face found"),
+])
+def test_bad_inputs_give_one_clear_error(tiny_ckpt, speech, tmp_path, capsys, args, words):
+    (tmp_path / "bad.png").write_bytes(b"\x00\x01 not an image")
+    (tmp_path / "bad.wav").write_bytes(b"RIFF\x00\x00\x00\x00WAVEjunkjunk")
+    from PIL import Image
+
+    Image.new("RGB", (100, 100), (128, 128, 128)).save(tmp_path / "flat.png")
+    args = [a.format(bad_image=tmp_path / "bad.png", bad_audio=tmp_path / "bad.wav", flat_image=tmp_path / "flat.png")
+            for a in args]
+    base = ["generate", "--model", str(tiny_ckpt), "--audio", str(speech), "--out", str(tmp_path / "o.mp4"), "--quiet"]
+    code = main(base + args)
+    err = capsys.readouterr().err
+    assert code == 2
+    assert words in err and "Traceback" not in err and err.count("\n") <= 3
+    assert not (tmp_path / "o.mp4").exists()
+
+
+def test_wrong_config_checkpoint_is_rejected(tiny_ckpt, capsys):
+    from llia_core.checkpoints import load_model
+    from llia_core.errors import CheckpointError
+
+    with pytest.raises(CheckpointError, match="was requested"):
+        load_model(tiny_ckpt, expected_config="demo")
+
+
+@pytest.mark.skipif(not BUNDLED_MODEL.exists(), reason="the bundled model is produced by the training commands")
+def test_main_job_defaults_run_as_a_subprocess(tmp_path):
+    """Exactly what the README's first command runs: every argument defaulted."""
+    out = tmp_path / "avatar.mp4"
+    proc = subprocess.run([sys.executable, "-m", "llia_core", "generate", "--out", str(out), "--quiet",
+                           "--duration", "2.0"], cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stderr
+    info = probe_video(out)
+    assert info["num_frames"] == 50 and abs(info["audio_seconds"] - 2.0) < 0.05
+    assert (info["width"], info["height"]) == (128, 128)

@@ -1,0 +1,117 @@
+"""Generation: exact frame count, determinism, stream == generate, motion frames carry over, guidance."""
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from llia_core.audio import encode_audio
+from llia_core.errors import LLIAError
+from llia_core.pipeline import LLIAPipeline, SamplerConfig
+from llia_core.portrait import prepare_portrait
+from llia_core.states import parse_timeline
+
+
+@pytest.fixture(scope="module")
+def pipe(tiny_model):
+    return LLIAPipeline(tiny_model)
+
+
+def _audio(seconds, fps=25.0, cfg=None):
+    rng = np.random.default_rng(0)
+    wave = (rng.normal(0, 0.1, int(16000 * seconds)) * (np.arange(int(16000 * seconds)) % 8000 < 5000)).astype(np.float32)
+    a = cfg.audio
+    return encode_audio((wave, 16000), fps, n_mels=a.n_mels, context=a.context, mel_per_token=a.mel_per_token,
+                        token_seconds=a.token_seconds)
+
+
+@pytest.fixture(scope="module")
+def portrait():
+    rng = np.random.default_rng(1)
+    return prepare_portrait(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8), 32, mode="whole")
+
+
+@pytest.mark.parametrize("seconds,fps", [(0.5, 25.0), (1.01, 25.0), (0.7, 30.0), (0.45, 12.0)])
+def test_frame_count_is_ceil_of_duration(pipe, portrait, seconds, fps):
+    audio = _audio(seconds, fps, pipe.config)
+    out = pipe.generate(portrait, audio, sampler=SamplerConfig(steps=1))
+    assert out.frames.shape == (math.ceil(seconds * fps - 1e-6), 32, 32, 3)
+    assert out.frames.min() >= 0 and out.frames.max() <= 1
+    assert out.audio.shape[0] == round(out.frames.shape[0] / fps * 16000)
+
+
+def test_stream_equals_generate_and_is_deterministic(pipe, portrait):
+    audio = _audio(1.2, 25, pipe.config)
+    cfg = SamplerConfig(steps=2, seed=7, first_clip=1)
+    full = pipe.generate(portrait, audio, sampler=cfg).frames
+    streamed = torch.cat([c.frames for c in pipe.stream(portrait, audio, sampler=cfg)])
+    again = pipe.generate(portrait, audio, sampler=cfg).frames
+    other_seed = pipe.generate(portrait, audio, sampler=SamplerConfig(steps=2, seed=8, first_clip=1)).frames
+    assert torch.equal(full, streamed) and torch.equal(full, again)
+    assert not torch.equal(full, other_seed)
+
+
+def test_clips_are_variable_and_first_clip_is_short(pipe, portrait):
+    audio = _audio(2.0, 25, pipe.config)
+    states = parse_timeline("0-1:speaking,1-end:listening", audio.num_frames, 25)
+    clips = [c.clip for c in pipe.stream(portrait, audio, states, SamplerConfig(steps=1, first_clip=1))]
+    lengths = [c.length for c in clips]
+    assert lengths[0] == 1 and max(lengths) == pipe.config.max_clip_frames
+    assert [c for c in clips if c.start == 25][0].length == 1  # short again after the switch
+    assert sum(lengths) == 50
+
+
+def test_motion_frames_are_the_previous_clips_last_latents(pipe, portrait, monkeypatch):
+    seen = []
+    original = pipe.denoise_clip
+
+    def spy(clip, reference, audio, states, motion, sampler, step_callback=None):
+        out = original(clip, reference, audio, states, motion, sampler, step_callback)
+        seen.append((motion.clone(), out.clone()))
+        return out
+
+    monkeypatch.setattr(pipe, "denoise_clip", spy)
+    list(pipe.stream(portrait, _audio(1.0, 25, pipe.config), sampler=SamplerConfig(steps=1, first_clip=1)))
+    assert seen[0][0].shape[2] == 0  # the first clip has no past
+    history = seen[0][1]
+    for motion, out in seen[1:]:
+        m = min(pipe.config.motion_frames, history.shape[2])
+        assert motion.shape[2] == m
+        assert torch.equal(motion, history[:, :, history.shape[2] - m:])
+        history = torch.cat([history, out], dim=2)
+
+
+@pytest.mark.parametrize("sampler,steps,g,rg", [("consistency", 1, 1.0, 1.0), ("consistency", 4, 2.0, 1.0),
+                                                 ("ddim", 5, 1.5, 1.0), ("euler", 3, 1.5, 1.5)])
+def test_samplers_and_guidance_run(pipe, portrait, sampler, steps, g, rg):
+    audio = _audio(0.3, 25, pipe.config)
+    calls = []
+    out = pipe.generate(portrait, audio, sampler=SamplerConfig(sampler=sampler, steps=steps, guidance_scale=g,
+                                                              reference_guidance=rg),
+                        step_callback=lambda i, n: calls.append((i, n)))
+    assert torch.isfinite(out.frames).all()
+    assert calls[-1] == (steps, steps) and len(calls) == steps * len(out.clips)
+
+
+def test_bad_sampler_settings_are_clear(pipe, portrait):
+    audio = _audio(0.3, 25, pipe.config)
+    for cfg, words in [(SamplerConfig(steps=9), "1 to 8 steps"), (SamplerConfig(sampler="plms"), "unknown sampler"),
+                       (SamplerConfig(first_clip=50), "clip lengths")]:
+        with pytest.raises(LLIAError, match=words):
+            pipe.generate(portrait, audio, sampler=cfg)
+    with pytest.raises(LLIAError, match="frames but the audio"):
+        pipe.generate(portrait, audio, torch.zeros(3, dtype=torch.long))
+    wrong = prepare_portrait(np.zeros((64, 64, 3), np.uint8), 64, mode="whole")
+    with pytest.raises(LLIAError, match="prepare it with resolution=32"):
+        pipe.generate(wrong, audio)
+
+
+def test_reference_is_cached_and_model_not_mutated(pipe, portrait):
+    before = {k: v.clone() for k, v in pipe.model.state_dict().items()}
+    r1 = pipe.prepare_reference(portrait)
+    r2 = pipe.prepare_reference(portrait)
+    assert r1 is r2
+    pipe.generate(portrait, _audio(0.4, 25, pipe.config))
+    after = pipe.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
