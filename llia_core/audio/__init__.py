@@ -1,8 +1,13 @@
-"""Audio: loading/resampling (io), log-mel and per-frame windows (features), speech activity."""
+"""Audio: loading/resampling (io), log-mel and per-frame windows (features), speech activity.
+
+:func:`encode_audio` is the one call the pipeline needs: any source in, everything the sampler
+reads per video frame out, with the frame count fixed once as ceil(duration * fps).
+"""
 
 from __future__ import annotations
 
-from dataclasses import dataclass, replace
+import math
+from dataclasses import dataclass
 
 import torch
 
@@ -12,42 +17,56 @@ from .features import frame_count, frame_windows, log_mel
 from .io import SAMPLE_RATE, Audio, load_audio, resample
 
 
+def _samples(frames: int, fps: float) -> int:
+    """16 kHz samples in ``frames`` video frames (nearest sample, so spans tile without gaps)."""
+    return int(round(frames * SAMPLE_RATE / fps))
+
+
 @dataclass
 class AudioFeatures:
-    """Everything the sampler needs from the audio, per video frame.
-
-    windows: (num_frames, T, D) log-mel windows; speech: (num_frames,) bool; rms: (num_frames,).
-    """
+    """Everything the sampler needs from the audio, per video frame."""
 
     audio: Audio
     fps: float
     num_frames: int
-    windows: torch.Tensor
-    speech: torch.Tensor
-    rms: torch.Tensor
+    windows: torch.Tensor  # (num_frames, 2*context+1, mel_per_token*n_mels) log-mel windows
+    speech: torch.Tensor  # (num_frames,) bool voice activity
+    rms: torch.Tensor  # (num_frames,) loudness of each frame's span
 
     def slice(self, start: int, stop: int) -> "AudioFeatures":
-        a = int(round(start / self.fps * SAMPLE_RATE))
-        b = int(round(stop / self.fps * SAMPLE_RATE))
-        return replace(self, audio=Audio(self.audio.waveform[a:b]), num_frames=stop - start,
-                       windows=self.windows[start:stop], speech=self.speech[start:stop], rms=self.rms[start:stop])
+        """Frames [start, stop) with the waveform trimmed to the same time span (clip-by-clip work)."""
+        start, stop = int(start), int(stop)
+        if not 0 <= start < stop <= self.num_frames:
+            raise AudioError(f"frame range [{start}, {stop}) is outside the audio's {self.num_frames} frames; "
+                             "use 0 <= start < stop <= num_frames")
+        wave = self.audio.waveform[_samples(start, self.fps): _samples(stop, self.fps)]
+        return AudioFeatures(Audio(wave), self.fps, stop - start, self.windows[start:stop],
+                             self.speech[start:stop], self.rms[start:stop])
 
     def waveform_for_video(self) -> torch.Tensor:
-        """16 kHz waveform trimmed or zero-padded to exactly num_frames / fps seconds."""
-        n = int(round(self.num_frames / self.fps * SAMPLE_RATE))
-        w = self.audio.waveform[:n]
-        return torch.nn.functional.pad(w, (0, n - w.shape[0]))
+        """(round(num_frames / fps * 16000),) waveform, zero-padded or trimmed: muxed audio = video length."""
+        n = _samples(self.num_frames, self.fps)
+        wave = self.audio.waveform[:n]
+        return torch.nn.functional.pad(wave, (0, n - wave.shape[0]))
 
 
 def encode_audio(source, fps: float = 25.0, *, start: float = 0.0, duration: float | None = None, n_mels: int = 80,
                  context: int = 2, mel_per_token: int = 4, token_seconds: float = 0.04) -> AudioFeatures:
-    """Audio source -> per-frame features (frame count = ceil(duration * fps))."""
-    if not 1 <= fps <= 120:
+    """Any audio source -> per-video-frame features; num_frames = ceil(audio duration * fps).
+
+    ``source``, ``start`` and ``duration`` are as for :func:`load_audio`; the window settings must
+    match the model's config (``token_seconds`` is its training frame period, not 1 / fps).
+    """
+    try:
+        fps = float(fps)
+    except (TypeError, ValueError):
+        raise AudioError(f"fps {fps!r} is not a number; use 1 to 120 frames per second") from None
+    if not (math.isfinite(fps) and 1 <= fps <= 120):
         raise AudioError(f"fps {fps:g} is out of range; use 1 to 120 frames per second")
     audio = load_audio(source, start=start, duration=duration)
     n = frame_count(audio.duration, fps)
     windows = frame_windows(log_mel(audio.waveform, n_mels), n, fps, context, mel_per_token, token_seconds)
-    return AudioFeatures(audio, float(fps), n, windows, detect_speech(audio.waveform, n, fps),
+    return AudioFeatures(audio, fps, n, windows, detect_speech(audio.waveform, n, fps),
                          frame_rms(audio.waveform, n, fps))
 
 

@@ -16,16 +16,19 @@ import torch
 from ..errors import AudioError
 from .io import SAMPLE_RATE
 
-_HOP, _WIN, _FFT = 160, 400, 512  # 10 ms grid, 25 ms Hann window
-_CHUNK = 6000  # grid frames per STFT call (60 s)
+_HOP, _WIN, _FFT = 160, 640, 1024  # 10 ms grid; 40 ms Hann window holds two periods of a 60 Hz voice
+_CHUNK = 6000  # grid frames per FFT call (60 s)
+_NOISE_SAMPLE = 4000  # frames used to estimate the noise spectrum
 _BAND = (300.0, 3400.0)  # telephone speech band: voiced energy lives here, hum and hiss mostly do not
 _FLOOR_PERCENTILE = 10.0  # the quietest 10 % of non-silent grid frames is taken as the noise floor
-_MARGIN_DB = 9.0  # a frame must be this far above the floor to start speech...
-_HOLD_DB = 4.0  # ...and may continue down to this far above it (hysteresis)
+_MARGIN_DB = 6.0  # a frame must be this far above the floor to start speech...
+_HOLD_DB = 3.0  # ...and may continue down to this far above it (hysteresis)
 _MIN_LEVEL_DB = -60.0  # quieter than this (dBFS, speech band) is never speech
 _DIGITAL_SILENCE_DB = -90.0  # frames this quiet are left out of the noise-floor estimate
-_MAX_FLATNESS = 0.45  # speech-band spectral flatness: white noise ~0.56, voiced speech well below
-_MIN_BAND_SHARE = 0.1  # share of the above-floor energy in the speech band (voices put far more there; rumble far less)
+_PITCH = (60, 400)  # Hz: the voice pitch range searched for periodicity
+_MIN_HARMONICITY = 0.5  # whitened noise reads ~0.35 (99th percentile ~0.43), voiced speech 0.6-0.95
+_MIN_STRONG_SHARE = 0.1  # a speech run needs this share of clearly voiced frames (noise: well under 1 %)
+_MIN_BAND_SHARE = 0.1  # in-band share of the energy above the floor: voices have far more, rumble far less
 
 
 def _check(waveform, num_frames, fps) -> tuple[torch.Tensor, int, float]:
@@ -66,25 +69,44 @@ def frame_rms(waveform: torch.Tensor, num_frames: int, fps: float) -> torch.Tens
     return torch.from_numpy(np.sqrt(sums / counts).astype(np.float32))
 
 
-def _grid_features(wave: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Per 10 ms frame: speech-band power, total power (both mean-square), band flatness, n frames."""
+def _grid_features(wave: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per 10 ms frame: speech-band power, total power (both mean-square) and harmonicity.
+
+    Harmonicity is the highest normalised autocorrelation at pitch lags (80-400 Hz) of the
+    speech band after dividing by the noise spectrum (a per-bin low percentile over a subsample
+    of frames): whitened steady noise of any colour, and hum, read about 0.35; a voice reads 0.6-0.95.
+    """
     num = 1 + wave.shape[0] // _HOP
-    padded = torch.nn.functional.pad(wave, (_FFT // 2, _FFT // 2 + _FFT))  # zeros: edges read as silence
-    window = torch.hann_window(_WIN)
+    padded = torch.nn.functional.pad(wave, (_FFT // 2, _FFT // 2))  # zeros: the edges read as silence
+    window = torch.zeros(_FFT)
+    window[(_FFT - _WIN) // 2: (_FFT + _WIN) // 2] = torch.hann_window(_WIN)
     scale = 2.0 / (_FFT * float(window.pow(2).sum()))  # one-sided |X|^2 -> mean-square amplitude
     freqs = torch.arange(_FFT // 2 + 1) * (SAMPLE_RATE / _FFT)
     band = (freqs >= _BAND[0]) & (freqs <= _BAND[1])
-    band_pow, total_pow, flat = (np.empty(num, np.float64) for _ in range(3))
+    lags = torch.arange(SAMPLE_RATE // _PITCH[1], SAMPLE_RATE // _PITCH[0] + 1)
+    win_ac = torch.fft.irfft(torch.fft.rfft(window.double()).abs().pow(2), _FFT).float()
+    win_ac = win_ac[lags] / win_ac[0]  # the window's own decay, divided out below
+    frames = padded.unfold(0, _FFT, _HOP)[:num]  # (num, FFT) view, frame k centred on sample k * HOP
+
+    def power(x: torch.Tensor) -> torch.Tensor:
+        spec = torch.fft.rfft(x * window)
+        return spec.real.square() + spec.imag.square()
+
+    pick = torch.linspace(0, num - 1, min(num, _NOISE_SAMPLE)).round().long()
+    sample = power(frames[pick])
+    audible = 10 * torch.log10(sample[:, band].sum(1, dtype=torch.float64) * scale + 1e-12) > _DIGITAL_SILENCE_DB
+    noise = sample[audible] if audible.any() else sample
+    noise = torch.quantile(noise, _FLOOR_PERCENTILE / 100, dim=0).clamp_min(1e-20)
+    inv_noise = torch.where(band, 1.0 / noise, 0.0)  # whitening, and the band-pass for the autocorrelation
+    band_pow, total_pow, harmonic = (np.empty(num, np.float64) for _ in range(3))
     for k0 in range(0, num, _CHUNK):
         k1 = min(num, k0 + _CHUNK)
-        seg = padded[k0 * _HOP: (k1 - 1) * _HOP + _FFT]
-        power = torch.stft(seg, _FFT, _HOP, _WIN, window, center=False, return_complex=True).abs().pow(2).double()
-        inband = power[band]
-        band_pow[k0:k1] = (inband.sum(0) * scale).numpy()
-        total_pow[k0:k1] = (power[1:].sum(0) * scale).numpy()
-        geo = torch.log(inband + 1e-20).mean(0).exp()
-        flat[k0:k1] = (geo / (inband.mean(0) + 1e-20)).numpy()
-    return band_pow, total_pow, flat
+        p = power(frames[k0:k1])
+        band_pow[k0:k1] = (p[:, band].sum(1, dtype=torch.float64) * scale).numpy()
+        total_pow[k0:k1] = (p[:, 1:].sum(1, dtype=torch.float64) * scale).numpy()
+        ac = torch.fft.irfft(p * inv_noise, _FFT)
+        harmonic[k0:k1] = (ac[:, lags] / ac[:, :1].clamp_min(1e-30) / win_ac).amax(1).clamp(0, 1).numpy()
+    return band_pow, total_pow, harmonic
 
 
 def _runs(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -101,10 +123,11 @@ def _from_runs(length: int, starts: np.ndarray, ends: np.ndarray) -> np.ndarray:
 
 
 def _smooth(strong: np.ndarray, weak: np.ndarray, gap: int, min_len: int) -> np.ndarray:
-    """Hysteresis (weak runs touching a strong frame), bridge gaps <= gap, drop runs < min_len."""
+    """Hysteresis (weak runs with enough strong frames), bridge gaps <= gap, drop runs < min_len."""
     starts, ends = _runs(weak | strong)
     hits = np.concatenate([[0], np.cumsum(strong)])
-    keep = hits[ends] > hits[starts]
+    count = hits[ends] - hits[starts]
+    keep = (count >= 2) & (count >= _MIN_STRONG_SHARE * (ends - starts))
     starts, ends = starts[keep], ends[keep]
     if len(starts) > 1:
         join = (starts[1:] - ends[:-1]) > gap  # a gap this long separates two segments
@@ -118,11 +141,12 @@ def detect_speech(waveform: torch.Tensor, num_frames: int, fps: float, *, thresh
                   hangover: float = 0.25, min_speech: float = 0.1) -> torch.Tensor:
     """Voice activity per video frame: True where someone speaks.
 
-    (T,) 16 kHz -> (num_frames,) bool. On a 10 ms grid, a frame starts speech when its 300-3400 Hz
-    power is 9 dB over the noise floor (10th percentile, or ``threshold_db`` dBFS when given) and
-    the excess is speech-like (mostly in-band, not flat like hiss); speech continues while 4 dB
-    over. Gaps up to ``hangover`` s are bridged and bursts under ``min_speech`` s dropped; a video
-    frame is speech when most of its span is. Silence and steady noise give all False.
+    (T,) 16 kHz -> (num_frames,) bool. On a 10 ms grid a frame is clearly voiced when its
+    300-3400 Hz power is 6 dB over the noise floor (10th percentile; ``threshold_db`` dBFS instead
+    when given), it is periodic at a pitch lag and its excess energy is not all rumble; speech
+    continues while 3 dB over the floor if enough of the run is clearly voiced (hysteresis). Gaps
+    up to ``hangover`` s are bridged, bursts under ``min_speech`` s dropped, and a video frame is
+    speech when most of its span is. Silence and steady noise or hum give all False.
     """
     wave, n, f = _check(waveform, num_frames, fps)
     try:
@@ -136,7 +160,7 @@ def detect_speech(waveform: torch.Tensor, num_frames: int, fps: float, *, thresh
         return torch.zeros(0, dtype=torch.bool)
     if wave.shape[0] == 0 or not torch.isfinite(wave).all():
         raise AudioError("speech detection got an empty or non-finite waveform; load the audio with load_audio")
-    band_pow, total_pow, flat = _grid_features(wave)
+    band_pow, total_pow, harmonic = _grid_features(wave)
     band_db = 10 * np.log10(band_pow + 1e-12)
     audible = band_db > _DIGITAL_SILENCE_DB
     if not audible.any():
@@ -149,7 +173,7 @@ def detect_speech(waveform: torch.Tensor, num_frames: int, fps: float, *, thresh
     noise_total = float(np.percentile(total_pow[audible], _FLOOR_PERCENTILE))
     share = (band_pow - noise_band) / np.maximum(total_pow - noise_total, 1e-12)
     loud = band_db > _MIN_LEVEL_DB
-    strong = loud & (band_db > start_db) & (flat < _MAX_FLATNESS) & (share > _MIN_BAND_SHARE)
+    strong = loud & (band_db > start_db) & (harmonic > _MIN_HARMONICITY) & (share > _MIN_BAND_SHARE)
     weak = loud & (band_db > hold_db)
     grid_rate = SAMPLE_RATE / _HOP
     active = _smooth(strong, weak, int(round(hangover * grid_rate)), int(round(min_speech * grid_rate)))

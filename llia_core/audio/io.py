@@ -155,6 +155,30 @@ def _undecodable(path: Path, why: str) -> AudioError:
     return AudioError(f"could not decode audio from '{path}' ({why}); re-export it as WAV, FLAC or MP3")
 
 
+def _wav_truncated(path: Path) -> bool:
+    """True when a RIFF/WAVE file's data chunk promises more bytes than the file holds.
+
+    libsndfile quietly reads what is there; a cut-off download should be re-exported instead.
+    Sizes 0 and 0xFFFFFFFF (streamed writers that never patched the header) count as unknown.
+    """
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+            if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
+                return False
+            size = path.stat().st_size
+            while True:
+                chunk = fh.read(8)
+                if len(chunk) < 8:
+                    return False
+                length = int.from_bytes(chunk[4:], "little")
+                if chunk[:4] == b"data":
+                    return 0 < length < 0xFFFFFFFF and fh.tell() + length > size
+                fh.seek(length + (length & 1), 1)
+    except OSError:
+        return False
+
+
 def _read_soundfile(path: Path, start: float, duration: float | None) -> tuple[np.ndarray, int] | None:
     """Mono samples and rate via libsndfile, or None when it cannot read the file (PyAV's turn)."""
     import soundfile as sf
@@ -164,6 +188,8 @@ def _read_soundfile(path: Path, start: float, duration: float | None) -> tuple[n
     except Exception:
         return None
     with f:
+        if f.format in ("WAV", "WAVEX") and _wav_truncated(path):
+            raise _undecodable(path, "the file is truncated: it ends before its audio data does")
         sr, total = int(f.samplerate), int(f.frames)
         a, b = _span(start, duration, sr)
         _check_start(a, total, sr, start, f"'{path.name}'")

@@ -1,0 +1,23 @@
+"""ComfyUI nodes of the LLIA pack: thin wrappers that parse inputs, call llia_core and wrap outputs."""
+
+from .conditioning import LLIAConsistencyStep, LLIAEncodeAudio, LLIAReferencePortrait, LLIAStateSwitcher
+from .loader import LLIALoadModel
+from .sampler import LLIAVariableLengthSampler
+
+NODE_CLASS_MAPPINGS = {
+    "LLIALoadModel": LLIALoadModel,
+    "LLIAEncodeAudio": LLIAEncodeAudio,
+    "LLIAReferencePortrait": LLIAReferencePortrait,
+    "LLIAStateSwitcher": LLIAStateSwitcher,
+    "LLIAConsistencyStep": LLIAConsistencyStep,
+    "LLIAVariableLengthSampler": LLIAVariableLengthSampler,
+}
+
+NODE_DISPLAY_NAME_MAPPINGS = {
+    "LLIALoadModel": "Load LLIA Model",
+    "LLIAEncodeAudio": "LLIA Encode Audio",
+    "LLIAReferencePortrait": "LLIA Reference Portrait",
+    "LLIAStateSwitcher": "LLIA State Switcher",
+    "LLIAConsistencyStep": "LLIA Consistency Step",
+    "LLIAVariableLengthSampler": "LLIA Variable-Length Sampler",
+}

@@ -1,0 +1,145 @@
+"""Conditioning nodes: audio -> LLIA_AUDIO, portrait -> LLIA_REFERENCE, states -> LLIA_STATES."""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from llia_core.audio import encode_audio
+from llia_core.portrait import CROP_MODES, prepare_portrait
+from llia_core.states import STATE_NAMES, fixed_states, format_timeline, parse_timeline, states_from_activity
+
+
+def _audio_kwargs(config) -> dict:
+    a = config.audio
+    return dict(n_mels=a.n_mels, context=a.context, mel_per_token=a.mel_per_token, token_seconds=a.token_seconds)
+
+
+class LLIAEncodeAudio:
+    DESCRIPTION = "Turns speech audio into per-video-frame features; the frame count is ceil(seconds x fps)."
+    CATEGORY = "LLIA"
+    FUNCTION = "encode"
+    RETURN_TYPES = ("LLIA_AUDIO", "INT")
+    RETURN_NAMES = ("llia_audio", "frame_count")
+    OUTPUT_TOOLTIPS = ("Per-frame audio windows, speech activity and the exact frame count.",
+                       "Number of video frames that will be generated.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("LLIA_MODEL", {"tooltip": "The model whose audio settings to use."}),
+            "audio": ("AUDIO", {"tooltip": "The avatar's voice (any sample rate, mono or stereo)."}),
+            "fps": ("FLOAT", {"default": 25.0, "min": 1.0, "max": 120.0, "step": 0.01,
+                              "tooltip": "Output frame rate. The bundled model was trained at 25 fps."}),
+            "start_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1e6, "step": 0.01,
+                                        "tooltip": "Skip this much audio at the start."}),
+            "duration_seconds": ("FLOAT", {"default": 0.0, "min": 0.0, "max": 1e6, "step": 0.01,
+                                           "tooltip": "Use only this much audio (0 = to the end)."}),
+        }}
+
+    def encode(self, model, audio, fps, start_seconds=0.0, duration_seconds=0.0):
+        feats = encode_audio(audio, fps, start=start_seconds, duration=duration_seconds or None,
+                             **_audio_kwargs(model.config))
+        return (feats, feats.num_frames)
+
+
+class LLIAReferencePortrait:
+    DESCRIPTION = "Finds and crops the face, builds the face mask and caches the ReferenceNet features once."
+    CATEGORY = "LLIA"
+    FUNCTION = "prepare"
+    RETURN_TYPES = ("LLIA_REFERENCE", "IMAGE")
+    RETURN_NAMES = ("reference", "crop_preview")
+    OUTPUT_TOOLTIPS = ("The cropped portrait with its cached reference features.",
+                       "What the model sees: the crop, with the face-locator region outlined.")
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "model": ("LLIA_MODEL", {"tooltip": "The model to prepare the portrait for."}),
+            "image": ("IMAGE", {"tooltip": "The portrait (first image of the batch is used)."}),
+            "crop": (list(CROP_MODES), {"default": "auto", "tooltip": "auto: crop around the largest face, whole "
+                     "image if none is found; face: require a face; whole: use the centre square as is."}),
+            "face_scale": ("FLOAT", {"default": 1.8, "min": 1.0, "max": 6.0, "step": 0.05,
+                                     "tooltip": "Crop side / face size. Larger shows more hair and shoulders."}),
+        }}
+
+    def prepare(self, model, image, crop, face_scale):
+        portrait = prepare_portrait(image, model.config.resolution, mode=crop, face_scale=face_scale)
+        model.pipeline.prepare_reference(portrait)  # ReferenceNet once per portrait, cached
+        preview = portrait.image.permute(1, 2, 0).clone()
+        mask = portrait.face_mask[0] > 0
+        edge = mask ^ torch.nn.functional.max_pool2d(mask[None, None].float(), 3, 1, 1)[0, 0].bool()
+        preview[edge] = torch.tensor([0.2, 1.0, 0.3])
+        return (portrait, preview[None])
+
+
+class LLIAStateSwitcher:
+    DESCRIPTION = "Speaking / listening / idle per frame: automatic from voice activity, fixed, or a timeline."
+    CATEGORY = "LLIA"
+    FUNCTION = "states"
+    RETURN_TYPES = ("LLIA_STATES", "STRING")
+    RETURN_NAMES = ("states", "timeline")
+    OUTPUT_TOOLTIPS = ("State label of every frame.", "The resulting timeline as text.")
+    MODES = ["auto", *STATE_NAMES, "timeline"]
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {
+            "required": {
+                "llia_audio": ("LLIA_AUDIO", {"tooltip": "Encoded audio of the avatar's voice."}),
+                "mode": (cls.MODES, {"default": "auto", "tooltip": "auto: speaking while the avatar's voice is "
+                         "active, listening while the other party talks (if connected), idle otherwise."}),
+                "timeline": ("STRING", {"default": "0-2:speaking,2-end:listening", "multiline": False,
+                             "tooltip": "Used when mode is 'timeline': START-END:STATE segments in seconds."}),
+            },
+            "optional": {
+                "listener_audio": ("AUDIO", {"tooltip": "The other party's voice, for automatic listening."}),
+            },
+        }
+
+    def states(self, llia_audio, mode, timeline, listener_audio=None):
+        n, fps = llia_audio.num_frames, llia_audio.fps
+        if mode == "timeline":
+            labels = parse_timeline(timeline, n, fps)
+        elif mode in STATE_NAMES:
+            labels = fixed_states(n, mode)
+        else:
+            other = None
+            if listener_audio is not None:
+                from llia_core.audio import detect_speech, load_audio
+
+                wave = load_audio(listener_audio).waveform
+                other = detect_speech(wave, n, fps)
+            labels = states_from_activity(llia_audio.speech, other)
+        return (labels, format_timeline(labels, fps))
+
+
+class LLIAConsistencyStep:
+    DESCRIPTION = "Sampler settings: few-step consistency sampling (the fast path) or a multi-step teacher."
+    CATEGORY = "LLIA"
+    FUNCTION = "settings"
+    RETURN_TYPES = ("LLIA_SAMPLER",)
+    RETURN_NAMES = ("sampler",)
+    OUTPUT_TOOLTIPS = ("Sampler settings for the Variable-Length Sampler.",)
+
+    @classmethod
+    def INPUT_TYPES(cls):
+        return {"required": {
+            "sampler": (["consistency", "ddim", "euler"], {"default": "consistency",
+                        "tooltip": "consistency: 1-8 steps, real time. ddim/euler: teacher sampling, slow."}),
+            "steps": ("INT", {"default": 2, "min": 1, "max": 100, "tooltip": "Denoising steps per clip "
+                      "(consistency: 1-8; 2 is the real-time setting)."}),
+            "guidance_scale": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.05,
+                               "tooltip": "Audio guidance. 1 = off (one model call per step); >1 exaggerates lip motion."}),
+            "reference_guidance": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.05,
+                                   "tooltip": "Reference guidance. 1 = off; >1 pushes towards the portrait's look."}),
+            "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "tooltip": "Noise seed; same seed, same video."}),
+        }}
+
+    def settings(self, sampler, steps, guidance_scale, reference_guidance, seed):
+        from llia_core.pipeline import SamplerConfig
+
+        cfg = SamplerConfig(sampler=sampler, steps=steps, guidance_scale=guidance_scale,
+                            reference_guidance=reference_guidance, seed=seed)
+        cfg.validate(max_clip=10**6)
+        return (cfg,)

@@ -1,0 +1,155 @@
+"""The node pack without ComfyUI: registration, tooltips, each node's contract, cancel, bad input."""
+
+import math
+import sys
+import types
+
+import numpy as np
+import pytest
+import torch
+
+from comfy_harness import load_pack
+from llia_core.checkpoints import save_model
+from llia_core.errors import LLIAError
+
+
+@pytest.fixture(scope="module")
+def pack():
+    return load_pack()
+
+
+@pytest.fixture(scope="module")
+def model_dir(tiny_model, tmp_path_factory):
+    d = tmp_path_factory.mktemp("models")
+    save_model(tiny_model, d / "tiny.safetensors")
+    return d
+
+
+@pytest.fixture()
+def handle(pack, model_dir, monkeypatch):
+    monkeypatch.setenv("LLIA_MODELS_DIR", str(model_dir))
+    return pack.NODE_CLASS_MAPPINGS["LLIALoadModel"]().load("tiny.safetensors", "cpu", "fp32")[0]
+
+
+def comfy_audio(seconds, sr=22050):
+    rng = np.random.default_rng(0)
+    wave = rng.normal(0, 0.1, (1, 2, int(seconds * sr))).astype(np.float32)
+    return {"waveform": torch.from_numpy(wave), "sample_rate": sr}
+
+
+def run_all(pack, handle, seconds=0.8, **sampler_kw):
+    m = pack.NODE_CLASS_MAPPINGS
+    audio, n = m["LLIAEncodeAudio"]().encode(handle, comfy_audio(seconds), 25.0)
+    image = torch.rand(1, 40, 40, 3, generator=torch.Generator().manual_seed(0))
+    ref, preview = m["LLIAReferencePortrait"]().prepare(handle, image, "whole", 1.8)
+    states, text = m["LLIAStateSwitcher"]().states(audio, "timeline", "0-0.4:speaking,0.4-end:idle")
+    sampler = m["LLIAConsistencyStep"]().settings("consistency", 2, 1.0, 1.0, 5)[0]
+    out = m["LLIAVariableLengthSampler"]().sample(handle, audio, ref, states, sampler, 1, 4, "frames", "llia/test",
+                                                  **sampler_kw)
+    return n, preview, text, out
+
+
+def test_every_node_is_registered_with_tooltips(pack):
+    assert len(pack.NODE_CLASS_MAPPINGS) == 6
+    assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
+    for name, cls in pack.NODE_CLASS_MAPPINGS.items():
+        spec = cls.INPUT_TYPES()
+        assert cls.CATEGORY == "LLIA" and hasattr(cls, cls.FUNCTION) and cls.DESCRIPTION
+        assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
+        for group in spec.values():
+            for inp, value in group.items():
+                assert value[1].get("tooltip"), f"{name}.{inp} has no tooltip"
+
+
+def test_model_list_offers_bundled_and_folder_files(pack, model_dir, monkeypatch):
+    monkeypatch.setenv("LLIA_MODELS_DIR", str(model_dir))
+    names = pack.NODE_CLASS_MAPPINGS["LLIALoadModel"].INPUT_TYPES()["required"]["model"][0]
+    assert names[0] == "bundled" and "tiny.safetensors" in names
+
+
+def test_full_chain_outputs(pack, handle):
+    n, preview, text, out = run_all(pack, handle)
+    frames, audio, fps, report = out["result"]
+    assert n == math.ceil(0.8 * 25) == frames.shape[0]
+    assert frames.shape == (20, 32, 32, 3) and frames.dtype == torch.float32
+    assert 0 <= float(frames.min()) and float(frames.max()) <= 1 and float((frames[1:] - frames[:-1]).abs().mean()) > 0
+    assert audio["sample_rate"] == 16000 and audio["waveform"].shape == (1, 1, round(n / fps * 16000))
+    assert fps == 25.0 and "20 frames" in report and "first clip" in report
+    assert preview.shape == (1, 32, 32, 3)
+    assert text == "0-0.4:speaking,0.4-end:idle"
+
+
+def test_mp4_only_mode_writes_a_file_and_returns_a_preview(pack, handle, tmp_path, monkeypatch):
+    from llia_core.video_io import probe_video
+
+    monkeypatch.setenv("LLIA_OUTPUT_DIR", str(tmp_path))
+    m = pack.NODE_CLASS_MAPPINGS
+    audio, n = m["LLIAEncodeAudio"]().encode(handle, comfy_audio(1.6), 25.0)
+    ref, _ = m["LLIAReferencePortrait"]().prepare(handle, torch.rand(1, 40, 40, 3), "whole", 1.8)
+    states, _ = m["LLIAStateSwitcher"]().states(audio, "speaking", "")
+    sampler = m["LLIAConsistencyStep"]().settings("consistency", 1, 1.0, 1.0, 0)[0]
+    out = m["LLIAVariableLengthSampler"]().sample(handle, audio, ref, states, sampler, 2, 8,
+                                                  "mp4 only (long audio)", "llia/long")
+    frames = out["result"][0]
+    assert frames.shape[0] <= 16
+    files = list((tmp_path / "llia").glob("long_*.mp4"))
+    assert len(files) == 1 and probe_video(files[0])["num_frames"] == n == 40
+    with pytest.raises(LLIAError, match="inside the output folder"):
+        m["LLIAVariableLengthSampler"]().sample(handle, audio, ref, states, sampler, 2, 8, "frames + mp4", "../../x")
+
+
+def test_cancel_stops_within_a_step_and_the_next_run_works(pack, handle, monkeypatch):
+    class Interrupted(Exception):
+        pass
+
+    calls = {"n": 0, "limit": 3}
+    mm = types.ModuleType("comfy.model_management")
+
+    def throw():
+        calls["n"] += 1
+        if calls["n"] >= calls["limit"]:
+            raise Interrupted()
+
+    mm.throw_exception_if_processing_interrupted = throw
+    mm.soft_empty_cache = lambda: None
+    mm.get_torch_device = lambda: "cpu"
+    comfy = types.ModuleType("comfy")
+    comfy.model_management = mm
+    monkeypatch.setitem(sys.modules, "comfy", comfy)
+    monkeypatch.setitem(sys.modules, "comfy.model_management", mm)
+    before = {k: v.clone() for k, v in handle.model.state_dict().items()}
+    with pytest.raises(Interrupted):
+        run_all(pack, handle)
+    assert calls["n"] == 3  # stopped at the third denoising step, not at the end of the run
+    calls["limit"] = 10**9
+    frames = run_all(pack, handle)[3]["result"][0]
+    monkeypatch.delitem(sys.modules, "comfy.model_management")
+    monkeypatch.delitem(sys.modules, "comfy")
+    clean = run_all(pack, handle)[3]["result"][0]
+    assert torch.equal(frames, clean)
+    after = handle.model.state_dict()
+    assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_bad_inputs(pack, handle):
+    m = pack.NODE_CLASS_MAPPINGS
+    with pytest.raises(LLIAError, match="empty"):
+        m["LLIAReferencePortrait"]().prepare(handle, torch.zeros(0, 64, 64, 3), "auto", 1.8)
+    with pytest.raises(LLIAError, match="empty"):
+        m["LLIAEncodeAudio"]().encode(handle, {"waveform": torch.zeros(1, 1, 0), "sample_rate": 16000}, 25.0)
+    with pytest.raises(LLIAError, match="was not found"):
+        m["LLIALoadModel"]().load("missing.safetensors", "cpu", "fp32")
+    audio, _ = m["LLIAEncodeAudio"]().encode(handle, comfy_audio(0.5), 25.0)
+    with pytest.raises(LLIAError, match="overlap"):
+        m["LLIAStateSwitcher"]().states(audio, "timeline", "0-0.3:speaking,0.2-end:idle")
+
+
+def test_listener_audio_makes_the_avatar_listen(pack, handle):
+    m = pack.NODE_CLASS_MAPPINGS
+    silent = {"waveform": torch.zeros(1, 1, 16000), "sample_rate": 16000}
+    audio, n = m["LLIAEncodeAudio"]().encode(handle, silent, 25.0)
+    t = torch.arange(16000) / 16000
+    f0 = 2 * math.pi * 150 * t
+    voice = sum(torch.sin(k * f0) / k for k in range(1, 15)) * 0.2 * (0.4 + 0.6 * (torch.sin(2 * math.pi * 4 * t) > 0))
+    states, text = m["LLIAStateSwitcher"]().states(audio, "auto", "", {"waveform": voice[None, None], "sample_rate": 16000})
+    assert (states == 1).float().mean() > 0.7 and "listening" in text

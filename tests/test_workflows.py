@@ -1,0 +1,63 @@
+"""The shipped workflows: only known node types, and they run end to end through the node classes."""
+
+import math
+import shutil
+
+import pytest
+import torch
+
+from comfy_harness import (CORE_WIDGETS, FakeCreateVideo, FakeLoadAudio, FakeLoadImage, FakePreview, FakeSaveVideo,
+                           load_pack, load_workflow, to_api, execute)
+from llia_core.checkpoints import save_model
+from llia_core.video_io import probe_video, read_video
+
+WORKFLOWS = ["llia_offline.json", "llia_streaming_preview.json"]
+ASSETS = __import__("pathlib").Path(__file__).resolve().parents[1] / "llia_core" / "assets"
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_workflow_uses_only_registered_or_core_nodes(name):
+    pack = load_pack()
+    wf = load_workflow(name)
+    for node in wf["nodes"]:
+        assert node["type"] in pack.NODE_CLASS_MAPPINGS or node["type"] in CORE_WIDGETS, node["type"]
+    ours = {n["type"] for n in wf["nodes"]} & set(pack.NODE_CLASS_MAPPINGS)
+    assert ours == set(pack.NODE_CLASS_MAPPINGS)  # every one of our six nodes is in each workflow
+    ids = {n["id"] for n in wf["nodes"]}
+    for link in wf["links"]:
+        assert link[1] in ids and link[3] in ids
+
+
+@pytest.mark.parametrize("name", WORKFLOWS)
+def test_workflow_runs_end_to_end(name, tiny_model, tmp_path, monkeypatch):
+    pack = load_pack()
+    models = tmp_path / "models"
+    save_model(tiny_model, models / "tiny.safetensors")
+    monkeypatch.setenv("LLIA_MODELS_DIR", str(models))
+    monkeypatch.setenv("LLIA_OUTPUT_DIR", str(tmp_path / "out"))
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    shutil.copy(ASSETS / "portrait.png", inputs / "portrait.png")
+    import soundfile as sf
+
+    wave, sr = sf.read(ASSETS / "speech.wav", dtype="float32")
+    sf.write(inputs / "speech.wav", wave[: int(2.3 * sr)], sr)  # 2.3 s keeps the test fast
+    prompt = to_api(load_workflow(name), pack.NODE_CLASS_MAPPINGS)
+    loader = [k for k, v in prompt.items() if v["class_type"] == "LLIALoadModel"][0]
+    prompt[loader]["inputs"]["model"] = "tiny.safetensors"
+    prompt[loader]["inputs"]["device"] = "cpu"
+    saver = FakeSaveVideo(tmp_path)
+    preview = FakePreview()
+    core = {"LoadImage": FakeLoadImage(inputs), "LoadAudio": FakeLoadAudio(inputs), "CreateVideo": FakeCreateVideo(),
+            "SaveVideo": saver, "PreviewAny": preview, "PreviewImage": preview}
+    results = execute(prompt, pack.NODE_CLASS_MAPPINGS, core)
+    sampler_id = [k for k, v in prompt.items() if v["class_type"] == "LLIAVariableLengthSampler"][0]
+    frames, audio, fps, report = results[sampler_id]
+    expected = math.ceil(2.3 * 25 - 1e-6)
+    assert frames.shape[0] == expected and fps == 25.0
+    assert audio["waveform"].shape[-1] == round(expected / 25 * 16000)
+    info = probe_video(saver.saved[0])
+    assert info["num_frames"] == expected and abs(info["audio_seconds"] - expected / 25) < 0.05
+    video = read_video(saver.saved[0]).frames.float()
+    assert video.std() > 1.0
+    assert any("first clip" in str(p.get("source", "")) for p in preview.seen)
