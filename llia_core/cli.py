@@ -145,6 +145,7 @@ def main(argv: list[str] | None = None) -> int:
     add_train_args(sub.add_parser("train", help="train a model stage (base or distill)"))
     ev = sub.add_parser("eval", help="evaluation table on held-out identities")
     ev.add_argument("--model", default="bundled")
+    ev.add_argument("--teacher", default=None, help="checkpoint for the teacher rows (default: --model)")
     ev.add_argument("--out", default="eval/report", help="writes OUT.md and OUT.json")
     ev.add_argument("--identities", type=int, default=6, help="held-out identities (4 clips each)")
     ev.add_argument("--seconds", type=float, default=3.0, help="seconds per evaluation clip")
@@ -168,7 +169,7 @@ def main(argv: list[str] | None = None) -> int:
 
             run_eval(args.model, args.out, identities=args.identities, seconds=args.seconds,
                      settings=args.settings.split(",") if args.settings else None,
-                     drift_minutes=args.drift_minutes, threads=args.threads)
+                     drift_minutes=args.drift_minutes, threads=args.threads, teacher=args.teacher)
         elif args.command == "info":
             from .checkpoints import describe, resolve_model_path
 

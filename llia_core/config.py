@@ -102,8 +102,11 @@ class LLIAConfig:
         num_states: number of state labels (speaking, listening, idle).
         concat_reference: also concatenate the reference latent to the denoiser input
             (cheap identity anchor for small models, as image-to-video models do).
+        reference_skip: the denoiser predicts the clean frame as reference latent + a learned
+            residual (needs prediction_type "sample"), so an untrained or small model starts from
+            the portrait instead of from noise and only has to learn what moves.
         face_scale: crop side / face box side used to frame portraits.
-        prediction_type: what the denoiser predicts ("v_prediction" or "epsilon").
+        prediction_type: what the denoiser predicts ("sample", "v_prediction" or "epsilon").
         num_train_timesteps: diffusion steps of the training noise schedule.
     """
 
@@ -114,8 +117,9 @@ class LLIAConfig:
     motion_frames: int = 2
     num_states: int = 3
     concat_reference: bool = True
+    reference_skip: bool = True
     face_scale: float = 1.8
-    prediction_type: str = "v_prediction"
+    prediction_type: str = "sample"
     num_train_timesteps: int = 1000
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
@@ -183,11 +187,11 @@ CONFIGS: dict[str, LLIAConfig] = {
     "demo": LLIAConfig(),
     "sd15-384": LLIAConfig(
         name="sd15-384", resolution=384, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,
-        concat_reference=False,
+        concat_reference=False, reference_skip=False, prediction_type="v_prediction",
     ),
     "sd15-512": LLIAConfig(
         name="sd15-512", resolution=512, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,
-        concat_reference=False,
+        concat_reference=False, reference_skip=False, prediction_type="v_prediction",
     ),
 }
 

@@ -139,3 +139,21 @@ def test_sd15_384_runs_one_denoising_step():
         frames = model.decode_latents(out[:, :, 0])
     assert out.shape == (1, 4, 1, 48, 48)
     assert frames.shape == (1, 384, 384, 3)
+
+
+@torch.no_grad()
+def test_reference_skip_starts_at_the_portrait():
+    """With the reference skip an untrained model predicts the portrait itself as the clean frame."""
+    cfg = tiny_config()
+    model = LLIAModel(cfg).eval()
+    image = torch.rand(1, 3, 32, 32)
+    ref = model.encode_reference(image, torch.ones(1, 1, 32, 32))
+    kw = _inputs(cfg, 3)
+    x0 = model.denoiser(kw["sample"], kw["timestep"], kw["audio_windows"], kw["states"], ref.latent, ref.bank,
+                        kw["face_mask"], kw["motion_flags"])
+    frames = model.decode_latents(x0[0].permute(1, 0, 2, 3))
+    assert torch.allclose(frames, image.permute(0, 2, 3, 1).expand(3, -1, -1, -1), atol=1e-5)
+    import dataclasses
+
+    with pytest.raises(ValueError, match="prediction_type 'sample'"):
+        LLIAModel(dataclasses.replace(cfg, prediction_type="v_prediction"))

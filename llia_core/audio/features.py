@@ -25,7 +25,8 @@ _WINDOW_CHUNK = 2048  # video frames per gather in frame_windows
 def frame_count(duration_seconds: float, fps: float) -> int:
     """Video frames needed to cover the audio: ceil(duration * fps).
 
-    A tolerance of 1e-6 frames absorbs float error (2.0 s at 25 fps is 50 frames, not 51).
+    A tolerance of 1e-6 frames absorbs float error (2.0 s at 25 fps is 50 frames, not 51). Audio
+    shorter than one whole frame is an error: the mouth cannot follow a sound that short.
     """
     try:
         d, f = float(duration_seconds), float(fps)
@@ -36,7 +37,7 @@ def frame_count(duration_seconds: float, fps: float) -> int:
     if not (math.isfinite(d) and d >= 0):
         raise AudioError(f"audio duration {duration_seconds!r} s is not a length; pass a duration of 0 s or more")
     n = math.ceil(d * f - 1e-6)
-    if n < 1:
+    if d * f < 1 - 1e-6:
         raise AudioError(f"the audio is shorter than one video frame ({d * 1000:.1f} ms at {f:g} fps); use at "
                          f"least {math.ceil(1000 / f)} ms of audio")
     return int(n)

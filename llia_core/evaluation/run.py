@@ -14,7 +14,9 @@ from .evaluate import SAMPLER_SETTINGS, drift, evaluate_setting, format_table, m
 
 
 def run_eval(model: str, out: str, *, identities: int = 6, seconds: float = 3.0, settings: list[str] | None = None,
-             drift_minutes: float = 0.0, threads: int | None = None, seed: int = 1000) -> dict:
+             drift_minutes: float = 0.0, threads: int | None = None, seed: int = 1000,
+             teacher: str | None = None) -> dict:
+    """Score ``model`` (and the multi-step teacher rows with ``teacher`` if given) on held-out identities."""
     if threads:
         torch.set_num_threads(threads)
     m = load_model(model)
@@ -26,10 +28,13 @@ def run_eval(model: str, out: str, *, identities: int = 6, seconds: float = 3.0,
     clips = make_eval_clips(test_ids, kinds, seconds, r, m.config.fps, seed)
     box = mouth_box(r)
     rows = {}
+    teacher_pipe = LLIAPipeline(load_model(teacher)) if teacher else pipe
     for name in settings or list(SAMPLER_SETTINGS):
-        rows[name] = evaluate_setting(pipe, clips, SAMPLER_SETTINGS[name], box)
+        use = teacher_pipe if name.startswith("teacher") else pipe
+        rows[name] = evaluate_setting(use, clips, SAMPLER_SETTINGS[name], box)
         print(f"{name}: " + ", ".join(f"{k}={v:.3f}" for k, v in rows[name].items()), flush=True)
-    extra = {"identities": test_ids, "clips": len(clips), "seconds_per_clip": seconds}
+    extra = {"identities": test_ids, "clips": len(clips), "seconds_per_clip": seconds, "model": str(model),
+             "teacher": str(teacher or model)}
     from ..training.data.speech import have_espeak, speech_with_pauses
 
     import numpy as np

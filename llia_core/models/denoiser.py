@@ -24,11 +24,16 @@ class LLIADenoiser(nn.Module):
 
     def __init__(self, config: LLIAConfig):
         super().__init__()
+        if config.reference_skip and config.prediction_type != "sample":
+            raise ValueError("reference_skip needs prediction_type 'sample' (the skip adds the reference to x0)")
         self.config = config
         c = config.autoencoder.latent_channels
         in_channels = c * (2 if config.concat_reference else 1) + 1
         self.unet = UNetMotionModel(in_channels=in_channels, out_channels=c, **unet_kwargs(config, motion=True))
         self.unet.set_attn_processor(processor_map(self.unet, lambda key: ReferenceAttnProcessor(key)))
+        if config.reference_skip:  # start exactly at "the frame is the portrait"
+            nn.init.zeros_(self.unet.conv_out.weight)
+            nn.init.zeros_(self.unet.conv_out.bias)
         self.audio_encoder = AudioEncoder(config.audio, config.num_states)
         self.face_locator = FaceLocator(config.autoencoder.downscale, c)
 
@@ -79,4 +84,10 @@ class LLIADenoiser(nn.Module):
         timestep = torch.as_tensor(timestep, device=sample.device)
         if timestep.ndim == 0:
             timestep = timestep.expand(b)
-        return self.unet(x, timestep, encoder_hidden_states=tokens, cross_attention_kwargs=kwargs).sample
+        out = self.unet(x, timestep, encoder_hidden_states=tokens, cross_attention_kwargs=kwargs).sample
+        if self.config.reference_skip:
+            skip = reference_latent[:, :, None].to(out.dtype)
+            if reference_keep is not None:
+                skip = skip * reference_keep.to(out.dtype)[:, None, :, None, None]
+            out = out + skip
+        return out

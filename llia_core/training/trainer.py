@@ -1,7 +1,8 @@
 """The LLIA training recipe: base model, then consistency distillation into a few-step student.
 
-Stage ``base``: v-prediction with a uniform loss weight (min-SNR weighting gives zero weight at
-t = T under a zero-terminal-SNR schedule, which breaks 1-step sampling), fixed clip length for
+Stage ``base``: the config's prediction type (x0 with a reference skip for the demo model,
+v for sd15) with a uniform loss weight (min-SNR weighting gives zero weight at t = T under a
+zero-terminal-SNR schedule, which breaks 1-step sampling), fixed clip length for
 the first ``fixed_fraction`` of steps, then variable lengths from 1 frame up, motion frames from
 the preceding frames, audio and reference dropout for guidance. A share of the timesteps is drawn
 from those the few-step sampler visits, so the model is good exactly where it will be used.
@@ -101,7 +102,7 @@ def _alpha_sigma(scheduler, t: torch.Tensor, ndim: int):
 
 def base_loss(model: LLIAModel, batch: Batch, scheduler, gen: torch.Generator, tc: TrainConfig,
               fewstep: torch.Tensor) -> torch.Tensor:
-    """v-prediction MSE on the new frames of a batch (motion frames stay clean, unscored)."""
+    """Prediction MSE on the new frames of a batch (motion frames stay clean, unscored)."""
     x0 = _encode_frames(model, batch.frames)
     b, c, f = x0.shape[:3]
     ref_latent = model.encode_pixels(batch.reference)
@@ -113,15 +114,34 @@ def base_loss(model: LLIAModel, batch: Batch, scheduler, gen: torch.Generator, t
     pred = model.denoiser(xt, t, batch.windows, batch.states, ref_latent, bank, batch.face_mask,
                           batch.motion_flags, audio_keep=_keep(gen, b, f, tc.audio_dropout),
                           reference_keep=_keep(gen, b, f, tc.reference_dropout))
-    target = scheduler.get_velocity(x0, noise, t)
+    target = prediction_target(scheduler, x0, noise, t)
     w = 1 - motion
     return ((pred - target) ** 2 * w).sum() / (w.sum() * c * x0.shape[-1] * x0.shape[-2])
 
 
-def _consistency_fn(model, lcm, scheduler, x, t, v_pred):
-    """LCM parameterisation f(x, t) = c_skip x + c_out x0_hat, exact identity at t = 0."""
+def prediction_target(scheduler, x0, noise, t):
+    kind = scheduler.config.prediction_type
+    if kind == "sample":
+        return x0
+    if kind == "epsilon":
+        return noise
+    return scheduler.get_velocity(x0, noise, t)
+
+
+def predicted_x0_eps(scheduler, x, t, pred):
+    """(x0_hat, eps_hat) from a model prediction of the scheduler's prediction type."""
     a, s = _alpha_sigma(scheduler, t, x.ndim)
-    x0 = a * x - s * v_pred
+    kind = scheduler.config.prediction_type
+    if kind == "sample":
+        return pred, (x - a * pred) / s.clamp_min(1e-4)
+    if kind == "epsilon":
+        return (x - s * pred) / a.clamp_min(1e-4), pred
+    return a * x - s * pred, s * x + a * pred
+
+
+def _consistency_fn(model, lcm, scheduler, x, t, pred):
+    """LCM parameterisation f(x, t) = c_skip x + c_out x0_hat, exact identity at t = 0."""
+    x0 = predicted_x0_eps(scheduler, x, t, pred)[0]
     c_skip, c_out = lcm.get_scalings_for_boundary_condition_discrete(t)
     shape = (-1,) + (1,) * (x.ndim - 1)
     return c_skip.reshape(shape) * x + c_out.reshape(shape) * x0
@@ -149,8 +169,7 @@ def distill_loss(student: LLIAModel, target: LLIAModel, teacher: LLIAModel, batc
                              two(batch.motion_flags), audio_keep=torch.cat([ones, ~ones]),
                              reference_keep=torch.cat([ones, ones]))
         v = v[b:] + tc.guidance_scale * (v[:b] - v[b:])
-        a_t, s_t = _alpha_sigma(scheduler, t, xt.ndim)
-        x0_hat, eps_hat = a_t * xt - s_t * v, s_t * xt + a_t * v
+        x0_hat, eps_hat = predicted_x0_eps(scheduler, xt, t, v)
         a_s, s_s = _alpha_sigma(scheduler, s, xt.ndim)
         xs = (a_s * x0_hat + s_s * eps_hat) * (1 - motion) + x0 * motion
         ref_g = target.encode_pixels(batch.reference)
