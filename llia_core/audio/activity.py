@@ -19,6 +19,7 @@ from .io import SAMPLE_RATE
 _HOP, _WIN, _FFT = 160, 640, 1024  # 10 ms grid; 40 ms Hann window holds two periods of a 60 Hz voice
 _CHUNK = 6000  # grid frames per FFT call (60 s)
 _NOISE_SAMPLE = 4000  # frames used to estimate the noise spectrum
+_NOISE_SMOOTH_HZ = 400.0  # frequency smoothing of that estimate
 _BAND = (300.0, 3400.0)  # telephone speech band: voiced energy lives here, hum and hiss mostly do not
 _FLOOR_PERCENTILE = 10.0  # the quietest 10 % of non-silent grid frames is taken as the noise floor
 _MARGIN_DB = 6.0  # a frame must be this far above the floor to start speech...
@@ -72,9 +73,10 @@ def frame_rms(waveform: torch.Tensor, num_frames: int, fps: float) -> torch.Tens
 def _grid_features(wave: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per 10 ms frame: speech-band power, total power (both mean-square) and harmonicity.
 
-    Harmonicity is the highest normalised autocorrelation at pitch lags (80-400 Hz) of the
+    Harmonicity is the highest normalised autocorrelation at pitch lags (60-400 Hz) of the
     speech band after dividing by the noise spectrum (a per-bin low percentile over a subsample
-    of frames): whitened steady noise of any colour, and hum, read about 0.35; a voice reads 0.6-0.95.
+    of frames, smoothed over frequency): whitened steady noise of any colour reads about 0.35,
+    a voice 0.6-0.95.
     """
     num = 1 + wave.shape[0] // _HOP
     padded = torch.nn.functional.pad(wave, (_FFT // 2, _FFT // 2))  # zeros: the edges read as silence
@@ -96,7 +98,11 @@ def _grid_features(wave: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarr
     sample = power(frames[pick])
     audible = 10 * torch.log10(sample[:, band].sum(1, dtype=torch.float64) * scale + 1e-12) > _DIGITAL_SILENCE_DB
     noise = sample[audible] if audible.any() else sample
-    noise = torch.quantile(noise, _FLOOR_PERCENTILE / 100, dim=0).clamp_min(1e-20)
+    noise = torch.quantile(noise, _FLOOR_PERCENTILE / 100, dim=0)
+    # smoothed over ~400 Hz: noise colour is whitened away, a steady voice's harmonics are not
+    width = int(round(_NOISE_SMOOTH_HZ * _FFT / SAMPLE_RATE)) | 1
+    noise = torch.nn.functional.avg_pool1d(noise[None, None], width, 1, width // 2, count_include_pad=False)[0, 0]
+    noise = noise.clamp_min(float(noise[band].mean()) * 1e-3 + 1e-20)  # whitening gains span at most 30 dB
     inv_noise = torch.where(band, 1.0 / noise, 0.0)  # whitening, and the band-pass for the autocorrelation
     band_pow, total_pow, harmonic = (np.empty(num, np.float64) for _ in range(3))
     for k0 in range(0, num, _CHUNK):
