@@ -132,7 +132,7 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, type=float, default=default)
         elif f.name in ("minutes",):
             p.add_argument(flag, type=float, default=default)
-        elif f.name in ("max_clips", "threads"):
+        elif f.name in ("max_clips", "threads", "stop_step"):
             p.add_argument(flag, type=int, default=default)
         else:
             p.add_argument(flag, default=default)

@@ -10,9 +10,13 @@ PY=".venv/bin/python"
 export OMP_WAIT_POLICY=PASSIVE  # threads sleep instead of spinning when another process shares the cores
 # 1. 1,080 training clips: 270 training identities x 4 clips x 3 s (test/val identities are never generated)
 $PY -m llia_core.training.data --out "$W/data" --identities 300 --clips 4 --split train --workers 2
-# 2. base model: fixed 8-frame clips for the first quarter, then 1-16 frames; x0 prediction with reference skip
-$PY -m llia_core train --stage base --data "$W/data" --out-dir "$W/base" --steps 3000 --minutes 45 \
-    --batch-frames 24 --lr 4e-4 --threads 2
+# 2. base model: fixed 8-frame clips for the first quarter, then 1-16 frames; x0 prediction with reference skip.
+#    The bundled run had no mouth weighting for its first 1,400 steps (the mouth stayed closed), then
+#    resumed with the mouth region weighted 11x; the two calls below replay exactly that.
+$PY -m llia_core train --stage base --data "$W/data" --out-dir "$W/base" --steps 3000 --stop-step 1400 \
+    --mouth-weight 0 --batch-frames 24 --lr 4e-4 --threads 2
+$PY -m llia_core train --stage base --data "$W/data" --out-dir "$W/base" --steps 3000 --stop-step BASE_STEPS \
+    --mouth-weight 10 --batch-frames 24 --lr 4e-4 --threads 2
 # 3. latent consistency distillation into the few-step student (audio guidance 1.5 distilled in)
 $PY -m llia_core train --stage distill --init "$W/base/model.safetensors" --data "$W/data" --out-dir "$W/distill" \
     --steps 400 --minutes 10 --batch-frames 16 --lr 1e-4 --warmup 20 --threads 2

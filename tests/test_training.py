@@ -168,3 +168,15 @@ def test_metrics_behave():
     jumpy = smooth.clone()
     jumpy[10:] += 0.3
     assert abs(boundary_ratio(smooth, [10]) - 1) < 1e-4 and boundary_ratio(jumpy, [10]) > 3
+
+
+def test_mouth_weight_map_covers_the_mouth_box():
+    from llia_core.config import get_config
+    from llia_core.training.trainer import mouth_weight_map
+
+    cfg = get_config("demo")
+    w = mouth_weight_map(cfg, 10.0)[0, 0, 0]
+    assert w.shape == (32, 32) and set(w.unique().tolist()) == {1.0, 11.0}
+    x0, y0, x1, y1 = mouth_box(128)
+    assert (w[y0 // 4:(y1 - 1) // 4 + 1, x0 // 4:(x1 - 1) // 4 + 1] == 11).all()  # every mouth pixel weighted
+    assert (w > 1).float().mean() < 0.1

@@ -47,6 +47,7 @@ class TrainConfig:
     init: str | None = None  # checkpoint to start from (distill: the teacher)
     steps: int = 4000
     minutes: float | None = None  # wall-clock budget for this invocation
+    stop_step: int | None = None  # stop this invocation at this step (the schedule still spans `steps`)
     batch_frames: int = 24
     lr: float = 3e-4
     warmup: int = 100
@@ -55,6 +56,7 @@ class TrainConfig:
     audio_dropout: float = 0.1
     reference_dropout: float = 0.05
     fewstep_fraction: float = 0.3
+    mouth_weight: float = 10.0  # extra loss weight on the mouth region (a few % of the pixels)
     ema_decay: float = 0.998
     guidance_scale: float = 1.5  # teacher guidance distilled into the student
     skip: int = 20  # DDIM solver skip (1000 / 20 = 50-step teacher discretisation)
@@ -94,6 +96,22 @@ def fewstep_timesteps(config) -> torch.Tensor:
     return torch.tensor(sorted(set(ts)))
 
 
+def mouth_weight_map(config, weight: float) -> torch.Tensor:
+    """(1, 1, 1, h, w) loss weights: 1 + ``weight`` where the mouth can be in a framed crop.
+
+    The framing contract puts the face box (side R / face_scale) in the centre; the mouth lies in
+    its lower middle. Without this the mouth, a few percent of the pixels, barely moves the loss
+    and a small model keeps it closed for a long time.
+    """
+    r, f = config.resolution, config.autoencoder.downscale
+    u = r / (2 * config.face_scale)
+    c = r / 2
+    mask = torch.zeros(r, r)
+    mask[int(c + 0.3 * u):int(c + 0.98 * u) + 1, int(c - 0.5 * u):int(c + 0.5 * u) + 1] = 1
+    latent = F.max_pool2d(mask[None, None], f)[0, 0]
+    return (1 + weight * latent)[None, None, None]
+
+
 def _alpha_sigma(scheduler, t: torch.Tensor, ndim: int):
     acp = scheduler.alphas_cumprod[t].float()
     shape = (-1,) + (1,) * (ndim - 1)
@@ -115,8 +133,8 @@ def base_loss(model: LLIAModel, batch: Batch, scheduler, gen: torch.Generator, t
                           batch.motion_flags, audio_keep=_keep(gen, b, f, tc.audio_dropout),
                           reference_keep=_keep(gen, b, f, tc.reference_dropout))
     target = prediction_target(scheduler, x0, noise, t)
-    w = 1 - motion
-    return ((pred - target) ** 2 * w).sum() / (w.sum() * c * x0.shape[-1] * x0.shape[-2])
+    w = (1 - motion) * mouth_weight_map(model.config, tc.mouth_weight)
+    return ((pred - target) ** 2 * w).sum() / (w.sum() * c)
 
 
 def prediction_target(scheduler, x0, noise, t):
@@ -180,9 +198,9 @@ def distill_loss(student: LLIAModel, target: LLIAModel, teacher: LLIAModel, batc
     v_s = student.denoiser(xt, t, batch.windows, batch.states, ref_s, student.reference_net(ref_s),
                            batch.face_mask, batch.motion_flags)
     pred = _consistency_fn(student, lcm, scheduler, xt, t, v_s)
-    w = 1 - motion
+    w = (1 - motion) * mouth_weight_map(student.config, tc.mouth_weight)
     err = torch.sqrt((pred - goal) ** 2 + 1e-3**2) - 1e-3  # pseudo-Huber, as in LCM
-    return (err * w).sum() / (w.sum() * c * x0.shape[-1] * x0.shape[-2])
+    return (err * w).sum() / (w.sum() * c)
 
 
 def train(tc: TrainConfig) -> Path:
@@ -230,7 +248,7 @@ def train(tc: TrainConfig) -> Path:
         log = csv.writer(log_file)
         if new_log:
             log.writerow(["step", "loss", "lr", "clip_len", "motion", "seconds"])
-        while step < tc.steps:
+        while step < min(tc.steps, tc.stop_step or tc.steps):
             if tc.minutes is not None and time.perf_counter() - t_start > tc.minutes * 60:
                 break
             clip_len, motion = draw_lengths(rng, step, fixed_steps, tc.fixed_len, config.max_clip_frames,
