@@ -15,11 +15,11 @@ $PY -m llia_core.training.data --out "$W/data" --identities 300 --clips 4 --spli
 #    resumed with the mouth region weighted 11x; the two calls below replay exactly that.
 $PY -m llia_core train --stage base --data "$W/data" --out-dir "$W/base" --steps 3000 --stop-step 1400 \
     --mouth-weight 0 --batch-frames 24 --lr 4e-4 --threads 2
-$PY -m llia_core train --stage base --data "$W/data" --out-dir "$W/base" --steps 3000 --stop-step BASE_STEPS \
+$PY -m llia_core train --stage base --data "$W/data" --out-dir "$W/base" --steps 3000 --stop-step 2208 \
     --mouth-weight 10 --batch-frames 24 --lr 4e-4 --threads 2
 # 3. latent consistency distillation into the few-step student (audio guidance 1.5 distilled in)
 $PY -m llia_core train --stage distill --init "$W/base/model.safetensors" --data "$W/data" --out-dir "$W/distill" \
-    --steps 400 --minutes 10 --batch-frames 16 --lr 1e-4 --warmup 20 --threads 2
+    --steps 300 --minutes 8 --batch-frames 16 --lr 1e-4 --warmup 20 --threads 2
 # 4. evaluation on held-out identities (teacher rows use the base model)
 $PY -m llia_core eval --model "$W/distill/model.safetensors" --teacher "$W/base/model.safetensors" \
     --identities 3 --seconds 2.0 --drift-minutes 10 --threads 2 --out "$W/eval/report"
