@@ -49,6 +49,11 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--device", default="cpu")
     p.add_argument("--dtype", default="fp32", choices=DTYPES)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    p.add_argument("--pipeline", default="auto", choices=("auto", "off", "threads"),
+                   help="overlap denoising stages on two threads (auto: with the consistency sampler and >= 2 steps)")
+    p.add_argument("--threads-per-stage", type=int, default=None, help="CPU threads per pipeline stage")
+    p.add_argument("--distributed", action="store_true",
+                   help="run as one stage of a torch.distributed pipeline (launch with torchrun; last rank writes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
 
 
@@ -61,6 +66,34 @@ def build_states(spec: str, audio):
     if spec.lower() in STATE_NAMES or ":" not in spec:
         return fixed_states(audio.num_frames, spec)
     return parse_timeline(spec, audio.num_frames, audio.fps)
+
+
+def _clip_source(args, pipe, sampler):
+    """(stream function, sampler, whether this process writes the video) for --pipeline/--distributed."""
+    import os
+
+    import torch
+
+    from .pipeline import PipelinedLLIA, pipelined_sampler
+
+    if args.distributed:
+        import torch.distributed as dist
+
+        from .pipeline.distributed import stage_stream
+
+        if "RANK" not in os.environ:
+            raise LLIAError("--distributed needs torchrun (e.g. torchrun --nproc-per-node 2 -m llia_core generate "
+                            "--distributed ...), which sets RANK and WORLD_SIZE")
+        dist.init_process_group("nccl" if pipe.device.type == "cuda" else "gloo")
+        last = dist.get_rank() == dist.get_world_size() - 1
+
+        return (lambda *a: stage_stream(pipe, *a)), pipelined_sampler(sampler, dist.get_world_size()), last
+    use = args.pipeline == "threads" or (
+        args.pipeline == "auto" and sampler.sampler == "consistency" and sampler.steps >= 2 and (os.cpu_count() or 1) >= 2)
+    if not use:
+        return pipe.stream, sampler, True
+    per_stage = args.threads_per_stage or max(1, (args.threads or torch.get_num_threads()) // 2)
+    return PipelinedLLIA(pipe, threads_per_stage=per_stage).stream, pipelined_sampler(sampler), True
 
 
 def run_generate(args) -> dict:
@@ -95,15 +128,20 @@ def run_generate(args) -> dict:
     sampler = SamplerConfig(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
                             first_clip=args.first_clip, clip_frames=args.clip_frames)
     pipe = LLIAPipeline(model, device=args.device, dtype=_dtype(args.dtype))
+    stream, sampler, writes = _clip_source(args, pipe, sampler)
     load_seconds = time.perf_counter() - t_load
     # 2. Generate clip by clip straight into the mp4
     out = Path(args.out)
     bar = tqdm(total=audio.num_frames, unit="frame", desc="generating", disable=args.quiet)
     first = None
     t0 = time.perf_counter()
+    if not writes:  # a distributed rank that only denoises
+        for _ in stream(portrait, audio, states, sampler):
+            pass
+        return {}
     with Mp4Writer(out, fps, cfg.resolution, cfg.resolution, audio=audio.waveform_for_video(),
                    sample_rate=16000) as writer:
-        for clip in pipe.stream(portrait, audio, states, sampler):
+        for clip in stream(portrait, audio, states, sampler):
             first = clip.elapsed if first is None else first
             writer.write(clip.frames)
             bar.update(clip.frames.shape[0])
@@ -152,6 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--settings", default=None, help="comma list of teacher-25,student-1,student-2,student-4")
     ev.add_argument("--drift-minutes", type=float, default=0.0, help="also measure drift over this many minutes")
     ev.add_argument("--threads", type=int, default=None)
+    from .bench import add_args as add_bench_args
+
+    add_bench_args(sub.add_parser("bench", help="speed/latency/memory benchmark vs a Hallo-style baseline"))
     info = sub.add_parser("info", help="describe a checkpoint")
     info.add_argument("model", nargs="?", default="bundled")
     args = parser.parse_args(argv)
@@ -170,6 +211,10 @@ def main(argv: list[str] | None = None) -> int:
             run_eval(args.model, args.out, identities=args.identities, seconds=args.seconds,
                      settings=args.settings.split(",") if args.settings else None,
                      drift_minutes=args.drift_minutes, threads=args.threads, teacher=args.teacher)
+        elif args.command == "bench":
+            from .bench import main as bench_main
+
+            bench_main(args)
         elif args.command == "info":
             from .checkpoints import describe, resolve_model_path
 

@@ -52,6 +52,9 @@ class AudioEncoderConfig:
         token_seconds: duration of one token (the training frame period), independent of output fps.
         num_layers: transformer layers mixing the tokens of one frame.
         dim: token width (equals the denoiser's cross-attention width).
+        mouth_head: a linear head on the frame's own token that predicts the mouth (opening, width,
+            roundness). Trained with an auxiliary loss when ground truth exists, it gives the audio
+            path a direct signal instead of only the few mouth pixels of the denoising loss.
     """
 
     n_mels: int = 80
@@ -60,6 +63,7 @@ class AudioEncoderConfig:
     token_seconds: float = 0.04
     num_layers: int = 1
     dim: int = 128
+    mouth_head: bool = False
 
     @property
     def num_tokens(self) -> int:
@@ -184,7 +188,7 @@ _SD15_VAE = AutoencoderConfig(
 _SD15_AUDIO = AudioEncoderConfig(n_mels=80, context=2, mel_per_token=4, num_layers=4, dim=768)
 
 CONFIGS: dict[str, LLIAConfig] = {
-    "demo": LLIAConfig(),
+    "demo": LLIAConfig(audio=AudioEncoderConfig(mouth_head=True)),
     "sd15-384": LLIAConfig(
         name="sd15-384", resolution=384, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,
         concat_reference=False, reference_skip=False, prediction_type="v_prediction",

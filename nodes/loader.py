@@ -51,8 +51,8 @@ class LLIALoadModel:
                 "device": (["auto", "cpu", "cuda", "mps"], {"default": "auto",
                            "tooltip": "Where to run. 'auto' uses ComfyUI's device (GPU if available)."}),
                 "precision": (PRECISIONS, {"default": "fp32",
-                              "tooltip": "Weights/activations precision. bf16/fp16 are faster on GPUs; int8 "
-                                         "quantizes the denoiser for CPU speed."}),
+                              "tooltip": "Weights/activations precision. bf16/fp16 are faster on GPUs (bf16 also on recent x86 CPUs); int8 "
+                                         "stores the UNet linear weights in 8 bits (less memory, not faster here)."}),
             },
             "optional": {
                 "hf_repo_id": ("STRING", {"default": "", "tooltip": "Optional Hugging Face repo id "

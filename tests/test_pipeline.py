@@ -63,23 +63,35 @@ def test_clips_are_variable_and_first_clip_is_short(pipe, portrait):
 
 
 def test_motion_frames_are_the_previous_clips_last_latents(pipe, portrait, monkeypatch):
-    seen = []
-    original = pipe.denoise_clip
+    motions = []
+    original = pipe.new_job
 
-    def spy(clip, reference, audio, states, motion, sampler, step_callback=None):
-        out = original(clip, reference, audio, states, motion, sampler, step_callback)
-        seen.append((motion.clone(), out.clone()))
-        return out
+    def spy(clip, audio, states, motion, sampler):
+        motions.append(motion.clone())
+        return original(clip, audio, states, motion, sampler)
 
-    monkeypatch.setattr(pipe, "denoise_clip", spy)
-    list(pipe.stream(portrait, _audio(1.0, 25, pipe.config), sampler=SamplerConfig(steps=1, first_clip=1)))
-    assert seen[0][0].shape[2] == 0  # the first clip has no past
-    history = seen[0][1]
-    for motion, out in seen[1:]:
+    monkeypatch.setattr(pipe, "new_job", spy)
+    outs = list(pipe.stream(portrait, _audio(1.0, 25, pipe.config), sampler=SamplerConfig(steps=1, first_clip=1)))
+    assert motions[0].shape[2] == 0  # the first clip has no past
+    history = outs[0].latents
+    for motion, out in zip(motions[1:], outs[1:]):
         m = min(pipe.config.motion_frames, history.shape[2])
         assert motion.shape[2] == m
         assert torch.equal(motion, history[:, :, history.shape[2] - m:])
-        history = torch.cat([history, out], dim=2)
+        history = torch.cat([history, out.latents], dim=2)
+
+
+def test_early_motion_handover_changes_only_what_follows_the_first_clip(pipe, portrait):
+    audio = _audio(1.0, 25, pipe.config)
+    final = pipe.generate(portrait, audio, sampler=SamplerConfig(steps=2, first_clip=2))
+    early = pipe.generate(portrait, audio, sampler=SamplerConfig(steps=2, first_clip=2, motion_step=1))
+    n0 = final.clips[0].length
+    assert torch.equal(final.frames[:n0], early.frames[:n0])  # the first clip has no motion frames
+    assert not torch.equal(final.frames[n0:], early.frames[n0:])
+    with pytest.raises(LLIAError, match="motion_step"):
+        pipe.generate(portrait, audio, sampler=SamplerConfig(steps=2, motion_step=3))
+    with pytest.raises(LLIAError, match="motion_step"):
+        pipe.generate(portrait, audio, sampler=SamplerConfig(sampler="ddim", steps=4, motion_step=2))
 
 
 @pytest.mark.parametrize("sampler,steps,g,rg", [("consistency", 1, 1.0, 1.0), ("consistency", 4, 2.0, 1.0),
@@ -115,3 +127,33 @@ def test_reference_is_cached_and_model_not_mutated(pipe, portrait):
     pipe.generate(portrait, _audio(0.4, 25, pipe.config))
     after = pipe.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
+
+
+def test_pipelined_stages_give_the_sequential_frames(pipe, portrait):
+    from llia_core.pipeline import PipelinedLLIA, pipelined_sampler
+
+    audio = _audio(1.3, 25, pipe.config)
+    sampler = pipelined_sampler(SamplerConfig(steps=2, first_clip=1, seed=3))
+    assert sampler.motion_step == 1
+    sequential = pipe.generate(portrait, audio, sampler=sampler)
+    piped = PipelinedLLIA(pipe, threads_per_stage=1).generate(portrait, audio, sampler=sampler)
+    assert piped.frames.shape == sequential.frames.shape == (math.ceil(1.3 * 25), 32, 32, 3)
+    assert torch.allclose(piped.frames, sequential.frames, atol=1e-5)
+    assert [c.start for c in piped.clips] == [c.start for c in sequential.clips]
+
+
+def test_pipelined_stream_reraises_stage_errors_and_stops(pipe, portrait):
+    from llia_core.pipeline import PipelinedLLIA
+
+    calls = []
+
+    def cancel(step, steps):
+        calls.append(step)
+        if len(calls) == 3:
+            raise KeyboardInterrupt("cancelled")
+
+    with pytest.raises(KeyboardInterrupt):
+        PipelinedLLIA(pipe).generate(portrait, _audio(2.0, 25, pipe.config), sampler=SamplerConfig(steps=2),
+                                     step_callback=cancel)
+    with pytest.raises(LLIAError, match="consistency"):
+        PipelinedLLIA(pipe).generate(portrait, _audio(0.5, 25, pipe.config), sampler=SamplerConfig(sampler="ddim"))

@@ -35,6 +35,13 @@ class AudioEncoder(nn.Module):
             for _ in range(config.num_layers)
         )
         self.norm_out = nn.LayerNorm(d)
+        self.mouth_head = nn.Linear(d, 3) if config.mouth_head else None
+
+    def predict_mouth(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (N, T + 1, dim) -> (N, 3) mouth opening, width, roundness read from the frame's own token."""
+        if self.mouth_head is None:
+            raise ValueError("this model has no mouth head (config.audio.mouth_head is False)")
+        return self.mouth_head(tokens[:, self.config.context])
 
     def forward(self, windows: torch.Tensor, states: torch.Tensor,
                 audio_keep: torch.Tensor | None = None) -> torch.Tensor:

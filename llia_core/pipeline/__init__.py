@@ -1,5 +1,8 @@
-"""Generation: the offline and streaming paths share one clip loop (``LLIAPipeline.stream``)."""
+"""Generation: the offline and streaming paths share one clip loop (``LLIAPipeline.stream``);
+``PipelinedLLIA`` overlaps its stages on threads or devices, ``distributed`` runs them as ranks."""
 
-from .pipeline import SAMPLERS, ClipOutput, GenerationOutput, LLIAPipeline, SamplerConfig
+from .pipeline import SAMPLERS, ClipJob, ClipOutput, GenerationOutput, LLIAPipeline, SamplerConfig
+from .pipelined import PipelinedLLIA, pipelined_sampler, stage_bounds
 
-__all__ = ["SAMPLERS", "ClipOutput", "GenerationOutput", "LLIAPipeline", "SamplerConfig"]
+__all__ = ["SAMPLERS", "ClipJob", "ClipOutput", "GenerationOutput", "LLIAPipeline", "PipelinedLLIA",
+           "SamplerConfig", "pipelined_sampler", "stage_bounds"]

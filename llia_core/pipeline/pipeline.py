@@ -20,7 +20,7 @@ from ..clips import ClipPlan, clip_noise_seed, plan_clips
 from ..errors import LLIAError
 from ..models import LLIAModel, ReferenceState
 from ..portrait import Portrait
-from ..sampling import consistency_scheduler, sample_consistency, sample_teacher, teacher_scheduler
+from ..sampling import ConsistencyRun, consistency_scheduler, sample_teacher, teacher_scheduler
 from ..states import states_from_activity
 
 SAMPLERS = ("consistency", "ddim", "euler")
@@ -39,6 +39,10 @@ class SamplerConfig:
         first_clip: frames of the first clip and of the first clip after a state switch.
         clip_frames: longest clip (capped at the model's trained maximum).
         growth: factor by which clip lengths grow after the first.
+        motion_step: consistency sampling only: take the next clip's motion frames from the clean
+            estimate after this many steps (0 = after the last step). With ``motion_step`` < steps
+            the next clip can start while the current one finishes, which is what lets pipeline
+            stages overlap (``PipelinedLLIA``); the frames do not depend on whether they did.
     """
 
     sampler: str = "consistency"
@@ -49,6 +53,7 @@ class SamplerConfig:
     first_clip: int = 2
     clip_frames: int = 16
     growth: float = 2.0
+    motion_step: int = 0
 
     def validate(self, max_clip: int) -> None:
         if self.sampler not in SAMPLERS:
@@ -60,6 +65,42 @@ class SamplerConfig:
             raise LLIAError(f"clip lengths must be between 1 and {max_clip} frames for this model")
         if self.guidance_scale < 0 or self.reference_guidance < 0:
             raise LLIAError("guidance scales must be >= 0")
+        if not 0 <= self.motion_step <= self.steps or (self.motion_step and self.sampler != "consistency"):
+            raise LLIAError(f"motion_step must be between 0 and steps ({self.steps}), and only the consistency "
+                            "sampler can hand motion frames over early")
+
+    @property
+    def motion_split(self) -> int:
+        """Steps after which the next clip's motion frames exist."""
+        return self.motion_step or self.steps
+
+
+@dataclass
+class ClipJob:
+    """One clip in flight: its conditioning, starting noise and sampler state (movable between stages)."""
+
+    clip: ClipPlan
+    windows: torch.Tensor  # (1, M + L, T, D)
+    states: torch.Tensor  # (1, M + L)
+    motion: torch.Tensor  # (1, C, M, h, w)
+    noise: torch.Tensor  # (1, C, L, h, w)
+    run: ConsistencyRun | None  # None for the teacher samplers
+    result: torch.Tensor | None = None
+
+    @property
+    def latents(self) -> torch.Tensor:
+        """Clean latents so far (the consistency estimate after the steps run, or the teacher's result)."""
+        return self.run.denoised if self.run is not None else self.result
+
+    def to(self, device) -> "ClipJob":
+        if self.windows.device == torch.device(device):
+            return self
+        move = lambda t: None if t is None else t.to(device)  # noqa: E731
+        run = self.run
+        if run is not None:
+            run = ConsistencyRun(run.scheduler, move(run.x), run.steps, run.seed, run.done, move(run.denoised))
+        return ClipJob(self.clip, move(self.windows), move(self.states), move(self.motion), move(self.noise),
+                       run, move(self.result))
 
 
 @dataclass
@@ -161,24 +202,45 @@ class LLIAPipeline:
 
         return model_fn
 
+    def new_job(self, clip: ClipPlan, audio: AudioFeatures, states: torch.Tensor, motion: torch.Tensor,
+                sampler: SamplerConfig) -> "ClipJob":
+        """The conditioning and starting noise of one clip; ``motion``: (1, C, M, h, w)."""
+        m = motion.shape[2]
+        idx = torch.arange(clip.start - m, clip.stop)
+        c, h = self.config.autoencoder.latent_channels, self.config.latent_size
+        seed = clip_noise_seed(sampler.seed, clip)
+        generator = torch.Generator(device="cpu").manual_seed(seed)
+        noise = torch.randn((1, c, clip.length, h, h), generator=generator).to(self.device)
+        run = None
+        if sampler.sampler == "consistency":
+            run = ConsistencyRun(consistency_scheduler(self.config), noise, sampler.steps, seed)
+        return ClipJob(clip, audio.windows[idx][None].to(self.device, self.dtype), states[idx][None].to(self.device),
+                       motion.to(self.device), noise, run)
+
     @torch.no_grad()
+    def advance(self, job: "ClipJob", reference: ReferenceState, sampler: SamplerConfig, stop: int | None = None,
+                step_callback: Callable | None = None) -> "ClipJob":
+        """Run the job's denoising steps up to ``stop`` (all by default) on this pipeline's device."""
+        job = job.to(self.device)
+        model_fn = self._model_fn(reference, job.windows, job.states, job.motion, sampler)
+        if job.run is not None:
+            job.run.advance(model_fn, stop, callback=step_callback)
+        elif job.result is None:
+            job.result = sample_teacher(model_fn, job.noise, teacher_scheduler(self.config, sampler.sampler),
+                                        sampler.steps, callback=step_callback)
+        return job
+
     def denoise_clip(self, clip: ClipPlan, reference: ReferenceState, audio: AudioFeatures,
                      states: torch.Tensor, motion: torch.Tensor, sampler: SamplerConfig,
                      step_callback: Callable | None = None) -> torch.Tensor:
         """Latents (1, C, L, h, w) of one clip; ``motion``: (1, C, M, h, w) previous latents."""
-        m = motion.shape[2]
-        idx = torch.arange(clip.start - m, clip.stop)
-        windows = audio.windows[idx].to(self.device, self.dtype)[None]
-        clip_states = states[idx].to(self.device)[None]
-        model_fn = self._model_fn(reference, windows, clip_states, motion, sampler)
-        c, h = self.config.autoencoder.latent_channels, self.config.latent_size
-        generator = torch.Generator(device="cpu").manual_seed(clip_noise_seed(sampler.seed, clip))
-        noise = torch.randn((1, c, clip.length, h, h), generator=generator).to(self.device)
-        if sampler.sampler == "consistency":
-            return sample_consistency(model_fn, noise, consistency_scheduler(self.config), sampler.steps,
-                                      generator=generator, callback=step_callback)
-        return sample_teacher(model_fn, noise, teacher_scheduler(self.config, sampler.sampler),
-                              sampler.steps, generator=generator, callback=step_callback)
+        job = self.new_job(clip, audio, states, motion, sampler)
+        return self.advance(job, reference, sampler, step_callback=step_callback).latents
+
+    def motion_after(self, latents: torch.Tensor) -> torch.Tensor:
+        """The motion frames the next clip sees: the last ``motion_frames`` latents."""
+        m = self.config.motion_frames
+        return latents[:, :, latents.shape[2] - m:] if m else latents[:, :, :0]
 
     # 4. Decode
     @torch.no_grad()
@@ -209,24 +271,29 @@ class LLIAPipeline:
         # 3. Plan clips
         clips = self.plan(audio.num_frames, states, sampler)
         c, h = self.config.autoencoder.latent_channels, self.config.latent_size
-        history = torch.zeros((1, c, 0, h, h), device=self.device)
+        motion = torch.zeros((1, c, 0, h, h), device=self.device)
         for clip in clips:
             # 4. Denoise with the last latents of the previous clip as motion frames
-            motion = history[:, :, -self.config.motion_frames:] if self.config.motion_frames else history[:, :, :0]
-            latents = self.denoise_clip(clip, reference, audio, states, motion, sampler, step_callback)
-            history = latents[:, :, -self.config.motion_frames:] if self.config.motion_frames else history
+            job = self.new_job(clip, audio, states, motion, sampler)
+            self.advance(job, reference, sampler, sampler.motion_split, step_callback)
+            motion = self.motion_after(job.latents)
+            self.advance(job, reference, sampler, None, step_callback)
             # 5. Decode
-            frames = self.decode_clip(latents)
-            yield ClipOutput(clip, frames, latents.cpu(), time.perf_counter() - t0)
+            frames = self.decode_clip(job.latents)
+            yield ClipOutput(clip, frames, job.latents.cpu(), time.perf_counter() - t0)
 
     def generate(self, portrait: Portrait, audio: AudioFeatures, states: torch.Tensor | None = None,
                  sampler: SamplerConfig = SamplerConfig(), *, step_callback: Callable | None = None,
-                 clip_callback: Callable[[ClipOutput], None] | None = None) -> GenerationOutput:
-        """All frames at once (exactly ``audio.num_frames``), plus the matching audio."""
+                 clip_callback: Callable[[ClipOutput], None] | None = None,
+                 stream: Callable | None = None) -> GenerationOutput:
+        """All frames at once (exactly ``audio.num_frames``), plus the matching audio.
+
+        ``stream`` replaces ``self.stream`` (e.g. ``PipelinedLLIA.stream``) as the clip source.
+        """
         states = self.resolve_states(audio, states)
         t0 = time.perf_counter()
         chunks, clips, first = [], [], None
-        for out in self.stream(portrait, audio, states, sampler, step_callback=step_callback):
+        for out in (stream or self.stream)(portrait, audio, states, sampler, step_callback=step_callback):
             first = out.elapsed if first is None else first
             chunks.append(out.frames)
             clips.append(out.clip)

@@ -27,7 +27,7 @@ class TrainingClip:
     states: torch.Tensor
     reference: torch.Tensor  # (3, R, R) float 0..1
     face_mask: torch.Tensor  # (1, R, R) float 0/1
-    mouth_open: torch.Tensor | None = None
+    mouth: torch.Tensor | None = None  # (F, 3) true opening, width, roundness (generated data only)
 
 
 def clip_to_training(clip, config: LLIAConfig) -> TrainingClip:
@@ -40,9 +40,12 @@ def clip_to_training(clip, config: LLIAConfig) -> TrainingClip:
                             a.mel_per_token, a.token_seconds)
     reference = torch.as_tensor(np.asarray(clip.reference)).permute(2, 0, 1).float() / 255.0
     mask = torch.as_tensor(np.asarray(clip.face_mask)).float()[None]
-    mouth = getattr(clip, "mouth_open", None)
+    mouth = None
+    if getattr(clip, "mouth_open", None) is not None:
+        mouth = torch.as_tensor(np.stack([np.asarray(getattr(clip, f"mouth_{k}"), np.float32)
+                                          for k in ("open", "width", "round")], axis=1))
     return TrainingClip(frames, windows.float(), torch.as_tensor(np.asarray(clip.states)).long(), reference,
-                        (mask > 0).float(), None if mouth is None else torch.as_tensor(np.asarray(mouth)))
+                        (mask > 0).float(), mouth)
 
 
 def load_training_clips(root, split: str, config: LLIAConfig, limit: int | None = None,
@@ -66,9 +69,11 @@ class Batch:
     states: torch.Tensor
     reference: torch.Tensor
     face_mask: torch.Tensor
+    mouth: torch.Tensor | None = None  # (B, F, 3) when every clip of the batch has ground truth
 
     def to(self, device) -> "Batch":
-        return Batch(*(getattr(self, f).to(device) for f in self.__dataclass_fields__))
+        return Batch(*(None if getattr(self, f) is None else getattr(self, f).to(device)
+                       for f in self.__dataclass_fields__))
 
 
 def sample_batch(clips: list[TrainingClip], rng: np.random.Generator, *, clip_len: int, motion: int,
@@ -95,6 +100,8 @@ def sample_batch(clips: list[TrainingClip], rng: np.random.Generator, *, clip_le
         states=torch.stack([c.states[s:s + span] for c, s in rows]),
         reference=torch.stack([c.reference for c, _ in rows]),
         face_mask=torch.stack([c.face_mask for c, _ in rows]),
+        mouth=(torch.stack([c.mouth[s:s + span] for c, s in rows])
+               if all(c.mouth is not None for c, _ in rows) else None),
     )
 
 

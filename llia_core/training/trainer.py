@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import copy
 import csv
+import dataclasses
 import math
 import time
 from dataclasses import asdict, dataclass
@@ -57,6 +58,7 @@ class TrainConfig:
     reference_dropout: float = 0.05
     fewstep_fraction: float = 0.3
     mouth_weight: float = 10.0  # extra loss weight on the mouth region (a few % of the pixels)
+    mouth_aux_weight: float = 0.5  # weight of the audio -> mouth-parameter loss (models with a mouth head)
     ema_decay: float = 0.998
     guidance_scale: float = 1.5  # teacher guidance distilled into the student
     skip: int = 20  # DDIM solver skip (1000 / 20 = 50-step teacher discretisation)
@@ -134,7 +136,18 @@ def base_loss(model: LLIAModel, batch: Batch, scheduler, gen: torch.Generator, t
                           reference_keep=_keep(gen, b, f, tc.reference_dropout))
     target = prediction_target(scheduler, x0, noise, t)
     w = (1 - motion) * mouth_weight_map(model.config, tc.mouth_weight)
-    return ((pred - target) ** 2 * w).sum() / (w.sum() * c)
+    loss = ((pred - target) ** 2 * w).sum() / (w.sum() * c)
+    return loss + tc.mouth_aux_weight * mouth_aux_loss(model, batch)
+
+
+def mouth_aux_loss(model: LLIAModel, batch: Batch) -> torch.Tensor:
+    """MSE of the audio encoder's mouth head against the true mouth parameters (0 without either)."""
+    enc = model.denoiser.audio_encoder
+    if enc.mouth_head is None or batch.mouth is None:
+        return torch.zeros(())
+    b, f = batch.states.shape
+    tokens = enc(batch.windows.flatten(0, 1), batch.states.flatten(0, 1))
+    return F.mse_loss(enc.predict_mouth(tokens), batch.mouth.flatten(0, 1))
 
 
 def prediction_target(scheduler, x0, noise, t):
@@ -203,6 +216,25 @@ def distill_loss(student: LLIAModel, target: LLIAModel, teacher: LLIAModel, batc
     return (err * w).sum() / (w.sum() * c)
 
 
+def with_new_heads(model: LLIAModel, config) -> LLIAModel:
+    """``model`` rebuilt with ``config`` when that only adds heads (e.g. the mouth head); else unchanged.
+
+    Lets a base model trained before a head existed continue training with it: every existing
+    weight is kept, only the head starts fresh.
+    """
+    if config == model.config:
+        return model
+    plain = dataclasses.replace(config, audio=dataclasses.replace(config.audio, mouth_head=model.config.audio.mouth_head))
+    if plain != model.config:
+        return model  # another architecture: keep the checkpoint's own config
+    grown = LLIAModel(config)
+    missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
+    if unexpected or any(".mouth_head." not in k for k in missing):
+        raise ValueError(f"cannot add heads: missing {missing}, unexpected {unexpected}")
+    print(f"added {len(missing)} new head tensors to the initial model")
+    return grown
+
+
 def train(tc: TrainConfig) -> Path:
     """Run (or resume) one stage; returns the path of the exported EMA model."""
     if tc.threads:
@@ -211,7 +243,10 @@ def train(tc: TrainConfig) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tc.seed)
     if tc.init:
-        model = load_model(tc.init).train().requires_grad_(True)
+        model = load_model(tc.init)
+        if tc.stage == "base":
+            model = with_new_heads(model, get_config(tc.config))
+        model = model.train().requires_grad_(True)
     else:
         model = LLIAModel(get_config(tc.config)).train()
     config = model.config

@@ -1,0 +1,352 @@
+"""``python -m llia_core bench``: speed, latency and memory of LLIA vs a Hallo/EchoMimic-style baseline.
+
+Every number is a ratio against a baseline measured in the same process (or, for memory, by the
+same script), never an absolute target baked into a test. Rows:
+
+- ``llia``: consistency sampler (2 steps), short first clip, two overlapping pipeline stages
+  (one thread each), bf16 on CPUs that have it (the fastest precision measured here).
+- ``llia-no-pipeline``: the same on one worker (``--threads`` threads, by default 1, to compare
+  "two single-thread workers vs one"), and ``llia-no-pipeline-2t`` with both cores on one worker.
+- ``llia-fp32`` / ``llia-int8``: the ``llia`` row at other precisions, with PSNR vs fp32 frames.
+- ``baseline``: 25 DDIM steps with classifier-free guidance (two model rows per step), fixed
+  16-frame clips, no pipelining, fp32: how Hallo/EchoMimic-style models sample.
+
+Large configs (``sd15-384``) are too slow on a CPU to run the baseline to the end, so with
+``--calls-only`` every row is composed from timed denoiser calls of the exact shapes it would
+make (the calls are identical, so the sum is the run time, minus Python overhead).
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import math
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .checkpoints import load_model
+from .config import get_config
+from .models import LLIAModel
+from .pipeline import LLIAPipeline, PipelinedLLIA, SamplerConfig, pipelined_sampler
+
+LLIA_SAMPLER = SamplerConfig(sampler="consistency", steps=2, first_clip=1, clip_frames=16)
+BASELINE_SAMPLER = SamplerConfig(sampler="ddim", steps=25, guidance_scale=3.5, first_clip=16, clip_frames=16,
+                                 growth=1.0)
+
+
+def _audio(config, seconds: float):
+    from .audio import encode_audio
+
+    rng = np.random.default_rng(0)
+    n = int(16000 * seconds)
+    t = np.arange(n) / 16000
+    wave = (0.2 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + rng.normal(0, 0.01, n))
+    a = config.audio
+    return encode_audio((wave.astype(np.float32), 16000), config.fps, n_mels=a.n_mels, context=a.context,
+                        mel_per_token=a.mel_per_token, token_seconds=a.token_seconds)
+
+
+def _portrait(config):
+    from .portrait import prepare_portrait
+
+    asset = Path(__file__).parent / "assets" / "portrait.png"
+    return prepare_portrait(asset, config.resolution, mode="whole")
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a - b) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
+
+
+def precision_model(model: LLIAModel, precision: str) -> tuple[LLIAModel, torch.dtype]:
+    """The model as it runs at ``precision`` (fp32, bf16, fp16 or int8)."""
+    if precision == "int8":
+        from .quantization import quantize_int8
+
+        return quantize_int8(model), torch.float32
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return (model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)), dtype
+
+
+def run_case(model: LLIAModel, audio, portrait, sampler: SamplerConfig, *, pipelined: bool, threads: int,
+             precision: str = "fp32", warmup: bool = True) -> dict:
+    """Generate once (after a short warm-up) and time it: FPS, time to first frame."""
+    m, dtype = precision_model(model, precision)
+    pipe = LLIAPipeline(m, dtype=dtype)
+    torch.set_num_threads(threads)
+    if sampler.sampler == "consistency":  # same motion hand-over with and without pipelining: same frames
+        sampler = pipelined_sampler(sampler)
+    if pipelined:
+        gen = PipelinedLLIA(pipe, threads_per_stage=threads).generate
+    else:
+        gen = pipe.generate
+    if warmup:  # first calls allocate and pick kernels; a live session does this at model load
+        gen(portrait, _audio(model.config, 0.2), sampler=sampler)
+    out = gen(portrait, audio, sampler=sampler)
+    t = out.timings
+    return {"fps": t["fps"], "first_frame_ms": 1000 * t["first_frame_seconds"], "frames": t["frames"],
+            "seconds": t["seconds"], "frames_tensor": out.frames}
+
+
+def time_calls(model: LLIAModel, sampler: SamplerConfig, num_frames: int, threads: int, repeats: int = 1) -> dict:
+    """Time the denoiser calls and decodes one run would make, composing FPS and time to first frame."""
+    torch.set_num_threads(threads)
+    pipe = LLIAPipeline(model)
+    cfg = model.config
+    states = torch.zeros(num_frames, dtype=torch.long)
+    clips = pipe.plan(num_frames, states, sampler)
+    c, h = cfg.autoencoder.latent_channels, cfg.latent_size
+    rows = 1 + (sampler.guidance_scale != 1.0)
+    portrait = _portrait(cfg)
+    reference = pipe.prepare_reference(portrait)
+    cache: dict[tuple, float] = {}
+
+    def call_seconds(length: int, motion: int) -> float:
+        key = (length, motion)
+        if key not in cache:
+            x = torch.randn(rows, c, motion + length, h, h)
+            windows = torch.randn(rows, motion + length, cfg.audio.num_tokens, cfg.audio.mel_per_token * cfg.audio.n_mels)
+            st = torch.zeros(rows, motion + length, dtype=torch.long)
+            flags = torch.zeros(rows, motion + length)
+            bank = {k: v.expand(rows, -1, -1) for k, v in reference.bank.items()}
+            best = float("inf")
+            with torch.no_grad():
+                for _ in range(repeats):
+                    t0 = time.perf_counter()
+                    model.denoiser(x, torch.full((rows,), 500), windows, st, reference.latent.expand(rows, -1, -1, -1),
+                                   bank, reference.face_mask.expand(rows, -1, -1, -1), flags)
+                    best = min(best, time.perf_counter() - t0)
+            cache[key] = best
+        return cache[key]
+
+    with torch.no_grad():  # frames decode independently: time one, scale by the clip length
+        t0 = time.perf_counter()
+        model.decode_latents(torch.randn(1, c, h, h))
+        per_frame_decode = time.perf_counter() - t0
+
+    def decode_seconds(length: int) -> float:
+        return length * per_frame_decode
+
+    total, first, prev = 0.0, None, 0
+    for clip in clips:
+        motion = min(cfg.motion_frames, prev)
+        total += sampler.steps * call_seconds(clip.length, motion) + decode_seconds(clip.length)
+        first = total if first is None else first
+        prev = clip.length
+    return {"fps": num_frames / total, "first_frame_ms": 1000 * first, "frames": num_frames, "seconds": total,
+            "composed_from_calls": len(cache) + 1}
+
+
+def flops_per_frame(config_name: str) -> float:
+    """FLOPs of one denoiser call per frame (16-frame clip, no guidance), counted by PyTorch."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    cfg = get_config(config_name)
+    with torch.device("meta"):
+        model = LLIAModel(cfg).eval().requires_grad_(False)
+    c, h, f = cfg.autoencoder.latent_channels, cfg.latent_size, 16
+    t = cfg.audio.num_tokens
+    bank = {}
+    with FlopCounterMode(display=False) as counter, torch.no_grad():
+        latent = torch.zeros(1, c, h, h, device="meta")
+        bank = model.reference_net(latent)
+        ref_flops = counter.get_total_flops()
+        model.denoiser(torch.zeros(1, c, f, h, h, device="meta"), torch.zeros(1, device="meta"),
+                       torch.zeros(1, f, t, cfg.audio.mel_per_token * cfg.audio.n_mels, device="meta"),
+                       torch.zeros(1, f, dtype=torch.long, device="meta"), latent, bank,
+                       torch.zeros(1, 1, cfg.resolution, cfg.resolution, device="meta"), torch.zeros(1, f, device="meta"))
+        unet = counter.get_total_flops() - ref_flops
+        model.decode_latents(torch.zeros(1, c, h, h, device="meta"))
+        decode = counter.get_total_flops() - ref_flops - unet
+    return {"denoiser_per_frame": unet / f, "decode_per_frame": decode, "reference_once": ref_flops}
+
+
+def peak_rss_mb(minutes: float, model: str, steps: int, workdir: Path) -> dict:
+    """Peak RSS of a CLI run streaming ``minutes`` of audio to an mp4 (a fresh process per run)."""
+    import soundfile as sf
+
+    wav = workdir / f"audio_{minutes:g}min.wav"
+    n = int(minutes * 60 * 16000)
+    rng = np.random.default_rng(1)
+    t = np.arange(n) / 16000
+    wave = 0.2 * np.sin(2 * np.pi * 160 * t) * (np.sin(2 * np.pi * 0.7 * t) > 0) + rng.normal(0, 0.005, n)
+    sf.write(wav, wave.astype(np.float32), 16000)
+    del wave, t
+    code = ("import resource, sys, json; from llia_core.cli import main; "
+            "rc = main(sys.argv[1:]); "
+            "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+    cmd = [sys.executable, "-c", code, "generate", "--audio", str(wav), "--model", model, "--steps", str(steps),
+           "--out", str(workdir / f"out_{minutes:g}min.mp4"), "--quiet"]
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    t0 = time.perf_counter()
+    res = subprocess.run(cmd, capture_output=True, text=True, env=env)
+    if res.returncode != 0:
+        raise RuntimeError(res.stderr[-2000:])
+    kb = int(res.stdout.split("PEAK_RSS_KB")[1].split()[0])
+    wav.unlink()
+    return {"minutes": minutes, "peak_rss_mb": kb / 1024, "wall_seconds": time.perf_counter() - t0}
+
+
+def bench_config(name: str, model: LLIAModel, seconds: float, threads: int, calls_only: bool, log) -> dict:
+    """All rows for one model; ratios against the baseline row of the same run."""
+    rows: dict[str, dict] = {}
+    longest = model.config.max_clip_frames
+    base_sampler = dataclasses.replace(BASELINE_SAMPLER, first_clip=min(16, longest), clip_frames=min(16, longest))
+    audio = _audio(model.config, seconds)
+    portrait = _portrait(model.config)
+    n = audio.num_frames
+    if calls_only:
+        rows["llia-no-pipeline"] = time_calls(model, LLIA_SAMPLER, n, threads)
+        rows["baseline"] = time_calls(model, base_sampler, n, threads)
+    else:
+        bf16 = "bf16" if torch.backends.mkldnn.is_available() and _has_bf16() else "fp32"
+        plan = [
+            ("llia", LLIA_SAMPLER, True, 1, bf16),
+            ("llia-no-pipeline", LLIA_SAMPLER, False, 1, bf16),
+            ("llia-no-pipeline-2t", LLIA_SAMPLER, False, 2, bf16),
+            ("llia-fp32", LLIA_SAMPLER, True, 1, "fp32"),
+            ("llia-int8", LLIA_SAMPLER, True, 1, "int8"),
+            ("llia-fp32-no-pipeline", LLIA_SAMPLER, False, 1, "fp32"),
+            ("baseline", base_sampler, False, threads, "fp32"),
+        ]
+        for row, sampler, piped, th, precision in plan:
+            log(f"{name}: {row} ...")
+            rows[row] = run_case(model, audio, portrait, sampler, pipelined=piped, threads=th, precision=precision)
+            rows[row]["precision"] = precision
+            rows[row]["workers"] = f"{2 if piped else 1}x{th}t"
+        ref = rows["llia-fp32"].pop("frames_tensor")
+        for row in rows.values():
+            frames = row.pop("frames_tensor", None)
+            if frames is not None and frames.shape == ref.shape:
+                row["psnr_vs_fp32_db"] = _psnr(frames, ref)
+    base = rows["baseline"]
+    for row in rows.values():
+        row["fps_x_baseline"] = row["fps"] / base["fps"]
+        row["first_frame_x_baseline"] = base["first_frame_ms"] / row["first_frame_ms"]
+    return rows
+
+
+def _has_bf16() -> bool:
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def format_rows(name: str, rows: dict) -> str:
+    lines = [f"### {name}", "", "| configuration | workers | precision | FPS | first frame ms | x baseline FPS | "
+             "x baseline first frame | PSNR vs fp32 dB |", "|---|---|---|---|---|---|---|---|"]
+    for k, r in rows.items():
+        psnr = r.get("psnr_vs_fp32_db")
+        lines.append(f"| {k} | {r.get('workers', '-')} | {r.get('precision', 'fp32')} | {r['fps']:.2f} | "
+                     f"{r['first_frame_ms']:.0f} | {r['fps_x_baseline']:.1f} | {r['first_frame_x_baseline']:.1f} | "
+                     f"{'-' if psnr is None else ('inf' if psnr == float('inf') else f'{psnr:.1f}')} |")
+    return "\n".join(lines)
+
+
+def plot(results: dict, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    configs = [k for k in results if k.startswith("config:")]
+    extra = [k for k in ("memory", "resolution") if k in results]
+    fig, axes = plt.subplots(1, 2 * len(configs) + len(extra), figsize=(5 * (2 * len(configs) + len(extra)), 4))
+    axes = np.atleast_1d(axes)
+    i = 0
+    for key in configs:
+        rows = results[key]
+        names = list(rows)
+        for metric, label in (("fps", "frames per second (log)"), ("first_frame_ms", "time to first frame, ms (log)")):
+            ax = axes[i]
+            i += 1
+            vals = [rows[n][metric] for n in names]
+            ax.barh(names, vals, color=["#c44" if n == "baseline" else "#37a" for n in names])
+            ax.set_xscale("log")
+            ax.set_xlabel(label)
+            ax.set_title(key.split(":", 1)[1])
+            for y, v in enumerate(vals):
+                ax.text(v, y, f" {v:.3g}", va="center", fontsize=8)
+    if "memory" in results:
+        ax = axes[i]
+        i += 1
+        mem = results["memory"]
+        ax.plot([m["minutes"] for m in mem], [m["peak_rss_mb"] for m in mem], "o-")
+        ax.set_xlabel("audio minutes streamed to mp4")
+        ax.set_ylabel("peak RSS, MB")
+        ax.set_ylim(0, max(m["peak_rss_mb"] for m in mem) * 1.3)
+        ax.set_title("memory vs audio length")
+    if "resolution" in results:
+        ax = axes[i]
+        res = results["resolution"]
+        ax.plot([r["resolution"] for r in res], [r["ms_per_frame_step"] for r in res], "o-")
+        ax.set_yscale("log")
+        ax.set_xlabel("resolution, px")
+        ax.set_ylabel("denoiser ms per frame and step (log)")
+        ax.set_title("time per frame vs resolution")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def main(args) -> dict:
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
+    results: dict = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": args.threads}}
+    for name in args.configs.split(","):
+        if name == "demo":
+            model = load_model(args.model)
+            rows = bench_config("demo", model, args.seconds, args.threads, False, log)
+        else:
+            torch.manual_seed(0)
+            model = LLIAModel(get_config(name)).eval().requires_grad_(False)
+            rows = bench_config(name, model, args.seconds, args.threads, True, log)
+            del model
+        results[f"config:{name}"] = rows
+        print(format_rows(name, rows), flush=True)
+    if args.resolution:
+        res = []
+        for name in args.resolution.split(","):
+            torch.manual_seed(0)
+            m = load_model(args.model) if name == "demo" else LLIAModel(get_config(name)).eval().requires_grad_(False)
+            r = time_calls(m, dataclasses.replace(LLIA_SAMPLER, steps=1, first_clip=4, clip_frames=4), 4, args.threads)
+            res.append({"config": name, "resolution": m.config.resolution,
+                        "ms_per_frame_step": 1000 * (r["seconds"]) / 4})
+            del m
+        results["resolution"] = res
+        print(json.dumps(res, indent=1))
+    if args.flops:
+        results["flops"] = {name: flops_per_frame(name) for name in args.flops.split(",")}
+        print(json.dumps(results["flops"], indent=1))
+    if args.memory:
+        mem = [peak_rss_mb(float(m), args.model, 1, out.parent) for m in args.memory.split(",")]
+        for m in mem:
+            m["x_first"] = m["peak_rss_mb"] / mem[0]["peak_rss_mb"]
+        results["memory"] = mem
+        print(json.dumps(mem, indent=1))
+    out.with_suffix(".json").write_text(json.dumps(results, indent=1, default=float))
+    plot(results, out.with_suffix(".png"))
+    print(f"wrote {out.with_suffix('.json')} and {out.with_suffix('.png')}")
+    return results
+
+
+def add_args(p) -> None:
+    p.add_argument("--configs", default="demo,sd15-384", help="comma list: demo (bundled weights) and/or sd15-384, "
+                   "sd15-512 (random weights, composed from timed calls)")
+    p.add_argument("--model", default="bundled", help="checkpoint for the demo rows")
+    p.add_argument("--seconds", type=float, default=8.0, help="audio seconds per run")
+    p.add_argument("--threads", type=int, default=2, help="threads of the baseline and of sequential rows")
+    p.add_argument("--memory", default="", help="comma list of audio minutes for the peak-memory runs, e.g. 1,10")
+    p.add_argument("--resolution", default="", help="comma list of configs for time per frame vs resolution")
+    p.add_argument("--flops", default="", help="comma list of configs to count FLOPs for")
+    p.add_argument("--out", default="bench/results", help="writes OUT.json and OUT.png")

@@ -1,0 +1,144 @@
+"""Pipeline parallelism: explicit stages that overlap (the UNet/VAE pipelining of LLIA).
+
+A clip's work is split into stages, StreamDiffusion-style:
+
+    stage 0: conditioning + the first ``motion_step`` denoising steps of clip k+1
+    stage 1: the remaining steps of clip k + VAE decode (+ the caller's sink)
+
+Stage 0 hands the next clip its motion frames right after its own steps (``motion_step``), so
+it never waits for stage 1, and the two run at the same time: on two devices (``devices``), or
+on one CPU as two threads with ``threads_per_stage`` cores each. Frames are identical to
+``LLIAPipeline.stream`` with the same ``SamplerConfig`` (same ``motion_step``); only the wall
+clock changes. For stages in separate processes or machines see ``distributed.py``.
+"""
+
+from __future__ import annotations
+
+import copy
+import queue
+import threading
+import time
+from typing import Callable, Iterator
+
+import torch
+
+from ..audio import AudioFeatures
+from ..errors import LLIAError
+from ..portrait import Portrait
+from .pipeline import ClipOutput, LLIAPipeline, SamplerConfig
+
+_DONE = object()
+
+
+def stage_bounds(steps: int, stages: int, motion_step: int) -> list[int]:
+    """Step boundaries of each stage: stage 0 ends at ``motion_step``; the rest share what is left."""
+    rest = steps - motion_step
+    later = stages - 1
+    bounds = [0, motion_step]
+    for i in range(1, later + 1):
+        bounds.append(motion_step + round(rest * i / later))
+    if len(set(bounds)) != len(bounds):
+        raise LLIAError(f"{steps} steps cannot be split into {stages} stages with motion_step={motion_step}; "
+                        "use more steps or fewer stages")
+    return bounds
+
+
+def pipelined_sampler(sampler: SamplerConfig, stages: int = 2) -> SamplerConfig:
+    """``sampler`` with the motion hand-over a pipeline of ``stages`` needs (the first stage's steps)."""
+    if sampler.sampler != "consistency":
+        raise LLIAError("pipelined generation needs the consistency sampler (teacher samplers run sequentially)")
+    if sampler.steps < stages:
+        raise LLIAError(f"{stages} pipeline stages need at least {stages} denoising steps, not {sampler.steps}")
+    if sampler.motion_step:
+        return sampler
+    import dataclasses
+
+    return dataclasses.replace(sampler, motion_step=max(1, sampler.steps // stages))
+
+
+class PipelinedLLIA:
+    """Two overlapping stages over one model: ``stream()`` yields the same clips as ``LLIAPipeline``.
+
+    Args:
+        pipe: the pipeline whose model and device stage 0 uses.
+        devices: optional (stage 0 device, stage 1 device); a second device gets its own model copy.
+        threads_per_stage: CPU threads each stage uses (both stages run at once).
+    """
+
+    def __init__(self, pipe: LLIAPipeline, devices: tuple | list | None = None, threads_per_stage: int | None = None):
+        self.first = pipe
+        self.threads = threads_per_stage
+        if devices and torch.device(devices[1]) != pipe.device:
+            model = copy.deepcopy(pipe.model).to(devices[1])
+            self.second = LLIAPipeline(model, devices[1], pipe.dtype)
+        else:
+            self.second = pipe
+
+    @property
+    def config(self):
+        return self.first.config
+
+    def _limit_threads(self) -> None:
+        if self.threads:
+            torch.set_num_threads(self.threads)
+
+    def stream(self, portrait: Portrait, audio: AudioFeatures, states: torch.Tensor | None = None,
+               sampler: SamplerConfig = SamplerConfig(), *, step_callback: Callable | None = None) -> Iterator[ClipOutput]:
+        sampler = pipelined_sampler(sampler)
+        sampler.validate(self.config.max_clip_frames)
+        first, second = self.first, self.second
+        states = first.resolve_states(audio, states)
+        t0 = time.perf_counter()
+        ref0 = first.prepare_reference(portrait)
+        ref1 = second.prepare_reference(portrait)
+        clips = first.plan(audio.num_frames, states, sampler)
+        handoff: queue.Queue = queue.Queue(maxsize=1)  # one clip in flight between the stages
+        stop = threading.Event()
+
+        def put(item) -> bool:
+            while not stop.is_set():
+                try:
+                    handoff.put(item, timeout=0.1)
+                    return True
+                except queue.Full:
+                    continue
+            return False
+
+        def stage0() -> None:
+            self._limit_threads()
+            try:
+                c, h = self.config.autoencoder.latent_channels, self.config.latent_size
+                motion = torch.zeros((1, c, 0, h, h), device=first.device)
+                for clip in clips:
+                    if stop.is_set():
+                        return
+                    job = first.new_job(clip, audio, states, motion, sampler)
+                    first.advance(job, ref0, sampler, sampler.motion_split, step_callback)
+                    motion = first.motion_after(job.latents)
+                    if not put(job):
+                        return
+                put(_DONE)
+            except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
+                put(exc)
+
+        worker = threading.Thread(target=stage0, name="llia-stage0", daemon=True)
+        self._limit_threads()
+        worker.start()
+        try:
+            while True:
+                item = handoff.get()
+                if item is _DONE:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                job = second.advance(item, ref1, sampler, None, step_callback)
+                frames = second.decode_clip(job.latents)
+                yield ClipOutput(job.clip, frames, job.latents.cpu(), time.perf_counter() - t0)
+        finally:
+            stop.set()
+            worker.join()
+
+    def generate(self, portrait: Portrait, audio: AudioFeatures, states: torch.Tensor | None = None,
+                 sampler: SamplerConfig = SamplerConfig(), **kwargs):
+        """Collect ``stream()`` like ``LLIAPipeline.generate``."""
+        return self.first.generate(portrait, audio, states, sampler, stream=self.stream, **kwargs)

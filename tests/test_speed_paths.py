@@ -1,0 +1,100 @@
+"""INT8 and bf16 model paths, and the benchmark's pieces, on a tiny model (speed itself is benchmarked, not tested)."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from llia_core import bench
+from llia_core.pipeline import LLIAPipeline, SamplerConfig
+from llia_core.quantization import Int8Linear, quantize_int8
+from test_pipeline import _audio
+
+
+@pytest.fixture(scope="module")
+def portrait():
+    from llia_core.portrait import prepare_portrait
+
+    rng = np.random.default_rng(1)
+    return prepare_portrait(rng.integers(0, 255, (48, 48, 3), dtype=np.uint8), 32, mode="whole")
+
+
+def test_int8_linear_matches_float_and_accepts_keyword_input():
+    torch.manual_seed(0)
+    lin = torch.nn.Linear(64, 32)
+    q = Int8Linear(lin)
+    x = torch.randn(40, 64)
+    assert q.qweight.dtype == torch.int8
+    err = (q(input=x) - lin(x)).norm() / lin(x).norm()
+    assert err < 0.02
+    small = torch.randn(3, 64)  # the dequantized path for tiny batches
+    assert torch.allclose(q(small), lin(small), atol=0.05)
+
+
+def test_int8_model_generates_close_to_fp32_and_leaves_the_original_alone(tiny_model, portrait):
+    before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
+    q = quantize_int8(tiny_model)
+    assert any(isinstance(m, Int8Linear) for m in q.denoiser.unet.modules())
+    assert not any(isinstance(m, Int8Linear) for m in tiny_model.modules())
+    assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in before.items())
+    audio = _audio(0.6, 25, tiny_model.config)
+    cfg = SamplerConfig(steps=2, seed=1)
+    ref = LLIAPipeline(tiny_model).generate(portrait, audio, sampler=cfg).frames
+    out = LLIAPipeline(q).generate(portrait, audio, sampler=cfg).frames
+    assert out.shape == ref.shape
+    assert bench._psnr(out, ref) > 30
+
+
+def test_bf16_model_path_runs_and_stays_close(tiny_model, portrait):
+    model, dtype = bench.precision_model(tiny_model, "bf16")
+    assert dtype == torch.bfloat16 and next(model.parameters()).dtype == torch.bfloat16
+    audio = _audio(0.5, 25, tiny_model.config)
+    ref = LLIAPipeline(tiny_model).generate(portrait, audio, sampler=SamplerConfig(steps=1)).frames
+    out = LLIAPipeline(model, dtype=dtype).generate(portrait, audio, sampler=SamplerConfig(steps=1)).frames
+    assert out.dtype == torch.float32 and bench._psnr(out, ref) > 25
+
+
+def test_composed_timings_follow_the_clip_plan(tiny_model):
+    n = 40
+    llia = bench.time_calls(tiny_model, bench.LLIA_SAMPLER, n, threads=1)
+    base = bench.time_calls(tiny_model, dataclasses.replace(bench.BASELINE_SAMPLER, first_clip=6, clip_frames=6), n, threads=1)
+    assert llia["frames"] == base["frames"] == n
+    assert math.isclose(llia["fps"], n / llia["seconds"])
+    # 25 guided steps over 16-frame clips vs 2 steps starting with a 1-frame clip
+    assert base["seconds"] > 5 * llia["seconds"]
+    assert base["first_frame_ms"] > 5 * llia["first_frame_ms"]
+
+
+def test_bench_rows_table_and_plot(tiny_model, tmp_path, monkeypatch):
+    monkeypatch.setattr(bench, "_portrait", lambda config: _tiny_portrait(config))
+    rows = bench.bench_config("tiny", tiny_model, 0.8, threads=1, calls_only=False, log=lambda m: None)
+    assert set(rows) >= {"llia", "llia-no-pipeline", "llia-fp32", "llia-int8", "baseline"}
+    assert rows["baseline"]["fps_x_baseline"] == 1.0
+    assert rows["llia-fp32"]["frames"] == math.ceil(0.8 * 25)
+    # pipelined and sequential fp32 rows compute the same frames
+    assert rows["llia-fp32-no-pipeline"]["psnr_vs_fp32_db"] > 80
+    table = bench.format_rows("tiny", rows)
+    assert table.count("\n| ") == len(rows) + 1
+    results = {"config:tiny": rows, "memory": [{"minutes": 1, "peak_rss_mb": 500.0}, {"minutes": 2, "peak_rss_mb": 510.0}]}
+    png = tmp_path / "r.png"
+    bench.plot(results, png)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+    json.dumps(results, default=float)
+
+
+def test_flop_count_grows_with_resolution():
+    f384 = bench.flops_per_frame("sd15-384")
+    f512 = bench.flops_per_frame("sd15-512")
+    assert 1.5 < f512["denoiser_per_frame"] / f384["denoiser_per_frame"] < 2.5
+    assert bench.flops_per_frame("demo")["denoiser_per_frame"] < f384["denoiser_per_frame"] / 100
+
+
+def _tiny_portrait(config):
+    from llia_core.portrait import prepare_portrait
+
+    return prepare_portrait(np.full((40, 40, 3), 128, np.uint8), config.resolution, mode="whole")
