@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 import sys
 import time
 from pathlib import Path
@@ -156,6 +157,76 @@ def run_generate(args) -> dict:
     return report
 
 
+def add_live_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--host", default="127.0.0.1", help="address to bind (default: this machine only)")
+    p.add_argument("--port", type=int, default=8765)
+    p.add_argument("--model", default="bundled")
+    p.add_argument("--portrait", default=None, help="portrait image (default: the bundled portrait)")
+    p.add_argument("--crop", default=None, choices=("auto", "face", "whole"))
+    p.add_argument("--avatar-audio", default=None, help="a file played as the avatar's voice (stand-in for a TTS)")
+    p.add_argument("--user-audio", default=None, help="a file played as the user's microphone")
+    p.add_argument("--steps", type=int, default=2, help="consistency steps per clip (1 on slow machines)")
+    p.add_argument("--clip-frames", type=int, default=2, help="frames per clip (shorter = lower latency)")
+    p.add_argument("--lead", type=float, default=0.12, help="seconds of frames kept ready (jitter buffer)")
+    p.add_argument("--threads", type=int, default=None)
+    p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl+C)")
+
+
+def feed_file(push, path: str, chunk_seconds: float = 0.2, stop=None, loop: bool = False) -> None:
+    """Push a file's audio in real-time chunks (a stand-in for a TTS or a microphone)."""
+    from .audio import load_audio
+
+    wave = load_audio(path).waveform.numpy()
+    n = int(16000 * chunk_seconds)
+    t0 = time.perf_counter()
+    i = 0
+    while True:
+        for k in range(0, wave.size, n):
+            if stop is not None and stop.is_set():
+                return
+            push(wave[k:k + n], 16000)
+            i += 1
+            delay = t0 + i * chunk_seconds - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+        if not loop:
+            return
+
+
+def run_live(args) -> None:
+    import threading
+
+    from .checkpoints import load_model
+    from .live import LiveAvatar, LiveServer
+    from .pipeline import LLIAPipeline
+    from .portrait import prepare_portrait
+
+    model = load_model(args.model)
+    cfg = model.config
+    crop = args.crop or ("whole" if args.portrait is None else "auto")
+    portrait = prepare_portrait(args.portrait or DEFAULT_PORTRAIT, cfg.resolution, mode=crop, face_scale=cfg.face_scale)
+    avatar = LiveAvatar(LLIAPipeline(model), portrait, steps=args.steps, clip_frames=args.clip_frames, lead=args.lead)
+    server = LiveServer(avatar, args.host, args.port).start(args.threads)
+    print(f"live avatar at {server.url}  (POST audio to {server.url}api/avatar-audio and "
+          f"{server.url}api/user-audio; Ctrl+C stops)", flush=True)
+    stop = threading.Event()
+    feeders = [threading.Thread(target=feed_file, args=(push, path, 0.2, stop, True), daemon=True)
+               for push, path in ((avatar.push_avatar_audio, args.avatar_audio), (avatar.push_user_audio, args.user_audio))
+               if path]
+    for f in feeders:
+        f.start()
+    try:
+        t0 = time.perf_counter()
+        while args.seconds is None or time.perf_counter() - t0 < args.seconds:
+            time.sleep(0.5)
+    except KeyboardInterrupt:
+        pass
+    finally:
+        stop.set()
+        server.stop()
+        print(json.dumps(server.stats()), flush=True)
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     from .training.trainer import TrainConfig
 
@@ -193,6 +264,8 @@ def main(argv: list[str] | None = None) -> int:
     from .bench import add_args as add_bench_args
 
     add_bench_args(sub.add_parser("bench", help="speed/latency/memory benchmark vs a Hallo-style baseline"))
+    live = sub.add_parser("live", help="serve a live avatar page (speaks, listens, idles in real time)")
+    add_live_args(live)
     info = sub.add_parser("info", help="describe a checkpoint")
     info.add_argument("model", nargs="?", default="bundled")
     args = parser.parse_args(argv)
@@ -215,6 +288,8 @@ def main(argv: list[str] | None = None) -> int:
             from .bench import main as bench_main
 
             bench_main(args)
+        elif args.command == "live":
+            run_live(args)
         elif args.command == "info":
             from .checkpoints import describe, resolve_model_path
 

@@ -1,0 +1,219 @@
+"""The live web server: a page that shows the avatar, and an HTTP API that feeds it audio.
+
+API (all on 127.0.0.1 by default; audio bodies are WAV files, or raw little-endian PCM with
+``?format=f32|s16&sample_rate=N``; mono):
+
+- ``GET /``: the page (video canvas, state, latency; "Start audio" plays the avatar's voice and
+  "Use microphone" streams the user's mic over the WebSocket).
+- ``POST /api/avatar-audio``: the avatar's voice (e.g. from a TTS), chunk by chunk. Returns
+  ``{"start": media seconds, "duration": s, "delay_ms": ...}``.
+- ``POST /api/user-audio``: the user's side (a stand-in for the microphone). Returns ``{"speech": bool}``.
+- ``GET /api/stats``: frames, drops, latency medians.
+- ``GET /ws``: WebSocket for viewers. Server -> page: JSON ``hello``, ``frame`` (index, pts,
+  state, JPEG base64), ``audio`` (pts, 16 kHz int16 base64), ``stats``. Page -> server: binary
+  16 kHz int16 mic PCM, JSON ``{"type": "shown", "index", "lag_ms"}`` reports.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import io
+import json
+import threading
+from pathlib import Path
+
+import numpy as np
+
+from ..errors import AudioError, LLIAError
+from .session import RATE, LiveAvatar, LiveFrame
+
+PAGE = Path(__file__).with_name("page.html")
+
+
+def decode_audio_body(body: bytes, query) -> tuple[np.ndarray, int]:
+    """A request body -> (mono float32 samples, sample rate); WAV or raw PCM."""
+    if not body:
+        raise AudioError("the request has no audio; send a WAV file or raw PCM in the body")
+    if body[:4] == b"RIFF":
+        import soundfile as sf
+
+        try:
+            wave, sr = sf.read(io.BytesIO(body), dtype="float32", always_2d=True)
+        except Exception as exc:  # noqa: BLE001 - report as a clear input error
+            raise AudioError(f"the WAV body could not be read ({exc}); send a valid WAV file") from None
+        return wave.mean(axis=1), int(sr)
+    fmt = query.get("format", "s16")
+    try:
+        sr = int(query.get("sample_rate", RATE))
+    except ValueError:
+        raise AudioError("sample_rate must be an integer number of Hz, e.g. ?sample_rate=16000") from None
+    if not 4000 <= sr <= 192000:
+        raise AudioError(f"sample_rate {sr} Hz is outside 4000-192000; send the rate the PCM was recorded at")
+    if fmt == "f32":
+        if len(body) % 4:
+            raise AudioError("f32 PCM must be a whole number of 4-byte samples")
+        return np.frombuffer(body, "<f4").astype(np.float32), sr
+    if fmt == "s16":
+        if len(body) % 2:
+            raise AudioError("s16 PCM must be a whole number of 2-byte samples")
+        return np.frombuffer(body, "<i2").astype(np.float32) / 32768.0, sr
+    raise AudioError(f"unknown format '{fmt}'; use format=s16 or format=f32 (or send a WAV file)")
+
+
+def _jpeg(image: np.ndarray) -> str:
+    import cv2
+
+    ok, buf = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
+    return base64.b64encode(buf.tobytes()).decode()
+
+
+class LiveServer:
+    """aiohttp application around one :class:`LiveAvatar`; ``start()`` runs it on its own thread."""
+
+    def __init__(self, avatar: LiveAvatar, host: str = "127.0.0.1", port: int = 8188):
+        self.avatar, self.host, self.port = avatar, host, port
+        self.viewers: set = set()
+        self.shown_reports: list[dict] = []
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._runner = None
+        self._ready = threading.Event()
+        self._thread: threading.Thread | None = None
+        avatar.on_frame = self._frame_from_thread
+
+    # generator thread -> event loop
+    def _frame_from_thread(self, frame: LiveFrame) -> None:
+        if self.loop is None or not self.viewers:
+            return
+        msg = json.dumps({"type": "frame", "index": frame.index, "pts": frame.pts,
+                          "state": LiveAvatar.state_name(frame.state), "jpeg": _jpeg(frame.image)})
+        self.loop.call_soon_threadsafe(self._broadcast, msg)
+
+    def _broadcast(self, msg: str) -> None:
+        for ws in list(self.viewers):
+            if not ws.closed:
+                asyncio.ensure_future(ws.send_str(msg))
+
+    # handlers
+    async def page(self, request):
+        from aiohttp import web
+
+        return web.Response(text=PAGE.read_text(), content_type="text/html")
+
+    async def _audio(self, request):
+        body = await request.read()
+        return decode_audio_body(body, request.query)
+
+    async def avatar_audio(self, request):
+        from aiohttp import web
+
+        try:
+            wave, sr = await self._audio(request)
+            event = self.avatar.push_avatar_audio(wave, sr)
+        except LLIAError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        pcm = (np.clip(self.avatar._to16k(wave, sr), -1, 1) * 32767).astype("<i2").tobytes()
+        self._broadcast(json.dumps({"type": "audio", "pts": event.start, "sample_rate": RATE,
+                                    "pcm": base64.b64encode(pcm).decode()}))
+        return web.json_response({"start": event.start, "duration": event.duration,
+                                  "delay_ms": round(1000 * self.avatar.audio_delay, 1)})
+
+    async def user_audio(self, request):
+        from aiohttp import web
+
+        try:
+            wave, sr = await self._audio(request)
+            speech = self.avatar.push_user_audio(wave, sr)
+        except LLIAError as exc:
+            return web.json_response({"error": str(exc)}, status=400)
+        return web.json_response({"speech": speech})
+
+    def stats(self) -> dict:
+        out = self.avatar.stats.summary()
+        out["viewers"] = len(self.viewers)
+        out["shown_reports"] = len(self.shown_reports)
+        if self.shown_reports:
+            out["browser_lag_ms_median"] = float(np.median([r["lag_ms"] for r in self.shown_reports[-500:]]))
+        return out
+
+    async def stats_handler(self, request):
+        from aiohttp import web
+
+        return web.json_response(self.stats())
+
+    async def websocket(self, request):
+        from aiohttp import WSMsgType, web
+
+        ws = web.WebSocketResponse(max_msg_size=1 << 22)
+        await ws.prepare(request)
+        self.viewers.add(ws)
+        await ws.send_str(json.dumps({"type": "hello", "media_now": self.avatar.now(), "fps": self.avatar.fps,
+                                      "delay_ms": 1000 * self.avatar.audio_delay}))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.BINARY:  # the page's microphone, 16 kHz int16
+                    wave = np.frombuffer(msg.data[: len(msg.data) // 2 * 2], "<i2").astype(np.float32) / 32768.0
+                    if wave.size:
+                        self.avatar.push_user_audio(wave, RATE)
+                elif msg.type == WSMsgType.TEXT:
+                    data = json.loads(msg.data)
+                    if data.get("type") == "shown":
+                        self.shown_reports.append(data)
+                        del self.shown_reports[:-5000]
+                    elif data.get("type") == "stats":
+                        await ws.send_str(json.dumps({"type": "stats", **self.stats()}))
+        finally:
+            self.viewers.discard(ws)
+        return ws
+
+    def app(self):
+        from aiohttp import web
+
+        app = web.Application(client_max_size=64 << 20)
+        app.add_routes([web.get("/", self.page), web.post("/api/avatar-audio", self.avatar_audio),
+                        web.post("/api/user-audio", self.user_audio), web.get("/api/stats", self.stats_handler),
+                        web.get("/ws", self.websocket)])
+        return app
+
+    async def _serve(self) -> None:
+        from aiohttp import web
+
+        self.loop = asyncio.get_running_loop()
+        self._runner = web.AppRunner(self.app())
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, self.host, self.port)
+        await site.start()
+        if self.port == 0:
+            self.port = self._runner.addresses[0][1]
+        self._ready.set()
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}:{self.port}/"
+
+    def start(self, threads: int | None = None) -> "LiveServer":
+        """Serve on a background thread and start the avatar's generator."""
+        def run():
+            loop = asyncio.new_event_loop()
+            asyncio.set_event_loop(loop)
+            loop.run_until_complete(self._serve())
+            loop.run_forever()
+
+        self._thread = threading.Thread(target=run, name="llia-live-http", daemon=True)
+        self._thread.start()
+        if not self._ready.wait(15):
+            raise LLIAError(f"the live server could not start on {self.host}:{self.port}; pick another --port")
+        self.avatar.start(threads)
+        return self
+
+    def stop(self) -> None:
+        self.avatar.stop()
+        if self.loop is not None:
+            async def shutdown():
+                for ws in list(self.viewers):
+                    await ws.close()
+                await self._runner.cleanup()
+            asyncio.run_coroutine_threadsafe(shutdown(), self.loop).result(10)
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if self._thread is not None:
+            self._thread.join(10)

@@ -1,0 +1,287 @@
+"""LiveAvatar: audio chunks in, timestamped frames out, in real time (no web code here).
+
+One media clock (seconds since the session started) orders everything:
+
+- the avatar's voice is appended to the *avatar track* at ``max(now + audio_delay, end of the
+  track)``, so a reply plays as soon as the face can follow it; the browser plays the same audio
+  at the same media times;
+- the user's microphone only decides the state: speech in it means *listening* for ``user_hold``;
+- a generator thread keeps ``lead`` seconds of frames ahead of the clock in short clips (2
+  frames by default) and labels each frame speaking (avatar voice there), listening or idle.
+  When the machine is too slow it skips to the clock rather than letting delay pile up.
+
+``audio_delay`` = ``lead`` + the model's audio look-ahead (``context`` tokens) + a margin, so a
+frame is generated only once all the audio it depends on is known.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from typing import Callable
+
+import numpy as np
+import torch
+
+from ..audio import Audio, AudioFeatures
+from ..audio.activity import detect_speech, frame_rms
+from ..audio.features import frame_windows, log_mel
+from ..audio.io import resample
+from ..clips import ClipPlan
+from ..errors import AudioError
+from ..pipeline import LLIAPipeline, SamplerConfig
+from ..portrait import Portrait
+from ..states import IDLE, LISTENING, SPEAKING, STATE_NAMES
+
+RATE = 16000
+
+
+@dataclass
+class LiveFrame:
+    """One generated frame: ``pts`` is its media time; ``ready`` the wall time it was produced."""
+
+    index: int
+    pts: float
+    state: int
+    image: np.ndarray  # (R, R, 3) uint8
+    ready: float
+
+
+@dataclass
+class ChunkEvent:
+    """An avatar-voice chunk: when it arrived (wall) and where it plays (media seconds)."""
+
+    received: float
+    start: float
+    duration: float
+    first_frame_ready: float | None = None
+    first_frame_shown: float | None = None
+
+
+@dataclass
+class LiveStats:
+    frames: int = 0
+    dropped: int = 0
+    chunks: deque = field(default_factory=lambda: deque(maxlen=2000))
+    switches: deque = field(default_factory=lambda: deque(maxlen=2000))  # (user chunk wall time, listening shown)
+    lag: deque = field(default_factory=lambda: deque(maxlen=20000))  # (media time, ready - due) per frame
+
+    def summary(self) -> dict:
+        def med(xs):
+            xs = [x for x in xs if x is not None]
+            return None if not xs else round(1000 * float(np.median(xs)), 1)
+
+        def p95(xs):
+            xs = [x for x in xs if x is not None]
+            return None if not xs else round(1000 * float(np.percentile(xs, 95)), 1)
+
+        ready = [c.first_frame_ready - c.received for c in self.chunks if c.first_frame_ready]
+        shown = [c.first_frame_shown - c.received for c in self.chunks if c.first_frame_shown]
+        switch = [s - r for r, s in self.switches if s]
+        return {"frames": self.frames, "dropped": self.dropped, "chunks": len(self.chunks),
+                "latency_ready_ms_median": med(ready), "latency_shown_ms_median": med(shown),
+                "latency_shown_ms_p95": p95(shown), "listen_switch_ms_median": med(switch)}
+
+
+class LiveAvatar:
+    """The live engine for one model and portrait.
+
+    Args:
+        pipe: the pipeline (model, device, dtype) to generate with.
+        portrait: the prepared portrait.
+        steps: consistency steps per clip (2 by default; 1 on slow machines).
+        clip_frames: frames generated together; shorter clips mean lower latency.
+        lead: seconds of frames kept ready ahead of the media clock (the jitter buffer).
+        user_hold: seconds the avatar keeps listening after the user's speech.
+        on_frame: called with each :class:`LiveFrame` from the generator thread.
+    """
+
+    def __init__(self, pipe: LLIAPipeline, portrait: Portrait, *, steps: int = 2, clip_frames: int = 2,
+                 lead: float = 0.12, user_hold: float = 0.6, seed: int = 0,
+                 on_frame: Callable[[LiveFrame], None] | None = None):
+        self.pipe, self.portrait = pipe, portrait
+        cfg = pipe.config
+        self.fps = float(cfg.fps)
+        self.sampler = SamplerConfig(steps=steps, seed=seed, first_clip=clip_frames, clip_frames=clip_frames)
+        self.sampler.validate(cfg.max_clip_frames)
+        self.clip_frames, self.lead, self.user_hold = clip_frames, lead, user_hold
+        a = cfg.audio
+        self.lookahead = (a.context + 0.5) * a.token_seconds + 0.5 / self.fps
+        self.audio_delay = lead + self.lookahead + 0.04
+        self.on_frame = on_frame
+        self.stats = LiveStats()
+        self._lock = threading.Lock()
+        self._track = np.zeros(0, np.float32)  # avatar voice, samples [track_offset, track_offset + len)
+        self._track_offset = 0
+        self._user_until = -1.0  # media time until which the user counts as speaking
+        self._user_pending: list[float] = []  # wall times of user-speech chunks not yet shown as listening
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self.t0 = time.perf_counter()
+        self.reference = pipe.prepare_reference(portrait)
+        self.next_frame = 0
+        self._motion = None
+        self._last_state = IDLE
+
+    # clock
+    def now(self) -> float:
+        return time.perf_counter() - self.t0
+
+    # inputs
+    def _to16k(self, pcm, sample_rate: int) -> np.ndarray:
+        wave = np.asarray(pcm, np.float32).reshape(-1)
+        if wave.size == 0:
+            raise AudioError("the audio chunk is empty; send at least one sample")
+        if not np.isfinite(wave).all():
+            raise AudioError("the audio chunk contains NaN or infinite samples; send PCM in [-1, 1]")
+        if int(sample_rate) != RATE:
+            wave = resample(torch.from_numpy(wave), int(sample_rate), RATE).numpy()
+        return np.clip(wave, -1, 1)
+
+    def push_avatar_audio(self, pcm, sample_rate: int = RATE) -> ChunkEvent:
+        """Queue the avatar's voice; returns where it plays on the media clock."""
+        wave = self._to16k(pcm, sample_rate)
+        with self._lock:
+            received = self.now()
+            end = (self._track_offset + self._track.size) / RATE
+            start = max(received + self.audio_delay, end)
+            gap = int(round(start * RATE)) - (self._track_offset + self._track.size)
+            self._track = np.concatenate([self._track, np.zeros(max(gap, 0), np.float32), wave])
+            event = ChunkEvent(time.perf_counter(), start, wave.size / RATE)
+            self.stats.chunks.append(event)
+        return event
+
+    def push_user_audio(self, pcm, sample_rate: int = RATE) -> bool:
+        """The user's microphone; returns whether it held speech (the avatar then listens)."""
+        wave = self._to16k(pcm, sample_rate)
+        n = max(1, int(round(wave.size / RATE * self.fps)))
+        speech = bool(detect_speech(torch.from_numpy(wave), n, self.fps, threshold_db=-42.0).any())
+        if speech:
+            with self._lock:
+                self._user_until = self.now() + self.user_hold
+                self._user_pending.append(time.perf_counter())
+        return speech
+
+    # generation
+    def _avatar_excerpt(self, first: int, last: int) -> np.ndarray:
+        """Avatar-track samples for frames [first, last) (zeros where nothing plays)."""
+        a, b = int(round(first / self.fps * RATE)), int(round(last / self.fps * RATE))
+        out = np.zeros(b - a, np.float32)
+        with self._lock:
+            lo, hi = max(a, self._track_offset), min(b, self._track_offset + self._track.size)
+            if hi > lo:
+                out[lo - a:hi - a] = self._track[lo - self._track_offset:hi - self._track_offset]
+            keep_from = a - 5 * RATE  # keep a few seconds back for the audio context; memory stays flat
+            if keep_from > self._track_offset:
+                cut = min(keep_from - self._track_offset, self._track.size)
+                self._track = self._track[cut:]
+                self._track_offset += cut
+        return out
+
+    def _clip_inputs(self, start: int, length: int, motion_len: int):
+        cfg = self.pipe.config
+        pad = cfg.audio.context + 2
+        first = start - motion_len - pad
+        wave = self._avatar_excerpt(first, start + length + pad)
+        n = length + motion_len + 2 * pad
+        windows = frame_windows(log_mel(torch.from_numpy(wave), cfg.audio.n_mels), n, self.fps, cfg.audio.context,
+                                cfg.audio.mel_per_token, cfg.audio.token_seconds)
+        t = torch.from_numpy(wave)
+        speech = detect_speech(t, n, self.fps, threshold_db=-42.0) | (frame_rms(t, n, self.fps) > 0.02)
+        sl = slice(pad, pad + motion_len + length)
+        return windows[sl], speech[sl]
+
+    def _states(self, speech: torch.Tensor, pts: np.ndarray) -> torch.Tensor:
+        with self._lock:
+            user_until = self._user_until
+        states = torch.full((speech.numel(),), IDLE, dtype=torch.long)
+        states[torch.from_numpy(pts <= user_until)] = LISTENING
+        states[speech] = SPEAKING  # the avatar's own voice wins
+        return states
+
+    def step(self) -> list[LiveFrame]:
+        """Generate the next clip now (the thread calls this on schedule; tests may call it directly)."""
+        now = self.now()
+        behind = int(math.floor(now * self.fps)) - self.next_frame
+        if behind > 0:  # too slow: skip to the clock instead of piling up delay
+            self.stats.dropped += behind
+            self.next_frame += behind
+        start, length = self.next_frame, self.clip_frames
+        motion = self._motion
+        m = 0 if motion is None else motion.shape[2]
+        windows, speech = self._clip_inputs(start, length, m)
+        pts_all = (np.arange(start - m, start + length) + 0.5) / self.fps
+        states = self._states(speech, pts_all)
+        audio = AudioFeatures(Audio(torch.zeros(1)), self.fps, m + length, windows, speech, torch.zeros(m + length))
+        clip = ClipPlan(index=start, start=m, length=length, state=int(states[-1]))
+        pipe = self.pipe
+        if motion is None:
+            c, h = pipe.config.autoencoder.latent_channels, pipe.config.latent_size
+            motion = torch.zeros((1, c, 0, h, h), device=pipe.device)
+        sampler = dataclasses.replace(self.sampler, seed=self.sampler.seed * 1_000_003 + start)  # fresh noise per clip
+        job = pipe.new_job(clip, audio, states, motion, sampler)
+        pipe.advance(job, self.reference, sampler)
+        self._motion = pipe.motion_after(job.latents)
+        images = (pipe.decode_clip(job.latents).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+        ready = time.perf_counter()
+        frames = []
+        for i in range(length):
+            idx = start + i
+            frame = LiveFrame(idx, (idx + 0.5) / self.fps, int(states[m + i]), images[i], ready)
+            frames.append(frame)
+            self._account(frame)
+            if self.on_frame is not None:
+                self.on_frame(frame)
+        self.next_frame = start + length
+        self.stats.frames += length
+        return frames
+
+    def _account(self, frame: LiveFrame) -> None:
+        due = self.t0 + frame.pts  # when the browser shows it, in sync with the audio clock
+        shown = max(frame.ready, due)
+        self.stats.lag.append((frame.pts, frame.ready - due))
+        for ev in self.stats.chunks:
+            if ev.first_frame_ready is None and ev.start <= frame.pts < ev.start + ev.duration and frame.state == SPEAKING:
+                ev.first_frame_ready, ev.first_frame_shown = frame.ready, shown
+        if frame.state == LISTENING and self._last_state != LISTENING:
+            with self._lock:
+                pending, self._user_pending = self._user_pending, []
+            if pending:
+                self.stats.switches.append((pending[0], shown))
+        elif frame.state != LISTENING:
+            with self._lock:
+                self._user_pending = [w for w in self._user_pending if time.perf_counter() - w < 2.0]
+        self._last_state = frame.state
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            due = (self.next_frame + 0.5) / self.fps - self.lead
+            wait = due - self.now()
+            if wait > 0:
+                self._stop.wait(min(wait, 0.05))
+                continue
+            self.step()
+
+    def start(self, threads: int | None = None) -> "LiveAvatar":
+        def run():
+            if threads:
+                torch.set_num_threads(threads)
+            with torch.no_grad():
+                self._run()
+
+        self._thread = threading.Thread(target=run, name="llia-live", daemon=True)
+        self._thread.start()
+        return self
+
+    def stop(self) -> None:
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=10)
+
+    @staticmethod
+    def state_name(state: int) -> str:
+        return STATE_NAMES[state]

@@ -1,0 +1,176 @@
+"""Live mode: the engine's states, timestamps and latency accounting; the server over loopback; the page in Chromium."""
+
+from __future__ import annotations
+
+import io
+import json
+import shutil
+import subprocess
+import time
+import urllib.request
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from llia_core.errors import AudioError
+from llia_core.live import LiveAvatar, LiveServer, decode_audio_body
+from llia_core.pipeline import LLIAPipeline
+from llia_core.states import IDLE, LISTENING, SPEAKING
+
+
+def voice(seconds: float, sr: int = 16000, f0: float = 140.0) -> np.ndarray:
+    """A voiced, speech-band harmonic tone (periodic, so the activity detector calls it speech)."""
+    t = np.arange(int(seconds * sr)) / sr
+    wave = sum(np.sin(2 * np.pi * f0 * k * t) / k for k in range(1, 12))
+    return (0.25 * wave / np.abs(wave).max()).astype(np.float32)
+
+
+@pytest.fixture()
+def avatar(tiny_model):
+    from llia_core.portrait import prepare_portrait
+
+    rng = np.random.default_rng(3)
+    portrait = prepare_portrait(rng.integers(0, 255, (40, 40, 3), dtype=np.uint8), 32, mode="whole")
+    return LiveAvatar(LLIAPipeline(tiny_model), portrait, steps=2, clip_frames=2, lead=0.1)
+
+
+def run_until(avatar, media_time):
+    frames = []
+    while not frames or frames[-1].pts < media_time:
+        wait = (avatar.next_frame + 0.5) / avatar.fps - avatar.lead - avatar.now()
+        if wait > 0:
+            time.sleep(wait)
+        frames += avatar.step()
+    return frames
+
+
+def test_states_follow_who_is_talking_and_frames_keep_the_clock(avatar):
+    frames = run_until(avatar, 0.3)
+    assert {f.state for f in frames} == {IDLE}
+    event = avatar.push_avatar_audio(voice(0.6), 16000)
+    assert event.start >= avatar.now() + avatar.lead  # plays once the face can follow it
+    frames += run_until(avatar, event.start + 0.8)
+    during = [f for f in frames if event.start + 0.1 <= f.pts <= event.start + 0.5]
+    assert during and all(f.state == SPEAKING for f in during)
+    after = [f for f in frames if f.pts > event.start + 0.75]
+    assert after and all(f.state == IDLE for f in after)
+    assert avatar.push_user_audio(voice(0.3, 48000, 200.0), 48000)  # the user talks (any sample rate)
+    frames += run_until(avatar, frames[-1].pts + 0.3)
+    assert LISTENING in {f.state for f in frames[-6:]}
+    assert not avatar.push_user_audio(np.zeros(4800, np.float32), 16000)  # silence is not speech
+    idx = [f.index for f in frames]
+    assert idx == sorted(idx) and len(set(idx)) == len(idx)
+    assert all(abs(f.pts - (f.index + 0.5) / avatar.fps) < 1e-9 for f in frames)
+    s = avatar.stats.summary()
+    assert s["frames"] == len(frames) and s["latency_shown_ms_median"] is not None
+    # shown latency is the audio delay (the browser shows a frame at its pts) unless generation was late
+    assert s["latency_shown_ms_median"] >= 1000 * (avatar.audio_delay - 0.05)
+    assert s["listen_switch_ms_median"] is not None and s["listen_switch_ms_median"] < 1500
+
+
+def test_a_slow_machine_drops_frames_instead_of_piling_up_delay(avatar):
+    run_until(avatar, 0.1)
+    time.sleep(0.5)  # the generator stalls for half a second
+    frames = avatar.step()
+    assert avatar.stats.dropped >= 10
+    assert frames[0].pts >= avatar.now() - 0.5 / avatar.fps - 0.1
+
+
+def test_bad_audio_chunks_get_clear_errors(avatar):
+    with pytest.raises(AudioError, match="empty"):
+        avatar.push_avatar_audio(np.zeros(0, np.float32))
+    with pytest.raises(AudioError, match="NaN"):
+        avatar.push_user_audio(np.array([0.0, np.nan], np.float32))
+    with pytest.raises(AudioError, match="format"):
+        decode_audio_body(b"\x00\x01", {"format": "mp3"})
+    with pytest.raises(AudioError, match="sample_rate"):
+        decode_audio_body(b"\x00\x01", {"sample_rate": "fast"})
+    with pytest.raises(AudioError, match="WAV"):
+        decode_audio_body(b"RIFF0000WAVEjunk", {})
+    wave, sr = decode_audio_body((np.ones(4, "<i2") * 16384).tobytes(), {"sample_rate": "22050"})
+    assert sr == 22050 and np.allclose(wave, 0.5)
+
+
+def _post(url, body: bytes) -> dict:
+    req = urllib.request.Request(url, data=body, method="POST")
+    try:
+        with urllib.request.urlopen(req, timeout=10) as r:
+            return json.loads(r.read())
+    except urllib.error.HTTPError as e:
+        return {"status": e.code, **json.loads(e.read())}
+
+
+def _wav(wave, sr=16000) -> bytes:
+    buf = io.BytesIO()
+    sf.write(buf, wave, sr, format="WAV")
+    return buf.getvalue()
+
+
+def test_server_on_loopback_streams_states_and_timestamps(avatar):
+    import asyncio
+
+    import aiohttp
+
+    server = LiveServer(avatar, "127.0.0.1", 0).start(threads=1)
+    try:
+        assert urllib.request.urlopen(server.url, timeout=10).read().count(b"<canvas") == 1
+        bad = _post(server.url + "api/avatar-audio", b"RIFFjunk")
+        assert bad["status"] == 400 and "WAV" in bad["error"]
+
+        async def client():
+            seen = []
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(server.url + "ws") as ws:
+                    hello = json.loads((await ws.receive()).data)
+                    assert hello["type"] == "hello" and hello["fps"] == 25
+                    t_end = time.perf_counter() + 3.0
+                    pushed = listened = False
+                    while time.perf_counter() < t_end:
+                        msg = json.loads((await ws.receive(timeout=5)).data)
+                        if msg["type"] == "frame":
+                            seen.append(msg)
+                            await ws.send_str(json.dumps({"type": "shown", "index": msg["index"], "lag_ms": 0.0}))
+                        if len(seen) == 10 and not pushed:
+                            pushed = True
+                            r = await (await session.post(server.url + "api/avatar-audio", data=_wav(voice(0.8)))).json()
+                            assert r["start"] > hello["media_now"] and r["duration"] == pytest.approx(0.8)
+                        if len(seen) == 50 and not listened:
+                            listened = True
+                            pcm = (voice(0.4) * 32767).astype("<i2").tobytes()
+                            await ws.send_bytes(pcm)  # the page's microphone path
+            return seen
+
+        frames = asyncio.run(client())
+        states = [f["state"] for f in frames]
+        assert states[0] == "idle" and "speaking" in states and "listening" in states
+        assert states.index("speaking") < states.index("listening")
+        pts = [f["pts"] for f in frames]
+        assert all(b > a for a, b in zip(pts, pts[1:]))
+        stats = json.loads(urllib.request.urlopen(server.url + "api/stats", timeout=10).read())
+        assert stats["shown_reports"] >= 10 and stats["latency_shown_ms_median"] < 2000
+    finally:
+        server.stop()
+
+
+@pytest.mark.skipif(shutil.which("chromium") is None, reason="Debian's chromium package is not installed")
+def test_headless_chromium_shows_frames(avatar, tmp_path):
+    server = LiveServer(avatar, "127.0.0.1", 0).start(threads=1)
+    browser = subprocess.Popen(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--mute-audio",
+                                f"--user-data-dir={tmp_path}", server.url],
+                               stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 60
+        stats = {}
+        while time.time() < deadline:
+            stats = server.stats()
+            if stats["shown_reports"] >= 20:
+                break
+            time.sleep(0.5)
+        assert stats["shown_reports"] >= 20, stats
+        assert stats["viewers"] == 1
+        assert stats["browser_lag_ms_median"] < 500  # frames are shown when due, not piling up
+    finally:
+        browser.kill()
+        browser.wait()
+        server.stop()
