@@ -1,6 +1,7 @@
 """ComfyUI nodes of the LLIA pack: thin wrappers that parse inputs, call llia_core and wrap outputs."""
 
 from .conditioning import LLIAConsistencyStep, LLIAEncodeAudio, LLIAReferencePortrait, LLIAStateSwitcher
+from .live import LLIALiveView
 from .loader import LLIALoadModel
 from .sampler import LLIAVariableLengthSampler
 
@@ -11,6 +12,7 @@ NODE_CLASS_MAPPINGS = {
     "LLIAStateSwitcher": LLIAStateSwitcher,
     "LLIAConsistencyStep": LLIAConsistencyStep,
     "LLIAVariableLengthSampler": LLIAVariableLengthSampler,
+    "LLIALiveView": LLIALiveView,
 }
 
 NODE_DISPLAY_NAME_MAPPINGS = {
@@ -20,4 +22,5 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LLIAStateSwitcher": "LLIA State Switcher",
     "LLIAConsistencyStep": "LLIA Consistency Step",
     "LLIAVariableLengthSampler": "LLIA Variable-Length Sampler",
+    "LLIALiveView": "LLIA Live View",
 }

@@ -50,7 +50,7 @@ def run_all(pack, handle, seconds=0.8, **sampler_kw):
 
 
 def test_every_node_is_registered_with_tooltips(pack):
-    assert len(pack.NODE_CLASS_MAPPINGS) == 6
+    assert len(pack.NODE_CLASS_MAPPINGS) == 7
     assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
     for name, cls in pack.NODE_CLASS_MAPPINGS.items():
         spec = cls.INPUT_TYPES()
@@ -153,3 +153,29 @@ def test_listener_audio_makes_the_avatar_listen(pack, handle):
     voice = sum(torch.sin(k * f0) / k for k in range(1, 15)) * 0.2 * (0.4 + 0.6 * (torch.sin(2 * math.pi * 4 * t) > 0))
     states, text = m["LLIAStateSwitcher"]().states(audio, "auto", "", {"waveform": voice[None, None], "sample_rate": 16000})
     assert (states == 1).float().mean() > 0.7 and "listening" in text
+
+
+def test_live_view_node_serves_the_page_and_restarts_cleanly(pack, handle):
+    import json
+    import socket
+    import time
+    import urllib.request
+
+    m = pack.NODE_CLASS_MAPPINGS
+    image = torch.rand(1, 40, 40, 3, generator=torch.Generator().manual_seed(0))
+    ref = m["LLIAReferencePortrait"]().prepare(handle, image, "whole", 1.8)[0]
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    node = m["LLIALiveView"]()
+    out = node.start(handle, ref, port, 1, 2)
+    url = out["result"][0]
+    assert url == f"http://127.0.0.1:{port}/" and out["ui"]["text"] == [url]
+    try:
+        assert b"<canvas" in urllib.request.urlopen(url, timeout=10).read()
+        out = node.start(handle, ref, port, 1, 2)  # queued again: the old server stops, a new one starts
+        time.sleep(0.5)
+        stats = json.loads(urllib.request.urlopen(url + "api/stats", timeout=10).read())
+        assert stats["frames"] > 0
+    finally:
+        sys.modules[type(node).__module__]._SERVERS.pop(port).stop()
