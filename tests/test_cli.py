@@ -87,3 +87,38 @@ def test_main_job_defaults_run_as_a_subprocess(tmp_path):
     info = probe_video(out)
     assert info["num_frames"] == 50 and abs(info["audio_seconds"] - 2.0) < 0.05
     assert (info["width"], info["height"]) == (128, 128)
+
+
+def test_killing_the_cli_mid_run_leaves_a_playable_partial(tiny_ckpt, tmp_path):
+    import os
+    import signal
+    import time
+
+    from llia_core.video_io import partial_path
+
+    wav = tmp_path / "long.wav"
+    t = np.arange(16000 * 120) / 16000
+    sf.write(wav, (0.2 * np.sin(2 * np.pi * 150 * t)).astype(np.float32), 16000)
+    out = tmp_path / "long.mp4"
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, "-m", "llia_core", "generate", "--model", str(tiny_ckpt), "--audio",
+                             str(wav), "--out", str(out), "--steps", "1", "--quiet"], env=env)
+    partial = partial_path(out)
+    deadline = time.time() + 120
+    try:
+        while time.time() < deadline and proc.poll() is None:
+            if partial.exists() and partial.stat().st_size > 60_000:
+                break
+            time.sleep(0.2)
+        assert proc.poll() is None, "the run ended before it could be killed; use longer audio"
+        proc.send_signal(signal.SIGKILL)
+        proc.wait()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert not out.exists()  # never a file that looks complete but is not
+    info = probe_video(partial)
+    assert info["num_frames"] >= 25 and info["num_frames"] % 25 == 0  # whole 1 s fragments
+    video = read_video(partial)
+    assert video.frames.shape[0] == info["num_frames"] and video.frames.float().std() > 0
+    assert info["audio_seconds"] is not None and abs(info["audio_seconds"] - info["num_frames"] / 25) < 0.1
