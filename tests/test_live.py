@@ -71,9 +71,9 @@ def test_states_follow_who_is_talking_and_frames_keep_the_clock(avatar):
 
 def test_a_slow_machine_drops_frames_instead_of_piling_up_delay(avatar):
     run_until(avatar, 0.1)
-    time.sleep(0.5)  # the generator stalls for half a second
+    time.sleep(0.8)  # the generator stalls
     frames = avatar.step()
-    assert avatar.stats.dropped >= 10
+    assert avatar.stats.dropped >= 15
     assert frames[0].pts >= avatar.now() - 0.5 / avatar.fps - 0.1
 
 

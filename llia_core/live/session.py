@@ -10,8 +10,9 @@ One media clock (seconds since the session started) orders everything:
   frames by default) and labels each frame speaking (avatar voice there), listening or idle.
   When the machine is too slow it skips to the clock rather than letting delay pile up.
 
-``audio_delay`` = ``lead`` + the model's audio look-ahead (``context`` tokens) + a margin, so a
-frame is generated only once all the audio it depends on is known.
+``audio_delay`` = ``lead`` + the model's audio look-ahead (``context`` tokens) + the rest of a
+clip, so a frame is generated only once all the audio it depends on is known; it is the
+voice-in -> face-shown latency whenever the machine keeps up.
 """
 
 from __future__ import annotations
@@ -111,7 +112,8 @@ class LiveAvatar:
         self.clip_frames, self.lead, self.user_hold = clip_frames, lead, user_hold
         a = cfg.audio
         self.lookahead = (a.context + 0.5) * a.token_seconds + 0.5 / self.fps
-        self.audio_delay = lead + self.lookahead + 0.04
+        # audio arriving after a clip started generating must play after every frame of that clip
+        self.audio_delay = lead + self.lookahead + (clip_frames - 1) / self.fps + 0.01
         self.on_frame = on_frame
         self.stats = LiveStats()
         self._lock = threading.Lock()

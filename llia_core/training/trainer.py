@@ -213,7 +213,7 @@ def distill_loss(student: LLIAModel, target: LLIAModel, teacher: LLIAModel, batc
     pred = _consistency_fn(student, lcm, scheduler, xt, t, v_s)
     w = (1 - motion) * mouth_weight_map(student.config, tc.mouth_weight)
     err = torch.sqrt((pred - goal) ** 2 + 1e-3**2) - 1e-3  # pseudo-Huber, as in LCM
-    return (err * w).sum() / (w.sum() * c)
+    return (err * w).sum() / (w.sum() * c) + tc.mouth_aux_weight * mouth_aux_loss(student, batch)
 
 
 def with_new_heads(model: LLIAModel, config) -> LLIAModel:

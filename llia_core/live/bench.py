@@ -1,0 +1,149 @@
+"""``python -m llia_core.live.bench``: a scripted conversation against the live engine, in real time.
+
+The avatar answers with espeak-ng speech (or the built-in synthesiser) pushed in 200 ms chunks
+the way a streaming TTS would; between answers the "user" talks (their chunks go to the user
+input) and there are silences. Reports, from one run: latency from a voice chunk arriving to its
+first frame being shown (the page shows a frame at its media time, in sync with the audio),
+latency from the user starting to talk to the avatar visibly listening, frames dropped, and
+whether delay grows (first vs last minute). ``--browser`` also opens the page in headless
+Chromium and reports the page's own display lag.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+
+def conversation(stop: threading.Event, avatar, rng: np.random.Generator, chunk: float = 0.2) -> None:
+    from ..training.data.speech import have_espeak, espeak_speech, random_sentence, random_voice, synth_speech
+
+    def say(push, wave):
+        n = int(16000 * chunk)
+        t0 = time.perf_counter()
+        for i, k in enumerate(range(0, wave.size, n)):
+            if stop.is_set():
+                return
+            push(wave[k:k + n], 16000)
+            delay = t0 + (i + 1) * chunk - time.perf_counter()
+            if delay > 0:
+                time.sleep(delay)
+
+    def utterance(seconds):
+        if have_espeak():
+            voice, speed, pitch = random_voice(rng)
+            return espeak_speech(random_sentence(rng, int(seconds * 2.5)), voice, speed, pitch, rng)
+        return synth_speech(seconds, rng)
+
+    while not stop.is_set():
+        say(avatar.push_avatar_audio, utterance(3.0))  # the avatar answers
+        stop.wait(1.0)
+        say(avatar.push_user_audio, utterance(2.0))  # the user talks
+        stop.wait(1.5)  # nobody talks: idle
+
+
+def minute_stats(avatar, minute: int) -> dict:
+    lo, hi = 60 * minute, 60 * (minute + 1)
+    lag = [l for pts, l in avatar.stats.lag if lo <= pts < hi]
+    shown = [c.first_frame_shown - c.received for c in avatar.stats.chunks
+             if c.first_frame_shown and lo <= c.start < hi]
+    return {"minute": minute + 1, "frames": len(lag),
+            "ready_minus_due_ms_median": None if not lag else round(1000 * float(np.median(lag)), 1),
+            "chunk_to_shown_ms_median": None if not shown else round(1000 * float(np.median(shown)), 1)}
+
+
+def main(argv: list[str] | None = None) -> dict:
+    p = argparse.ArgumentParser(prog="python -m llia_core.live.bench")
+    p.add_argument("--model", default="bundled")
+    p.add_argument("--minutes", type=float, default=5.0)
+    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--clip-frames", type=int, default=2)
+    p.add_argument("--lead", type=float, default=0.12)
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--browser", action="store_true", help="also open the page in headless Chromium")
+    p.add_argument("--out", default="bench/live")
+    args = p.parse_args(argv)
+
+    from ..checkpoints import load_model
+    from ..pipeline import LLIAPipeline
+    from ..portrait import prepare_portrait
+    from .server import LiveServer
+    from .session import LiveAvatar
+
+    model = load_model(args.model)
+    portrait = prepare_portrait(Path(__file__).parents[1] / "assets" / "portrait.png", model.config.resolution,
+                                mode="whole")
+    avatar = LiveAvatar(LLIAPipeline(model), portrait, steps=args.steps, clip_frames=args.clip_frames, lead=args.lead)
+    server = LiveServer(avatar, "127.0.0.1", 0).start(args.threads)
+    browser = None
+    if args.browser and shutil.which("chromium"):
+        browser = subprocess.Popen(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--mute-audio",
+                                    f"--user-data-dir={tempfile.mkdtemp()}", server.url],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    stop = threading.Event()
+    talker = threading.Thread(target=conversation, args=(stop, avatar, np.random.default_rng(0)), daemon=True)
+    talker.start()
+    t0 = time.perf_counter()
+    try:
+        while time.perf_counter() - t0 < args.minutes * 60:
+            time.sleep(1.0)
+    finally:
+        stop.set()
+        talker.join(5)
+        stats = server.stats()
+        if browser is not None:
+            browser.kill()
+        server.stop()
+    minutes = int(args.minutes)
+    result = {"settings": vars(args), "summary": stats, "audio_delay_ms": round(1000 * avatar.audio_delay, 1),
+              "per_minute": [minute_stats(avatar, m) for m in range(max(1, minutes))]}
+    first, last = result["per_minute"][0], result["per_minute"][-1]
+    result["delay_growth_ms"] = (None if first["ready_minus_due_ms_median"] is None
+                                 or last["ready_minus_due_ms_median"] is None
+                                 else round(last["ready_minus_due_ms_median"] - first["ready_minus_due_ms_median"], 1))
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.with_suffix(".json").write_text(json.dumps(result, indent=1))
+    _plot(avatar, out.with_suffix(".png"))
+    print(json.dumps(result, indent=1))
+    return result
+
+
+def _plot(avatar, path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    pts = np.array([p for p, _ in avatar.stats.lag])
+    lag = np.array([1000 * l for _, l in avatar.stats.lag])
+    axes[0].plot(pts / 60, lag, ",", alpha=0.5)
+    axes[0].axhline(0, color="k", lw=0.8)
+    axes[0].set_xlabel("session minute")
+    axes[0].set_ylabel("frame ready minus due, ms (<0 = early)")
+    axes[0].set_title("no growing delay")
+    shown = [(c.start / 60, 1000 * (c.first_frame_shown - c.received)) for c in avatar.stats.chunks if c.first_frame_shown]
+    if shown:
+        x, y = zip(*shown)
+        axes[1].plot(x, y, ".", ms=3)
+    axes[1].axhline(300, color="r", lw=0.8, ls="--", label="300 ms target")
+    axes[1].set_xlabel("session minute")
+    axes[1].set_ylabel("voice chunk in -> first frame shown, ms")
+    axes[1].legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1:])
