@@ -180,3 +180,33 @@ def test_mouth_weight_map_covers_the_mouth_box():
     x0, y0, x1, y1 = mouth_box(128)
     assert (w[y0 // 4:(y1 - 1) // 4 + 1, x0 // 4:(x1 - 1) // 4 + 1] == 11).all()  # every mouth pixel weighted
     assert (w > 1).float().mean() < 0.1
+
+
+def test_mouth_head_learns_the_true_mouth_and_can_be_added_to_an_old_model(tiny_data):
+    from llia_core.models import LLIAModel
+    from llia_core.training.batches import load_training_clips, sample_batch
+    from llia_core.training.trainer import mouth_aux_loss, with_new_heads
+
+    torch.manual_seed(0)
+    old = LLIAModel(tiny_config())
+    assert old.denoiser.audio_encoder.mouth_head is None
+    cfg = tiny_config(audio=dataclasses.replace(tiny_config().audio, mouth_head=True))
+    grown = with_new_heads(old, cfg)
+    assert grown.denoiser.audio_encoder.mouth_head is not None
+    old_sd = old.state_dict()
+    assert all(torch.equal(v, old_sd[k]) for k, v in grown.state_dict().items() if "mouth_head" not in k)
+    other = tiny_config(resolution=64)
+    assert with_new_heads(old, other) is old  # another architecture is not silently rebuilt
+    clips = load_training_clips(tiny_data, "train", cfg, progress=False)
+    batch = sample_batch(clips, np.random.default_rng(0), clip_len=6, motion=0, batch_frames=24)
+    assert batch.mouth is not None and batch.mouth.shape == (*batch.states.shape, 3)
+    opt = torch.optim.Adam(grown.denoiser.audio_encoder.parameters(), lr=3e-3)
+    losses = []
+    for _ in range(40):
+        loss = mouth_aux_loss(grown, batch)
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+        losses.append(float(loss))
+    assert losses[-1] < 0.3 * losses[0]
+    assert float(mouth_aux_loss(old, batch)) == 0.0  # no head: no auxiliary loss
