@@ -12,17 +12,22 @@ from llia_core.checkpoints import save_model
 from llia_core.video_io import probe_video, read_video
 
 WORKFLOWS = ["llia_offline.json", "llia_streaming_preview.json"]
+GENERATION_NODES = {"LLIALoadModel", "LLIAEncodeAudio", "LLIAReferencePortrait", "LLIAStateSwitcher",
+                    "LLIAConsistencyStep", "LLIAVariableLengthSampler"}
 ASSETS = __import__("pathlib").Path(__file__).resolve().parents[1] / "llia_core" / "assets"
 
 
-@pytest.mark.parametrize("name", WORKFLOWS)
+@pytest.mark.parametrize("name", WORKFLOWS + ["llia_live.json"])
 def test_workflow_uses_only_registered_or_core_nodes(name):
     pack = load_pack()
     wf = load_workflow(name)
     for node in wf["nodes"]:
         assert node["type"] in pack.NODE_CLASS_MAPPINGS or node["type"] in CORE_WIDGETS, node["type"]
     ours = {n["type"] for n in wf["nodes"]} & set(pack.NODE_CLASS_MAPPINGS)
-    assert ours == set(pack.NODE_CLASS_MAPPINGS)  # every one of our six nodes is in each workflow
+    if name in WORKFLOWS:
+        assert ours == GENERATION_NODES  # every one of the six generation nodes is in each workflow
+    else:
+        assert "LLIALiveView" in ours
     ids = {n["id"] for n in wf["nodes"]}
     for link in wf["links"]:
         assert link[1] in ids and link[3] in ids
@@ -61,3 +66,36 @@ def test_workflow_runs_end_to_end(name, tiny_model, tmp_path, monkeypatch):
     video = read_video(saver.saved[0]).frames.float()
     assert video.std() > 1.0
     assert any("first clip" in str(p.get("source", "")) for p in preview.seen)
+
+
+def test_live_workflow_starts_the_live_page(tiny_model, tmp_path, monkeypatch):
+    import json
+    import socket
+    import sys
+    import urllib.request
+
+    pack = load_pack()
+    save_model(tiny_model, tmp_path / "models" / "tiny.safetensors")
+    monkeypatch.setenv("LLIA_MODELS_DIR", str(tmp_path / "models"))
+    inputs = tmp_path / "input"
+    inputs.mkdir()
+    shutil.copy(ASSETS / "portrait.png", inputs / "portrait.png")
+    prompt = to_api(load_workflow("llia_live.json"), pack.NODE_CLASS_MAPPINGS)
+    for node in prompt.values():
+        if node["class_type"] == "LLIALoadModel":
+            node["inputs"].update(model="tiny.safetensors", device="cpu")
+        if node["class_type"] == "LLIALiveView":
+            with socket.socket() as s:
+                s.bind(("127.0.0.1", 0))
+                node["inputs"]["port"] = port = s.getsockname()[1]
+    preview = FakePreview()
+    results = execute(prompt, pack.NODE_CLASS_MAPPINGS, {"LoadImage": FakeLoadImage(inputs), "PreviewAny": preview,
+                                                         "PreviewImage": preview})
+    live_id = [k for k, v in prompt.items() if v["class_type"] == "LLIALiveView"][0]
+    url = results[live_id][0]
+    try:
+        assert url == f"http://127.0.0.1:{port}/"
+        assert b"<canvas" in urllib.request.urlopen(url, timeout=10).read()
+        assert json.loads(urllib.request.urlopen(url + "api/stats", timeout=10).read())["frames"] >= 0
+    finally:
+        sys.modules[pack.NODE_CLASS_MAPPINGS["LLIALiveView"].__module__]._SERVERS.pop(port).stop()
