@@ -35,6 +35,7 @@ from .checkpoints import load_model
 from .config import get_config
 from .models import LLIAModel
 from .pipeline import LLIAPipeline, PipelinedLLIA, SamplerConfig, pipelined_sampler
+from .quantization import cpu_has_bf16, model_at_precision
 
 LLIA_SAMPLER = SamplerConfig(sampler="consistency", steps=2, first_clip=1, clip_frames=16)
 BASELINE_SAMPLER = SamplerConfig(sampler="ddim", steps=25, guidance_scale=3.5, first_clip=16, clip_frames=16,
@@ -67,12 +68,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
 
 def precision_model(model: LLIAModel, precision: str) -> tuple[LLIAModel, torch.dtype]:
     """The model as it runs at ``precision`` (fp32, bf16, fp16 or int8)."""
-    if precision == "int8":
-        from .quantization import quantize_int8
-
-        return quantize_int8(model), torch.float32
-    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
-    return (model if dtype == torch.float32 else copy.deepcopy(model).to(dtype)), dtype
+    return model_at_precision(model, precision)
 
 
 def run_case(model: LLIAModel, audio, portrait, sampler: SamplerConfig, *, pipelined: bool, threads: int,
@@ -206,7 +202,7 @@ def bench_config(name: str, model: LLIAModel, seconds: float, threads: int, call
         rows["llia-no-pipeline"] = time_calls(model, LLIA_SAMPLER, n, threads)
         rows["baseline"] = time_calls(model, base_sampler, n, threads)
     else:
-        bf16 = "bf16" if torch.backends.mkldnn.is_available() and _has_bf16() else "fp32"
+        bf16 = "bf16" if cpu_has_bf16() else "fp32"
         plan = [
             ("llia", LLIA_SAMPLER, True, 1, bf16),
             ("llia-no-pipeline", LLIA_SAMPLER, False, 1, bf16),
@@ -231,14 +227,6 @@ def bench_config(name: str, model: LLIAModel, seconds: float, threads: int, call
         row["fps_x_baseline"] = row["fps"] / base["fps"]
         row["first_frame_x_baseline"] = base["first_frame_ms"] / row["first_frame_ms"]
     return rows
-
-
-def _has_bf16() -> bool:
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def format_rows(name: str, rows: dict) -> str:
@@ -303,7 +291,7 @@ def main(args) -> dict:
     out.parent.mkdir(parents=True, exist_ok=True)
     log = lambda msg: print(msg, file=sys.stderr, flush=True)  # noqa: E731
     results: dict = {"machine": {"cpus": os.cpu_count(), "torch": torch.__version__, "threads": args.threads}}
-    for name in args.configs.split(","):
+    for name in filter(None, args.configs.split(",")):
         if name == "demo":
             model = load_model(args.model)
             rows = bench_config("demo", model, args.seconds, args.threads, False, log)

@@ -165,9 +165,11 @@ def add_live_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", default=None, choices=("auto", "face", "whole"))
     p.add_argument("--avatar-audio", default=None, help="a file played as the avatar's voice (stand-in for a TTS)")
     p.add_argument("--user-audio", default=None, help="a file played as the user's microphone")
-    p.add_argument("--steps", type=int, default=2, help="consistency steps per clip (1 on slow machines)")
+    p.add_argument("--steps", type=int, default=1, help="consistency steps per clip (2 for a little more detail)")
     p.add_argument("--clip-frames", type=int, default=2, help="frames per clip (shorter = lower latency)")
-    p.add_argument("--lead", type=float, default=0.12, help="seconds of frames kept ready (jitter buffer)")
+    p.add_argument("--lead", type=float, default=0.08, help="seconds of frames kept ready (jitter buffer)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto: bf16 on CPUs with native bf16, else fp32")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl+C)")
 
@@ -205,8 +207,12 @@ def run_live(args) -> None:
     cfg = model.config
     crop = args.crop or ("whole" if args.portrait is None else "auto")
     portrait = prepare_portrait(args.portrait or DEFAULT_PORTRAIT, cfg.resolution, mode=crop, face_scale=cfg.face_scale)
-    avatar = LiveAvatar(LLIAPipeline(model), portrait, steps=args.steps, clip_frames=args.clip_frames, lead=args.lead)
-    server = LiveServer(avatar, args.host, args.port).start(args.threads)
+    from .quantization import model_at_precision
+
+    model, dtype = model_at_precision(model, args.dtype)
+    avatar = LiveAvatar(LLIAPipeline(model, dtype=dtype), portrait, steps=args.steps, clip_frames=args.clip_frames,
+                        lead=args.lead)
+    server = LiveServer(avatar, args.host, args.port).start(args.threads, generator=False)
     print(f"live avatar at {server.url}  (POST audio to {server.url}api/avatar-audio and "
           f"{server.url}api/user-audio; Ctrl+C stops)", flush=True)
     stop = threading.Event()
@@ -215,10 +221,10 @@ def run_live(args) -> None:
                if path]
     for f in feeders:
         f.start()
+    if args.seconds is not None:
+        threading.Timer(args.seconds, avatar.stop).start()
     try:
-        t0 = time.perf_counter()
-        while args.seconds is None or time.perf_counter() - t0 < args.seconds:
-            time.sleep(0.5)
+        avatar.run(args.threads)  # in the main thread: PyTorch runs this model faster here than in a new thread
     except KeyboardInterrupt:
         pass
     finally:

@@ -1,4 +1,4 @@
-"""INT8 weights for the denoiser and ReferenceNet linear layers (CPU).
+"""Precisions: INT8 weights for the denoiser and ReferenceNet linear layers (CPU), bf16/fp16 copies.
 
 Weights are stored int8 with one scale per output channel; activations are quantized per row on
 every call and multiplied with ``torch._int_mm`` (int8 x int8 -> int32, VNNI/AMX on x86). This
@@ -15,6 +15,25 @@ import copy
 
 import torch
 import torch.nn as nn
+
+
+def cpu_has_bf16() -> bool:
+    """True on x86 CPUs with native bf16 (AVX512-BF16 or AMX), where bf16 is faster than fp32."""
+    try:
+        flags = open("/proc/cpuinfo").read()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def model_at_precision(model, precision: str):
+    """(model, dtype) for ``precision`` in fp32 / bf16 / fp16 / int8 / auto (bf16 where the CPU has it)."""
+    if precision == "auto":
+        precision = "bf16" if model.device.type == "cpu" and cpu_has_bf16() else "fp32"
+    if precision == "int8":
+        return quantize_int8(model), torch.float32
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[precision]
+    return (model if dtype == next(model.parameters()).dtype else copy.deepcopy(model).to(dtype)), dtype
 
 
 def quantization_available() -> bool:

@@ -25,8 +25,8 @@ class LLIALiveView:
                 "reference": ("LLIA_REFERENCE", {"tooltip": "From LLIA Reference Portrait."}),
                 "port": ("INT", {"default": 8765, "min": 1024, "max": 65535,
                                  "tooltip": "Port of the live page on 127.0.0.1 (this machine only)."}),
-                "steps": ("INT", {"default": 2, "min": 1, "max": 4,
-                                  "tooltip": "Consistency steps per clip; 1 if the page shows dropped frames."}),
+                "steps": ("INT", {"default": 1, "min": 1, "max": 4,
+                                  "tooltip": "Consistency steps per clip; 1 keeps a 2-core CPU in real time, 2 adds detail."}),
                 "clip_frames": ("INT", {"default": 2, "min": 1, "max": 8,
                                         "tooltip": "Frames generated together; fewer = lower latency."}),
             }

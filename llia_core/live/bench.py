@@ -65,9 +65,10 @@ def main(argv: list[str] | None = None) -> dict:
     p = argparse.ArgumentParser(prog="python -m llia_core.live.bench")
     p.add_argument("--model", default="bundled")
     p.add_argument("--minutes", type=float, default=5.0)
-    p.add_argument("--steps", type=int, default=2)
+    p.add_argument("--steps", type=int, default=1)
     p.add_argument("--clip-frames", type=int, default=2)
-    p.add_argument("--lead", type=float, default=0.12)
+    p.add_argument("--lead", type=float, default=0.08)
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--browser", action="store_true", help="also open the page in headless Chromium")
     p.add_argument("--out", default="bench/live")
@@ -79,11 +80,13 @@ def main(argv: list[str] | None = None) -> dict:
     from .server import LiveServer
     from .session import LiveAvatar
 
-    model = load_model(args.model)
+    from ..quantization import model_at_precision
+
+    model, dtype = model_at_precision(load_model(args.model), args.dtype)
     portrait = prepare_portrait(Path(__file__).parents[1] / "assets" / "portrait.png", model.config.resolution,
                                 mode="whole")
-    avatar = LiveAvatar(LLIAPipeline(model), portrait, steps=args.steps, clip_frames=args.clip_frames, lead=args.lead)
-    server = LiveServer(avatar, "127.0.0.1", 0).start(args.threads)
+    avatar = LiveAvatar(LLIAPipeline(model, dtype=dtype), portrait, steps=args.steps, clip_frames=args.clip_frames, lead=args.lead)
+    server = LiveServer(avatar, "127.0.0.1", 0).start(args.threads, generator=False)
     browser = None
     if args.browser and shutil.which("chromium"):
         browser = subprocess.Popen(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--mute-audio",
@@ -92,10 +95,10 @@ def main(argv: list[str] | None = None) -> dict:
     stop = threading.Event()
     talker = threading.Thread(target=conversation, args=(stop, avatar, np.random.default_rng(0)), daemon=True)
     talker.start()
-    t0 = time.perf_counter()
+    timer = threading.Timer(args.minutes * 60, avatar.stop)
+    timer.start()
     try:
-        while time.perf_counter() - t0 < args.minutes * 60:
-            time.sleep(1.0)
+        avatar.run(args.threads)  # the generator runs in the main thread (faster than in a new one)
     finally:
         stop.set()
         talker.join(5)

@@ -191,8 +191,9 @@ class LiveServer:
     def url(self) -> str:
         return f"http://{self.host}:{self.port}/"
 
-    def start(self, threads: int | None = None) -> "LiveServer":
-        """Serve on a background thread and start the avatar's generator."""
+    def start(self, threads: int | None = None, generator: bool = True) -> "LiveServer":
+        """Serve on a background thread; also start the avatar's generator thread unless ``generator``
+        is False (then call ``avatar.run()`` from the main thread, which is faster)."""
         def run():
             loop = asyncio.new_event_loop()
             asyncio.set_event_loop(loop)
@@ -203,7 +204,8 @@ class LiveServer:
         self._thread.start()
         if not self._ready.wait(15):
             raise LLIAError(f"the live server could not start on {self.host}:{self.port}; pick another --port")
-        self.avatar.start(threads)
+        if generator:
+            self.avatar.start(threads)
         return self
 
     def stop(self) -> None:
