@@ -207,6 +207,6 @@ def test_mouth_head_learns_the_true_mouth_and_can_be_added_to_an_old_model(tiny_
         opt.zero_grad()
         loss.backward()
         opt.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
     assert losses[-1] < 0.3 * losses[0]
     assert float(mouth_aux_loss(old, batch)) == 0.0  # no head: no auxiliary loss
