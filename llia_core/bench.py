@@ -187,7 +187,12 @@ def peak_rss_mb(minutes: float, model: str, steps: int, workdir: Path) -> dict:
         raise RuntimeError(res.stderr[-2000:])
     kb = int(res.stdout.split("PEAK_RSS_KB")[1].split()[0])
     wav.unlink()
-    return {"minutes": minutes, "peak_rss_mb": kb / 1024, "wall_seconds": time.perf_counter() - t0}
+    from .video_io import probe_video
+
+    info = probe_video(workdir / f"out_{minutes:g}min.mp4")  # the file is complete and plays
+    return {"minutes": minutes, "peak_rss_mb": kb / 1024, "wall_seconds": time.perf_counter() - t0,
+            "frames_written": info["num_frames"], "frames_expected": math.ceil(minutes * 60 * 25 - 1e-6),
+            "audio_seconds": info["audio_seconds"]}
 
 
 def bench_config(name: str, model: LLIAModel, seconds: float, threads: int, calls_only: bool, log) -> dict:
@@ -317,7 +322,10 @@ def main(args) -> dict:
         results["flops"] = {name: flops_per_frame(name) for name in args.flops.split(",")}
         print(json.dumps(results["flops"], indent=1))
     if args.memory:
-        mem = [peak_rss_mb(float(m), args.model, 1, out.parent) for m in args.memory.split(",")]
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:  # the long audio and videos are not results
+            mem = [peak_rss_mb(float(m), args.model, 1, Path(tmp)) for m in args.memory.split(",")]
         for m in mem:
             m["x_first"] = m["peak_rss_mb"] / mem[0]["peak_rss_mb"]
         results["memory"] = mem
