@@ -21,9 +21,14 @@ DEFAULT_AUDIO = ASSETS / "speech.wav"
 DTYPES = ("fp32", "bf16", "fp16")
 
 
-def _dtype(name: str):
+def _dtype(name: str, device: str = "cpu"):
+    """torch dtype for --dtype; "auto" is bf16 on CPUs with native bf16 (1.4x faster here), else fp32."""
     import torch
 
+    if name == "auto":
+        from .quantization import cpu_has_bf16
+
+        name = "bf16" if str(device) == "cpu" and cpu_has_bf16() else "fp32"
     return {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[name]
 
 
@@ -48,7 +53,8 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--start", type=float, default=0.0, help="audio start (s)")
     p.add_argument("--duration", type=float, default=None, help="audio duration to use (s)")
     p.add_argument("--device", default="cpu")
-    p.add_argument("--dtype", default="fp32", choices=DTYPES)
+    p.add_argument("--dtype", default="auto", choices=("auto",) + DTYPES,
+                   help="auto: bf16 on CPUs with native bf16, else fp32")
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument("--pipeline", default="auto", choices=("auto", "off", "threads"),
                    help="overlap denoising stages on two threads (auto: with the consistency sampler and >= 2 steps)")
@@ -114,7 +120,7 @@ def run_generate(args) -> dict:
     portrait_path = args.portrait or DEFAULT_PORTRAIT
     crop = args.crop or ("whole" if args.portrait is None else "auto")
     t_load = time.perf_counter()
-    model = load_model(args.model, device=args.device, dtype=_dtype(args.dtype), allow_download=args.download)
+    model = load_model(args.model, device=args.device, dtype=_dtype(args.dtype, args.device), allow_download=args.download)
     cfg = model.config
     fps = args.fps or cfg.fps
     a = cfg.audio
@@ -128,7 +134,7 @@ def run_generate(args) -> dict:
     states = build_states(args.states, audio)
     sampler = SamplerConfig(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
                             first_clip=args.first_clip, clip_frames=args.clip_frames)
-    pipe = LLIAPipeline(model, device=args.device, dtype=_dtype(args.dtype))
+    pipe = LLIAPipeline(model, device=args.device, dtype=_dtype(args.dtype, args.device))
     stream, sampler, writes = _clip_source(args, pipe, sampler)
     load_seconds = time.perf_counter() - t_load
     # 2. Generate clip by clip straight into the mp4
