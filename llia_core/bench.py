@@ -66,9 +66,7 @@ def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
     return float("inf") if mse == 0 else 10 * math.log10(1.0 / mse)
 
 
-def precision_model(model: LLIAModel, precision: str) -> tuple[LLIAModel, torch.dtype]:
-    """The model as it runs at ``precision`` (fp32, bf16, fp16 or int8)."""
-    return model_at_precision(model, precision)
+precision_model = model_at_precision  # the model as it runs at fp32 / bf16 / fp16 / int8
 
 
 def run_case(model: LLIAModel, audio, portrait, sampler: SamplerConfig, *, pipelined: bool, threads: int,

@@ -183,22 +183,11 @@ def add_live_args(p: argparse.ArgumentParser) -> None:
 def feed_file(push, path: str, chunk_seconds: float = 0.2, stop=None, loop: bool = False) -> None:
     """Push a file's audio in real-time chunks (a stand-in for a TTS or a microphone)."""
     from .audio import load_audio
+    from .live.session import push_paced
 
     wave = load_audio(path).waveform.numpy()
-    n = int(16000 * chunk_seconds)
-    t0 = time.perf_counter()
-    i = 0
-    while True:
-        for k in range(0, wave.size, n):
-            if stop is not None and stop.is_set():
-                return
-            push(wave[k:k + n], 16000)
-            i += 1
-            delay = t0 + i * chunk_seconds - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
-        if not loop:
-            return
+    while push_paced(push, wave, chunk_seconds, stop) and loop:
+        pass
 
 
 def run_live(args) -> None:

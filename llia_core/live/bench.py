@@ -25,18 +25,12 @@ import numpy as np
 
 
 def conversation(stop: threading.Event, avatar, rng: np.random.Generator, chunk: float = 0.2) -> None:
+    from .session import push_paced
+
     from ..training.data.speech import have_espeak, espeak_speech, random_sentence, random_voice, synth_speech
 
     def say(push, wave):
-        n = int(16000 * chunk)
-        t0 = time.perf_counter()
-        for i, k in enumerate(range(0, wave.size, n)):
-            if stop.is_set():
-                return
-            push(wave[k:k + n], 16000)
-            delay = t0 + (i + 1) * chunk - time.perf_counter()
-            if delay > 0:
-                time.sleep(delay)
+        push_paced(push, wave, chunk, stop)
 
     def utterance(seconds):
         if have_espeak():

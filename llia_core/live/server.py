@@ -109,10 +109,11 @@ class LiveServer:
 
         try:
             wave, sr = await self._audio(request)
-            event = self.avatar.push_avatar_audio(wave, sr)
+            wave = self.avatar.to_16k(wave, sr)
+            event = self.avatar.push_avatar_audio(wave, RATE)
         except LLIAError as exc:
             return web.json_response({"error": str(exc)}, status=400)
-        pcm = (np.clip(self.avatar._to16k(wave, sr), -1, 1) * 32767).astype("<i2").tobytes()
+        pcm = (wave * 32767).astype("<i2").tobytes()
         self._broadcast(json.dumps({"type": "audio", "pts": event.start, "sample_rate": RATE,
                                     "pcm": base64.b64encode(pcm).decode()}))
         return web.json_response({"start": event.start, "duration": event.duration,

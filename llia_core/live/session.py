@@ -90,6 +90,23 @@ class LiveStats:
                 "clip_ms_median": med(list(self.clip_seconds))}
 
 
+def push_paced(push: Callable, wave: np.ndarray, chunk_seconds: float = 0.2, stop: threading.Event | None = None) -> bool:
+    """Push 16 kHz ``wave`` in chunks at real-time pace, as a streaming TTS or a microphone would.
+
+    Returns False if ``stop`` was set before the end.
+    """
+    n = int(RATE * chunk_seconds)
+    t0 = time.perf_counter()
+    for i, k in enumerate(range(0, wave.size, n)):
+        if stop is not None and stop.is_set():
+            return False
+        push(wave[k:k + n], RATE)
+        delay = t0 + (i + 1) * chunk_seconds - time.perf_counter()
+        if delay > 0:
+            time.sleep(delay)
+    return True
+
+
 class LiveAvatar:
     """The live engine for one model and portrait.
 
@@ -126,6 +143,7 @@ class LiveAvatar:
         self._track_offset = 0
         self._user_until = -1.0  # media time until which the user counts as speaking
         self._user_pending: list[float] = []  # wall times of user-speech chunks not yet shown as listening
+        self._chunks_waiting: deque = deque()  # avatar chunks whose first speaking frame is not out yet
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self.t0 = time.perf_counter()
@@ -139,7 +157,8 @@ class LiveAvatar:
         return time.perf_counter() - self.t0
 
     # inputs
-    def _to16k(self, pcm, sample_rate: int) -> np.ndarray:
+    def to_16k(self, pcm, sample_rate: int) -> np.ndarray:
+        """A chunk as 16 kHz mono float32 in [-1, 1]; clear errors for empty or non-finite audio."""
         wave = np.asarray(pcm, np.float32).reshape(-1)
         if wave.size == 0:
             raise AudioError("the audio chunk is empty; send at least one sample")
@@ -151,7 +170,7 @@ class LiveAvatar:
 
     def push_avatar_audio(self, pcm, sample_rate: int = RATE) -> ChunkEvent:
         """Queue the avatar's voice; returns where it plays on the media clock."""
-        wave = self._to16k(pcm, sample_rate)
+        wave = self.to_16k(pcm, sample_rate)
         with self._lock:
             received = self.now()
             end = (self._track_offset + self._track.size) / RATE
@@ -160,11 +179,12 @@ class LiveAvatar:
             self._track = np.concatenate([self._track, np.zeros(max(gap, 0), np.float32), wave])
             event = ChunkEvent(time.perf_counter(), start, wave.size / RATE)
             self.stats.chunks.append(event)
+            self._chunks_waiting.append(event)
         return event
 
     def push_user_audio(self, pcm, sample_rate: int = RATE) -> bool:
         """The user's microphone; returns whether it held speech (the avatar then listens)."""
-        wave = self._to16k(pcm, sample_rate)
+        wave = self.to_16k(pcm, sample_rate)
         n = max(1, int(round(wave.size / RATE * self.fps)))
         speech = bool(detect_speech(torch.from_numpy(wave), n, self.fps, threshold_db=-42.0).any())
         if speech:
@@ -254,8 +274,12 @@ class LiveAvatar:
         due = self.t0 + frame.pts  # when the browser shows it, in sync with the audio clock
         shown = max(frame.ready, due)
         self.stats.lag.append((frame.pts, frame.ready - due))
-        for ev in self.stats.chunks:
-            if ev.first_frame_ready is None and ev.start <= frame.pts < ev.start + ev.duration and frame.state == SPEAKING:
+        with self._lock:
+            waiting = self._chunks_waiting
+            while waiting and waiting[0].start + waiting[0].duration <= frame.pts:
+                waiting.popleft()  # its frames are past (skipped, or silent in the voice): no first frame
+            if waiting and waiting[0].start <= frame.pts and frame.state == SPEAKING:
+                ev = waiting.popleft()
                 ev.first_frame_ready, ev.first_frame_shown = frame.ready, shown
         if frame.state == LISTENING and self._last_state != LISTENING:
             with self._lock:
