@@ -240,7 +240,7 @@ class LiveAvatar:
             self.next_frame += behind
         start, length = self.next_frame, self.clip_frames
         motion = self._motion
-        m = 0 if motion is None else motion.shape[2]
+        m = 0 if motion is None else motion.shape[2]  # None only before the first clip
         windows, speech = self._clip_inputs(start, length, m)
         pts_all = (np.arange(start - m, start + length) + 0.5) / self.fps
         states = self._states(speech, pts_all)
@@ -253,8 +253,7 @@ class LiveAvatar:
         sampler = dataclasses.replace(self.sampler, seed=self.sampler.seed * 1_000_003 + start)  # fresh noise per clip
         job = pipe.new_job(clip, audio, states, motion, sampler)
         pipe.advance(job, self.reference, sampler)
-        m_keep = self.motion_frames
-        self._motion = job.latents[:, :, job.latents.shape[2] - m_keep:] if m_keep else None
+        self._motion = pipe.motion_after(job.latents, self.motion_frames)
         images = (pipe.decode_clip(job.latents).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
         ready = time.perf_counter()
         self.stats.clip_seconds.append(ready - t_start)

@@ -237,9 +237,9 @@ class LLIAPipeline:
         job = self.new_job(clip, audio, states, motion, sampler)
         return self.advance(job, reference, sampler, step_callback=step_callback).latents
 
-    def motion_after(self, latents: torch.Tensor) -> torch.Tensor:
-        """The motion frames the next clip sees: the last ``motion_frames`` latents."""
-        m = self.config.motion_frames
+    def motion_after(self, latents: torch.Tensor, count: int | None = None) -> torch.Tensor:
+        """The motion frames the next clip sees: the last ``count`` (default: the model's) latents."""
+        m = self.config.motion_frames if count is None else count
         return latents[:, :, latents.shape[2] - m:] if m else latents[:, :, :0]
 
     # 4. Decode
