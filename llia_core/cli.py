@@ -146,7 +146,8 @@ def run_generate(args) -> dict:
         for _ in stream(portrait, audio, states, sampler):
             pass
         return {}
-    with Mp4Writer(out, fps, cfg.resolution, cfg.resolution, audio=audio.waveform_for_video(),
+    # the writer trims or pads the audio to the video's length and reads it a few seconds at a time
+    with Mp4Writer(out, fps, cfg.resolution, cfg.resolution, audio=audio.audio.waveform,
                    sample_rate=16000) as writer:
         for clip in stream(portrait, audio, states, sampler):
             first = clip.elapsed if first is None else first

@@ -70,16 +70,16 @@ class Mp4Writer:
         self._audio = None
         self._audio_pos = 0
         if audio is not None:
-            wave = audio.detach().cpu().float().numpy() if isinstance(audio, torch.Tensor) else np.asarray(audio, np.float32)
-            wave = wave.reshape(-1).astype(np.float32)
-            rate = int(sample_rate)
-            if rate != 48000:  # 48 kHz keeps AAC's 1024-sample priming/padding under one video frame
-                from .audio.io import resample
+            # resampled to 48 kHz a few seconds at a time as the video advances: an hour of audio
+            # (or a WaveformFile on disk) is never copied whole
+            from .audio.io import StreamResampler
 
-                wave = resample(torch.from_numpy(wave), rate, 48000).numpy()
-                rate = 48000
-            self._audio, self._rate = wave, rate
-            self.audio_stream = self.container.add_stream("aac", rate=rate)
+            self._src = audio if hasattr(audio, "shape") and len(audio.shape) == 1 else np.asarray(audio, np.float32).reshape(-1)
+            self._src_pos = 0
+            self._resampler = StreamResampler(int(sample_rate), 48000)
+            self._audio = np.zeros(0, np.float32)  # resampled, not yet encoded: samples [_audio_pos, ...)
+            self._rate = 48000  # 48 kHz keeps AAC's 1024-sample priming/padding under one video frame
+            self.audio_stream = self.container.add_stream("aac", rate=self._rate)
             self.audio_stream.layout = "mono"
 
     def __enter__(self) -> "Mp4Writer":
@@ -88,21 +88,37 @@ class Mp4Writer:
     def __exit__(self, exc_type, exc, tb) -> None:
         self.close(keep_partial=exc_type is not None)
 
+    def _resampled_until(self, end: int) -> None:
+        """Resample source audio until the buffer reaches 48 kHz sample ``end`` (or the source ends)."""
+        from .audio.io import read_span
+
+        while self._audio_pos + len(self._audio) < end and self._resampler is not None:
+            step = int(self._resampler.block)
+            if self._src_pos < self._src.shape[0]:
+                piece = self._resampler.push(read_span(self._src, self._src_pos, min(self._src.shape[0],
+                                                                                     self._src_pos + step)))
+                self._src_pos += step
+            else:
+                piece, self._resampler = self._resampler.finish(), None
+            self._audio = np.concatenate([self._audio, piece])
+
     def _mux_audio_until(self, seconds: float, final: bool = False) -> None:
         import av
 
-        if self._audio is None:
+        if self.audio_stream is None:
             return
         end = int(round(seconds * self._rate))
+        self._resampled_until(end)
         if final:  # exactly the video's duration: trim or zero-pad
-            if end > len(self._audio):
-                self._audio = np.concatenate([self._audio, np.zeros(end - len(self._audio), np.float32)])
-            self._audio = self._audio[:end]
+            have = self._audio_pos + len(self._audio)
+            self._audio = np.concatenate([self._audio, np.zeros(max(0, end - have), np.float32)])
+            self._audio = self._audio[:max(0, end - self._audio_pos)]
         chunk = 1024
-        while self._audio_pos + (0 if final else chunk) < min(end, len(self._audio)) + (0 if final else 1):
-            piece = self._audio[self._audio_pos:min(self._audio_pos + chunk, end)]
-            if len(piece) == 0:
+        # whole 1024-sample frames while writing; at the end, the remainder too
+        while len(self._audio) >= chunk or (final and len(self._audio) > 0):
+            if not final and self._audio_pos + chunk > end:
                 break
+            piece, self._audio = self._audio[:chunk], self._audio[chunk:]
             frame = av.AudioFrame.from_ndarray(piece[None].astype(np.float32), format="fltp", layout="mono")
             frame.sample_rate = self._rate
             frame.pts = self._audio_pos

@@ -13,8 +13,10 @@ import torch
 
 from ..errors import AudioError
 from .activity import detect_speech, frame_rms
-from .features import frame_count, frame_windows, log_mel
-from .io import SAMPLE_RATE, Audio, load_audio, resample
+from .features import LazyWindows, frame_count, frame_windows, log_mel
+from .io import SAMPLE_RATE, Audio, StreamResampler, WaveformFile, load_audio, read_span, resample
+
+LONG_AUDIO_SECONDS = 300.0  # longer audio streams: waveform on disk (files), windows computed per clip
 
 
 def _samples(frames: int, fps: float) -> int:
@@ -29,7 +31,7 @@ class AudioFeatures:
     audio: Audio
     fps: float
     num_frames: int
-    windows: torch.Tensor  # (num_frames, 2*context+1, mel_per_token*n_mels) log-mel windows
+    windows: torch.Tensor | LazyWindows  # (num_frames, 2*context+1, mel_per_token*n_mels) log-mel windows
     speech: torch.Tensor  # (num_frames,) bool voice activity
     rms: torch.Tensor  # (num_frames,) loudness of each frame's span
 
@@ -46,16 +48,18 @@ class AudioFeatures:
     def waveform_for_video(self) -> torch.Tensor:
         """(round(num_frames / fps * 16000),) waveform, zero-padded or trimmed: muxed audio = video length."""
         n = _samples(self.num_frames, self.fps)
-        wave = self.audio.waveform[:n]
-        return torch.nn.functional.pad(wave, (0, n - wave.shape[0]))
+        return torch.from_numpy(read_span(self.audio.waveform, 0, n))
 
 
 def encode_audio(source, fps: float = 25.0, *, start: float = 0.0, duration: float | None = None, n_mels: int = 80,
-                 context: int = 2, mel_per_token: int = 4, token_seconds: float = 0.04) -> AudioFeatures:
+                 context: int = 2, mel_per_token: int = 4, token_seconds: float = 0.04,
+                 long_audio_seconds: float | None = None) -> AudioFeatures:
     """Any audio source -> per-video-frame features; num_frames = ceil(audio duration * fps).
 
     ``source``, ``start`` and ``duration`` are as for :func:`load_audio`; the window settings must
     match the model's config (``token_seconds`` is its training frame period, not 1 / fps).
+    Audio longer than ``long_audio_seconds`` (default :data:`LONG_AUDIO_SECONDS`) streams: a file's waveform stays in a temporary file
+    and the windows are computed per clip (same numbers), so an hour costs about what a minute does.
     """
     try:
         fps = float(fps)
@@ -63,12 +67,17 @@ def encode_audio(source, fps: float = 25.0, *, start: float = 0.0, duration: flo
         raise AudioError(f"fps {fps!r} is not a number; use 1 to 120 frames per second") from None
     if not (math.isfinite(fps) and 1 <= fps <= 120):
         raise AudioError(f"fps {fps:g} is out of range; use 1 to 120 frames per second")
-    audio = load_audio(source, start=start, duration=duration)
+    long_audio_seconds = LONG_AUDIO_SECONDS if long_audio_seconds is None else float(long_audio_seconds)
+    audio = load_audio(source, start=start, duration=duration, spill_after=long_audio_seconds)
     n = frame_count(audio.duration, fps)
-    windows = frame_windows(log_mel(audio.waveform, n_mels), n, fps, context, mel_per_token, token_seconds)
+    if audio.duration > long_audio_seconds:
+        windows = LazyWindows(audio.waveform, n, fps, n_mels, context, mel_per_token, token_seconds)
+    else:
+        windows = frame_windows(log_mel(audio.waveform, n_mels), n, fps, context, mel_per_token, token_seconds)
     return AudioFeatures(audio, fps, n, windows, detect_speech(audio.waveform, n, fps),
                          frame_rms(audio.waveform, n, fps))
 
 
-__all__ = ["SAMPLE_RATE", "Audio", "AudioFeatures", "detect_speech", "encode_audio", "frame_count", "frame_rms",
+__all__ = ["LONG_AUDIO_SECONDS", "SAMPLE_RATE", "Audio", "AudioFeatures", "LazyWindows", "StreamResampler",
+           "WaveformFile", "read_span", "detect_speech", "encode_audio", "frame_count", "frame_rms",
            "frame_windows", "load_audio", "log_mel", "resample"]

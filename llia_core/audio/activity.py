@@ -14,10 +14,11 @@ import numpy as np
 import torch
 
 from ..errors import AudioError
-from .io import SAMPLE_RATE
+from .io import SAMPLE_RATE, WaveformFile, read_span
 
 _HOP, _WIN, _FFT = 160, 640, 1024  # 10 ms grid; 40 ms Hann window holds two periods of a 60 Hz voice
 _CHUNK = 6000  # grid frames per FFT call (60 s)
+_RMS_CHUNK = 1500  # video frames per loudness pass
 _NOISE_SAMPLE = 4000  # frames used to estimate the noise spectrum
 _NOISE_SMOOTH_HZ = 400.0  # frequency smoothing of that estimate
 _BAND = (300.0, 3400.0)  # telephone speech band: voiced energy lives here, hum and hiss mostly do not
@@ -32,18 +33,24 @@ _MIN_STRONG_SHARE = 0.1  # a speech run needs this share of clearly voiced frame
 _MIN_BAND_SHARE = 0.1  # in-band share of the energy above the floor: voices have far more, rumble far less
 
 
-def _check(waveform, num_frames, fps) -> tuple[torch.Tensor, int, float]:
-    wave = torch.as_tensor(waveform)
+def _check(waveform, num_frames, fps) -> tuple[torch.Tensor | WaveformFile, int, float]:
+    wave = waveform if isinstance(waveform, WaveformFile) else torch.as_tensor(waveform)
     if sum(s > 1 for s in wave.shape) > 1:
         raise AudioError(f"speech detection needs a mono (T,) waveform, not {tuple(wave.shape)}; load it "
                          "with load_audio")
+    if isinstance(wave, WaveformFile):
+        return wave, *_counts(num_frames, fps)
+    return wave.detach().reshape(-1).float().cpu(), *_counts(num_frames, fps)
+
+
+def _counts(num_frames, fps) -> tuple[int, float]:
     try:
         n, f = int(num_frames), float(fps)
     except (TypeError, ValueError):
         raise AudioError(f"num_frames {num_frames!r} and fps {fps!r} must be numbers; pass numbers") from None
     if n < 0 or not (math.isfinite(f) and f > 0):
         raise AudioError(f"num_frames ({num_frames!r}) must be >= 0 and fps ({fps!r}) positive; fix the call")
-    return wave.detach().reshape(-1).float().cpu(), n, f
+    return n, f
 
 
 def _frame_bounds(num_frames: int, fps: float, rate: float) -> np.ndarray:
@@ -59,18 +66,22 @@ def frame_rms(waveform: torch.Tensor, num_frames: int, fps: float) -> torch.Tens
     wave, n, f = _check(waveform, num_frames, fps)
     bounds = _frame_bounds(n, f, SAMPLE_RATE)
     counts = np.maximum(np.diff(bounds), 1)
-    x = wave.numpy()
+    length = wave.shape[0]
     sums = np.zeros(n, dtype=np.float64)
-    inside = bounds[:-1] < x.shape[0]
-    if inside.any():
-        sums[inside] = np.add.reduceat(np.square(x, dtype=np.float32), bounds[:-1][inside], dtype=np.float64)
-        last = np.flatnonzero(inside)[-1]  # reduceat runs the last span to the end of x: cut it at the frame's end
-        end = min(bounds[last + 1], x.shape[0])
-        sums[last] = np.square(x[bounds[last]:end], dtype=np.float64).sum()
+    for i0 in range(0, n, _RMS_CHUNK):  # a minute of frames at a time: long audio is read piece by piece
+        i1 = min(n, i0 + _RMS_CHUNK)
+        a, b = int(bounds[i0]), int(min(bounds[i1], length))
+        if a >= length:
+            break
+        x = read_span(wave, a, b)
+        starts = bounds[i0:i1] - a
+        starts = starts[starts < x.shape[0]]  # frames that begin inside the audio (a prefix)
+        # reduceat runs each span to the next start, the last to the end of x (its frame's end or the audio's)
+        sums[i0:i0 + starts.shape[0]] = np.add.reduceat(np.square(x, dtype=np.float32), starts, dtype=np.float64)
     return torch.from_numpy(np.sqrt(sums / counts).astype(np.float32))
 
 
-def _grid_features(wave: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _grid_features(wave) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per 10 ms frame: speech-band power, total power (both mean-square) and harmonicity.
 
     Harmonicity is the highest normalised autocorrelation at pitch lags (60-400 Hz) of the
@@ -79,7 +90,6 @@ def _grid_features(wave: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarr
     a voice 0.6-0.95.
     """
     num = 1 + wave.shape[0] // _HOP
-    padded = torch.nn.functional.pad(wave, (_FFT // 2, _FFT // 2))  # zeros: the edges read as silence
     window = torch.zeros(_FFT)
     window[(_FFT - _WIN) // 2: (_FFT + _WIN) // 2] = torch.hann_window(_WIN)
     scale = 2.0 / (_FFT * float(window.pow(2).sum()))  # one-sided |X|^2 -> mean-square amplitude
@@ -88,14 +98,18 @@ def _grid_features(wave: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarr
     lags = torch.arange(SAMPLE_RATE // _PITCH[1], SAMPLE_RATE // _PITCH[0] + 1)
     win_ac = torch.fft.irfft(torch.fft.rfft(window.double()).abs().pow(2), _FFT).float()
     win_ac = win_ac[lags] / win_ac[0]  # the window's own decay, divided out below
-    frames = padded.unfold(0, _FFT, _HOP)[:num]  # (num, FFT) view, frame k centred on sample k * HOP
+
+    def frames(k0: int, k1: int) -> torch.Tensor:
+        """(k1 - k0, FFT) grid frames, frame k centred on sample k * HOP; outside the audio reads silence."""
+        x = read_span(wave, k0 * _HOP - _FFT // 2, (k1 - 1) * _HOP + _FFT // 2)
+        return torch.from_numpy(x).unfold(0, _FFT, _HOP)
 
     def power(x: torch.Tensor) -> torch.Tensor:
         spec = torch.fft.rfft(x * window)
         return spec.real.square() + spec.imag.square()
 
     pick = torch.linspace(0, num - 1, min(num, _NOISE_SAMPLE)).round().long()
-    sample = power(frames[pick])
+    sample = power(torch.cat([frames(k, k + 1) for k in pick.tolist()]))
     audible = 10 * torch.log10(sample[:, band].sum(1, dtype=torch.float64) * scale + 1e-12) > _DIGITAL_SILENCE_DB
     noise = sample[audible] if audible.any() else sample
     noise = torch.quantile(noise, _FLOOR_PERCENTILE / 100, dim=0)
@@ -107,7 +121,7 @@ def _grid_features(wave: torch.Tensor) -> tuple[np.ndarray, np.ndarray, np.ndarr
     band_pow, total_pow, harmonic = (np.empty(num, np.float64) for _ in range(3))
     for k0 in range(0, num, _CHUNK):
         k1 = min(num, k0 + _CHUNK)
-        p = power(frames[k0:k1])
+        p = power(frames(k0, k1))
         band_pow[k0:k1] = (p[:, band].sum(1, dtype=torch.float64) * scale).numpy()
         total_pow[k0:k1] = (p[:, 1:].sum(1, dtype=torch.float64) * scale).numpy()
         ac = torch.fft.irfft(p * inv_noise, _FFT)
@@ -164,7 +178,7 @@ def detect_speech(waveform: torch.Tensor, num_frames: int, fps: float, *, thresh
         raise AudioError("hangover and min_speech must be >= 0 s and threshold_db a number; fix the settings")
     if n == 0:
         return torch.zeros(0, dtype=torch.bool)
-    if wave.shape[0] == 0 or not torch.isfinite(wave).all():
+    if wave.shape[0] == 0 or (isinstance(wave, torch.Tensor) and not torch.isfinite(wave).all()):
         raise AudioError("speech detection got an empty or non-finite waveform; load the audio with load_audio")
     band_pow, total_pow, harmonic = _grid_features(wave)
     band_db = 10 * np.log10(band_pow + 1e-12)

@@ -59,6 +59,32 @@ def _mono(waveform: torch.Tensor, what: str) -> torch.Tensor:
     return wave.reshape(-1).float()
 
 
+def _mel_blocks(read, length: int, k0: int, k1: int, n_mels: int) -> torch.Tensor:
+    """Log-mel frames [k0, k1) of a waveform of ``length`` samples read through ``read(a, b)``.
+
+    Computed in blocks of _MEL_CHUNK frames aligned at frame 0, so a frame's value never depends on
+    which span was asked for: a lazily computed window equals the whole-track one bit for bit.
+    """
+    half = MEL_FFT // 2
+    window = torch.hann_window(MEL_WIN)
+    basis = _mel_basis(int(n_mels))
+    out = []
+    for b0 in range(k0 // _MEL_CHUNK * _MEL_CHUNK, k1, _MEL_CHUNK):
+        b1 = min(1 + length // MEL_HOP, b0 + _MEL_CHUNK)
+        # samples of the reflect-padded track (torch.stft center=True) that frames [b0, b1) see
+        a, b = b0 * MEL_HOP - half, (b1 - 1) * MEL_HOP - half + MEL_FFT
+        seg = torch.from_numpy(read(max(0, a), min(length, b)))
+        if a < 0:  # reflect at the start: padded[i] = wave[half - i]
+            seg = torch.cat([torch.from_numpy(read(1, 1 - a)).flip(0), seg])
+        if b > length:  # and at the end: wave[length - 2 - j] for the j-th sample past it
+            seg = torch.cat([seg, torch.from_numpy(read(2 * length - 1 - b, length - 1)).flip(0)])
+        spec = torch.stft(seg, MEL_FFT, hop_length=MEL_HOP, win_length=MEL_WIN, window=window, center=False,
+                          return_complex=True).abs().pow(2)
+        mel = torch.log((basis @ spec).clamp_min(1e-5)).T
+        out.append(mel[max(k0, b0) - b0: min(k1, b1) - b0])
+    return torch.cat(out) if out else torch.zeros(0, int(n_mels))
+
+
 def log_mel(waveform: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
     """16 kHz mono -> log-mel at 100 frames/s; frame k is centred at k * 10 ms.
 
@@ -67,22 +93,11 @@ def log_mel(waveform: torch.Tensor, n_mels: int = 80) -> torch.Tensor:
     """
     if int(n_mels) < 1:
         raise AudioError(f"n_mels must be at least 1, not {n_mels}; use the model config's value (80)")
-    wave = _mono(waveform, "log_mel")
+    wave = _mono(waveform, "log_mel").cpu()
     if wave.shape[0] < MEL_WIN:
         wave = torch.nn.functional.pad(wave, (0, MEL_WIN - wave.shape[0]))
-    num = 1 + wave.shape[0] // MEL_HOP
-    half = MEL_FFT // 2
-    padded = torch.nn.functional.pad(wave[None, None], (half, half), mode="reflect")[0, 0]
-    window = torch.hann_window(MEL_WIN, device=wave.device)
-    basis = _mel_basis(int(n_mels)).to(wave.device)
-    out = torch.empty(num, int(n_mels), dtype=torch.float32, device=wave.device)
-    for k0 in range(0, num, _MEL_CHUNK):
-        k1 = min(num, k0 + _MEL_CHUNK)
-        seg = padded[k0 * MEL_HOP: (k1 - 1) * MEL_HOP + MEL_FFT]
-        spec = torch.stft(seg, MEL_FFT, hop_length=MEL_HOP, win_length=MEL_WIN, window=window, center=False,
-                          return_complex=True).abs().pow(2)
-        out[k0:k1] = torch.log((basis @ spec).clamp_min(1e-5)).T
-    return out
+    x = wave.numpy()
+    return _mel_blocks(lambda a, b: x[a:b], x.shape[0], 0, 1 + x.shape[0] // MEL_HOP, int(n_mels))
 
 
 def frame_windows(mel: torch.Tensor, num_frames: int, fps: float, context: int = 2, mel_per_token: int = 4,
@@ -101,25 +116,112 @@ def frame_windows(mel: torch.Tensor, num_frames: int, fps: float, context: int =
         raise AudioError("num_frames and context must be >= 0 and mel_per_token >= 1; use the model config's values")
     if not (math.isfinite(fps) and fps > 0 and math.isfinite(token_seconds) and token_seconds > 0):
         raise AudioError(f"fps ({fps!r}) and token_seconds ({token_seconds!r}) must be positive; fix the settings")
-    n_mel, d = mel.shape
+    return _windows(mel, 0, mel.shape[0], 0, num_frames, fps, context, mel_per_token, token_seconds)
+
+
+def _windows(mel: torch.Tensor, offset: int, n_mel: int, f0: int, f1: int, fps: float, context: int,
+             mel_per_token: int, token_seconds: float) -> torch.Tensor:
+    """Windows of frames [f0, f1) from ``mel`` = frames [offset, offset + len) of an ``n_mel``-frame log-mel.
+
+    Every value is computed element by element, so any span gives the same numbers as the whole track.
+    """
+    d = mel.shape[1]
     tokens = 2 * context + 1
     padded = torch.cat([mel, torch.full((1, d), LOG_SILENCE, dtype=mel.dtype, device=mel.device)])
-    silence = n_mel  # index of the padding row
+    silence = mel.shape[0]  # index of the padding row
     offsets = torch.arange(-context, context + 1, dtype=torch.float64)[:, None] * token_seconds
     sub = ((torch.arange(mel_per_token, dtype=torch.float64) + 0.5) / mel_per_token - 0.5) * token_seconds
     offsets, sub = offsets.to(mel.device), sub.to(mel.device)
-    out = torch.empty(num_frames, tokens, mel_per_token * d, dtype=torch.float32, device=mel.device)
-    for f0 in range(0, num_frames, _WINDOW_CHUNK):
-        f1 = min(num_frames, f0 + _WINDOW_CHUNK)
-        centers = (torch.arange(f0, f1, dtype=torch.float64, device=mel.device) + 0.5) / fps
+    out = torch.empty(f1 - f0, tokens, mel_per_token * d, dtype=torch.float32, device=mel.device)
+    for c0 in range(f0, f1, _WINDOW_CHUNK):
+        c1 = min(f1, c0 + _WINDOW_CHUNK)
+        centers = (torch.arange(c0, c1, dtype=torch.float64, device=mel.device) + 0.5) / fps
         times = centers[:, None, None] + offsets[None] + sub[None, None]  # (f, tokens, M) seconds
         pos = times / (MEL_HOP / 16000)  # in mel frames
         lo = pos.floor().long()
         frac = (pos - lo).float()[..., None]
         hi = lo + 1
-        lo = torch.where((lo >= 0) & (lo < n_mel), lo, silence).reshape(-1)
-        hi = torch.where((hi >= 0) & (hi < n_mel), hi, silence).reshape(-1)
-        view = out[f0:f1].view(f1 - f0, tokens, mel_per_token, d)
+        lo_ok, hi_ok = (lo >= 0) & (lo < n_mel), (hi >= 0) & (hi < n_mel)
+        for pos_ok, idx in ((lo_ok, lo), (hi_ok, hi)):
+            if pos_ok.any() and (idx[pos_ok].min() < offset or idx[pos_ok].max() >= offset + silence):
+                raise AudioError("internal: the log-mel span does not cover the requested frames")
+        lo = torch.where(lo_ok, lo - offset, silence).reshape(-1)
+        hi = torch.where(hi_ok, hi - offset, silence).reshape(-1)
+        view = out[c0 - f0:c1 - f0].view(c1 - c0, tokens, mel_per_token, d)
         torch.mul(padded.index_select(0, lo).view_as(view), 1 - frac, out=view)
         view.add_(padded.index_select(0, hi).view_as(view).mul_(frac))
     return out
+
+
+class LazyWindows:
+    """The per-frame windows of a long waveform, computed when a span of frames is asked for.
+
+    Behaves like the ``(num_frames, tokens, D)`` tensor ``frame_windows(log_mel(wave), ...)`` for
+    indexing (``w[a:b]``, ``w[index_tensor]``) and gives identical numbers, but holds only the
+    waveform (often a :class:`~llia_core.audio.io.WaveformFile`) and the last log-mel blocks read:
+    an hour of windows would be 580 MB.
+    """
+
+    def __init__(self, waveform, num_frames: int, fps: float, n_mels: int, context: int, mel_per_token: int,
+                 token_seconds: float):
+        from .io import read_span
+
+        self.waveform, self.num_frames, self.fps = waveform, int(num_frames), float(fps)
+        self.n_mels, self.context, self.mel_per_token, self.token_seconds = n_mels, context, mel_per_token, token_seconds
+        self.length = int(waveform.shape[-1])
+        if self.length < MEL_WIN:
+            raise AudioError("LazyWindows is for long audio; use frame_windows(log_mel(...)) for short clips")
+        self.n_mel = 1 + self.length // MEL_HOP
+        self._read = lambda a, b: read_span(self.waveform, a, b)
+        self._blocks: dict[int, torch.Tensor] = {}
+
+    @property
+    def shape(self) -> torch.Size:
+        return torch.Size((self.num_frames, 2 * self.context + 1, self.mel_per_token * self.n_mels))
+
+    def __len__(self) -> int:
+        return self.num_frames
+
+    def _mel(self, k0: int, k1: int) -> torch.Tensor:
+        """Log-mel frames [k0, k1), from cached whole blocks (the last two read)."""
+        parts = []
+        for b0 in range(k0 // _MEL_CHUNK * _MEL_CHUNK, k1, _MEL_CHUNK):
+            if b0 not in self._blocks:
+                if len(self._blocks) >= 2:
+                    self._blocks.pop(min(self._blocks))
+                self._blocks[b0] = _mel_blocks(self._read, self.length, b0, min(self.n_mel, b0 + _MEL_CHUNK),
+                                               self.n_mels)
+            parts.append(self._blocks[b0])
+        mel = torch.cat(parts)
+        start = k0 // _MEL_CHUNK * _MEL_CHUNK
+        return mel[k0 - start:k1 - start]
+
+    def span(self, f0: int, f1: int) -> torch.Tensor:
+        """Windows of frames [f0, f1)."""
+        f0, f1 = max(0, int(f0)), min(self.num_frames, int(f1))
+        if f1 <= f0:
+            return torch.zeros((0, *self.shape[1:]))
+        reach = (self.context + 1) * self.token_seconds
+        k0 = max(0, math.floor(((f0 + 0.5) / self.fps - reach) * 100) - 2)
+        k1 = min(self.n_mel, math.ceil(((f1 - 0.5) / self.fps + reach) * 100) + 3)
+        if k1 <= k0:  # the frames lie wholly past the audio: silence
+            return torch.full((f1 - f0, *self.shape[1:]), LOG_SILENCE)
+        return _windows(self._mel(k0, k1), k0, self.n_mel, f0, f1, self.fps, self.context, self.mel_per_token,
+                        self.token_seconds)
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if isinstance(key, slice):
+            a, b, step = key.indices(self.num_frames)
+            return self.span(a, b)[::step] if b > a else self.span(0, 0)
+        idx = torch.as_tensor(key).long().reshape(-1)
+        if idx.numel() == 0:
+            return self.span(0, 0)
+        if idx.min() < 0 or idx.max() >= self.num_frames:
+            raise IndexError(f"frame index out of range for {self.num_frames} frames")
+        lo = int(idx.min())
+        out = self.span(lo, int(idx.max()) + 1)[idx - lo]
+        return out[0] if torch.as_tensor(key).ndim == 0 else out
+
+    def to_tensor(self) -> torch.Tensor:
+        """All windows at once (as much memory as eager features)."""
+        return self.span(0, self.num_frames)

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import math
 import os
+import tempfile
+import weakref
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -23,11 +25,64 @@ _BLOCK_SECONDS = 60  # soundfile reads this much at a time, downmixed at once, t
 _MAX_CHANNELS = 64  # a 2-D array with more "channels" than this and few columns is (T, C)
 
 
+class WaveformFile:
+    """A long 16 kHz mono float32 waveform kept in a temporary file and read one span at a time.
+
+    An hour of audio is 230 MB at 16 kHz; kept on disk, a streaming run's memory does not grow with
+    the audio's length. Slicing (``wave[a:b]``) returns a tensor, as it does for an in-memory waveform.
+    The file is deleted when the object is garbage-collected.
+    """
+
+    ndim = 1
+    dtype = torch.float32
+
+    def __init__(self, path: Path, length: int):
+        self.path, self.length = Path(path), int(length)
+        self._finalizer = weakref.finalize(self, _unlink, str(self.path))
+
+    @property
+    def shape(self) -> tuple[int]:
+        return (self.length,)
+
+    def __len__(self) -> int:
+        return self.length
+
+    def __getitem__(self, key) -> torch.Tensor:
+        if not isinstance(key, slice) or key.step not in (None, 1):
+            raise TypeError("a WaveformFile is read by contiguous slices, e.g. wave[a:b]")
+        a, b, _ = key.indices(self.length)
+        if b <= a:
+            return torch.zeros(0)
+        return torch.from_numpy(np.fromfile(self.path, dtype=np.float32, count=b - a, offset=4 * a))
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except OSError:
+        pass
+
+
+def read_span(waveform, a: int, b: int) -> np.ndarray:
+    """Samples [a, b) of a waveform (tensor, array or :class:`WaveformFile`) as float32, zeros outside it."""
+    n = waveform.shape[-1]
+    lo, hi = max(0, a), min(n, b)
+    x = waveform[lo:hi] if hi > lo else np.zeros(0, np.float32)
+    x = x.detach().cpu().numpy() if isinstance(x, torch.Tensor) else np.asarray(x)
+    x = x.astype(np.float32, copy=False).reshape(-1)
+    if lo == a and hi == b:
+        return x
+    out = np.zeros(max(0, b - a), np.float32)
+    if hi > lo:
+        out[lo - a:hi - a] = x
+    return out
+
+
 @dataclass
 class Audio:
     """A mono waveform at :data:`SAMPLE_RATE`; the one audio type the engine passes around."""
 
-    waveform: torch.Tensor  # (T,) float32, 16 kHz mono
+    waveform: torch.Tensor | WaveformFile  # (T,) float32, 16 kHz mono (long files: on disk)
 
     @property
     def sample_rate(self) -> int:
@@ -71,6 +126,56 @@ def resample(waveform: torch.Tensor, orig_sr: int, target_sr: int) -> torch.Tens
 
     out = resample_poly(wave.detach().to("cpu", torch.float32).numpy(), up, down, axis=-1)
     return torch.from_numpy(np.ascontiguousarray(out[..., :length], dtype=np.float32)).to(wave.device)
+
+
+class StreamResampler:
+    """:func:`resample` for audio that arrives (or is read) in pieces, with memory bounded by one block.
+
+    ``push`` pieces in order and ``finish`` at the end; the concatenated output equals
+    ``resample(whole, orig_sr, target_sr)`` (same filter; each block is resampled with enough
+    neighbouring input that no output sample sees a block edge).
+    """
+
+    def __init__(self, orig_sr: int, target_sr: int, block_seconds: float = 5.0):
+        orig, target = _rate(orig_sr, "input sample rate"), _rate(target_sr, "target sample rate")
+        g = math.gcd(orig, target)
+        self.up, self.down = target // g, orig // g
+        half = 10 * max(self.up, self.down)  # scipy's resample_poly filter half-length (upsampled samples)
+        self.context = -(-(half // self.up + 8) // self.down) * self.down  # input samples, whole output steps
+        self.block = max(1, int(orig * block_seconds) // self.down) * self.down
+        self._buf = np.zeros(self.context, np.float32)  # silence before the start, as resample_poly pads
+        self._seen = 0
+        self._made = 0
+
+    def _run(self, segment: np.ndarray, count: int) -> np.ndarray:
+        from scipy.signal import resample_poly
+
+        skip = self.context * self.up // self.down
+        out = resample_poly(segment, self.up, self.down)[skip:skip + count]
+        self._made += out.shape[0]
+        return np.ascontiguousarray(out, dtype=np.float32)
+
+    def push(self, piece) -> np.ndarray:
+        """Resample what can be resampled so far."""
+        x = np.asarray(piece, np.float32).reshape(-1)
+        self._seen += x.shape[0]
+        if self.up == self.down:
+            return x
+        self._buf = np.concatenate([self._buf, x])
+        outs, span = [], 2 * self.context + self.block
+        while self._buf.shape[0] >= span:
+            outs.append(self._run(self._buf[:span], self.block * self.up // self.down))
+            self._buf = self._buf[self.block:]
+        return np.concatenate(outs) if outs else np.zeros(0, np.float32)
+
+    def finish(self) -> np.ndarray:
+        """The rest: total output length is ceil(input length * target / orig)."""
+        if self.up == self.down:
+            return np.zeros(0, np.float32)
+        total = -(-self._seen * self.up // self.down)
+        segment = np.concatenate([self._buf, np.zeros(self.context, np.float32)])
+        self._buf = np.zeros(0, np.float32)
+        return self._run(segment, total - self._made)
 
 
 def _int_to_float(x: np.ndarray, dtype: np.dtype) -> np.ndarray:
@@ -179,8 +284,81 @@ def _wav_truncated(path: Path) -> bool:
         return False
 
 
-def _read_soundfile(path: Path, start: float, duration: float | None) -> tuple[np.ndarray, int] | None:
-    """Mono samples and rate via libsndfile, or None when it cannot read the file (PyAV's turn)."""
+class _MemorySink:
+    """Decoded mono blocks kept in memory, resampled at the end (short audio, in-memory callers)."""
+
+    def __init__(self):
+        self.blocks: list[np.ndarray] = []
+        self.count = 0
+
+    def add(self, block: np.ndarray, sr: int) -> None:
+        self.blocks.append(block)
+        self.count += block.shape[0]
+
+    def discard(self) -> None:
+        self.blocks = []
+
+    def waveform(self, sr: int):
+        mono = np.concatenate(self.blocks) if self.blocks else np.zeros(0, np.float32)
+        if not np.isfinite(mono).all():
+            raise AudioError("the audio contains NaN or infinite samples; fix or re-export the audio")
+        return resample(torch.from_numpy(np.ascontiguousarray(mono)), sr, SAMPLE_RATE).contiguous()
+
+
+class _SpillSink:
+    """Decoded blocks resampled as they arrive; past ``limit`` seconds they go to a temporary file."""
+
+    def __init__(self, limit_seconds: float):
+        self.limit = int(limit_seconds * SAMPLE_RATE)
+        self.count = 0
+        self._resampler: StreamResampler | None = None
+        self._held: list[np.ndarray] = []
+        self._held_len = 0
+        self._file = None
+        self._path: str | None = None
+
+    def add(self, block: np.ndarray, sr: int) -> None:
+        if not np.isfinite(block).all():
+            self.discard()
+            raise AudioError("the audio contains NaN or infinite samples; fix or re-export the audio")
+        if self._resampler is None:
+            self._resampler = StreamResampler(sr, SAMPLE_RATE)
+        self.count += block.shape[0]
+        self._keep(self._resampler.push(block))
+
+    def _keep(self, out: np.ndarray) -> None:
+        if self._file is None and self._held_len + out.shape[0] > self.limit:
+            fd, self._path = tempfile.mkstemp(prefix="llia-audio-", suffix=".f32")
+            self._file = os.fdopen(fd, "wb")
+            for held in self._held:
+                self._file.write(held.tobytes())
+            self._held = []
+        if self._file is not None:
+            self._file.write(out.astype(np.float32, copy=False).tobytes())
+        else:
+            self._held.append(out)
+        self._held_len += out.shape[0]
+
+    def discard(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            _unlink(self._path)
+            self._file = None
+        self._held = []
+
+    def waveform(self, sr: int):
+        if self._resampler is not None:
+            self._keep(self._resampler.finish())
+        if self._file is None:
+            held = np.concatenate(self._held) if self._held else np.zeros(0, np.float32)
+            return torch.from_numpy(np.ascontiguousarray(held, dtype=np.float32))
+        self._file.close()
+        self._file = None
+        return WaveformFile(Path(self._path), self._held_len)
+
+
+def _read_soundfile(path: Path, start: float, duration: float | None, sink) -> int | None:
+    """Decode via libsndfile into ``sink``; the sample rate, or None when it cannot read the file."""
     import soundfile as sf
 
     try:
@@ -197,18 +375,18 @@ def _read_soundfile(path: Path, start: float, duration: float | None) -> tuple[n
         try:
             if a:
                 f.seek(a)
-            blocks, block = [], max(1, _BLOCK_SECONDS * sr)
+            block = max(1, _BLOCK_SECONDS * sr)
             while want > 0:
                 x = f.read(min(want, block), dtype="float32", always_2d=True)
                 if len(x) == 0:
                     break
-                blocks.append(x.mean(axis=1, dtype=np.float32))
+                sink.add(x.mean(axis=1, dtype=np.float32), sr)
                 want -= len(x)
+        except AudioError:
+            raise
         except Exception:
             return None
-    if not blocks:
-        return None
-    return np.concatenate(blocks), sr
+    return sr if sink.count else None
 
 
 def _frame_to_mono(frame) -> np.ndarray:
@@ -222,8 +400,8 @@ def _frame_to_mono(frame) -> np.ndarray:
     return _int_to_float(mono, x.dtype) if x.dtype.kind in "iu" else mono
 
 
-def _read_pyav(path: Path, start: float, duration: float | None) -> tuple[np.ndarray, int]:
-    """Mono samples and rate via FFmpeg (mp3, m4a/aac, opus, and the audio track of videos)."""
+def _read_pyav(path: Path, start: float, duration: float | None, sink) -> int:
+    """Decode via FFmpeg (mp3, m4a/aac, opus, the audio track of videos) into ``sink``; the sample rate."""
     import av
 
     try:
@@ -234,7 +412,7 @@ def _read_pyav(path: Path, start: float, duration: float | None) -> tuple[np.nda
         if not container.streams.audio:
             raise _undecodable(path, "it has no audio track")
         stream = container.streams.audio[0]
-        chunks, seen, sr, a, b = [], 0, None, 0, None
+        seen, sr, a, b = 0, None, 0, None
         try:
             for frame in container.decode(stream):
                 if sr is None:
@@ -243,7 +421,7 @@ def _read_pyav(path: Path, start: float, duration: float | None) -> tuple[np.nda
                 x = _frame_to_mono(frame)
                 lo, seen = seen, seen + x.shape[0]
                 if seen > a:
-                    chunks.append(x[max(0, a - lo): None if b is None else max(0, b - lo)])
+                    sink.add(x[max(0, a - lo): None if b is None else max(0, b - lo)], sr)
                 if b is not None and seen >= b:
                     break
         except AudioError:
@@ -254,31 +432,44 @@ def _read_pyav(path: Path, start: float, duration: float | None) -> tuple[np.nda
     if sr is None:
         raise AudioError(f"the audio track of '{path}' is empty (zero samples); use a file with sound")
     _check_start(a, seen, sr, start, f"'{path.name}'")
-    return np.concatenate(chunks), sr
+    return sr
 
 
-def _read_file(path: Path, start: float, duration: float | None) -> tuple[np.ndarray, int]:
-    """Decode and trim a file: libsndfile first (exact, fast), FFmpeg for the rest."""
+def _read_file(path: Path, start: float, duration: float | None, make_sink):
+    """Decode, trim and resample a file: libsndfile first (exact, fast), FFmpeg for the rest."""
     if not path.exists():
         raise AudioError(f"audio file '{path}' does not exist; check the path")
     if not path.is_file():
         raise AudioError(f"audio path '{path}' is not a file; point it at an audio or video file")
     if not os.access(path, os.R_OK):
         raise AudioError(f"audio file '{path}' cannot be read (permission denied); fix its permissions")
-    got = _read_soundfile(path, start, duration)
-    return got if got is not None else _read_pyav(path, start, duration)
+    sink = make_sink()
+    sr = _read_soundfile(path, start, duration, sink)
+    if sr is None:
+        sink.discard()
+        sink = make_sink()
+        sr = _read_pyav(path, start, duration, sink)
+    return sink.waveform(sr)
 
 
-def load_audio(source, *, start: float = 0.0, duration: float | None = None) -> Audio:
+def load_audio(source, *, start: float = 0.0, duration: float | None = None,
+               spill_after: float | None = None) -> Audio:
     """Load any supported audio as 16 kHz mono, trimmed to [start, start + duration) seconds.
 
     source: a path (wav/flac/ogg/mp3/m4a/aac or a video's audio track), a ``(waveform, sample_rate)``
     tuple with waveform (T,), (C, T) or (B, C, T) (numpy or torch, float or int PCM), a ComfyUI AUDIO
     dict ``{"waveform": (B, C, T), "sample_rate": int}`` (first batch item), or an :class:`Audio`.
+    ``spill_after``: a file longer than this many seconds is decoded and resampled block by block
+    into a temporary file (:class:`WaveformFile`), so its length costs disk, not memory.
     """
     start = _seconds(start, "start")
     duration = _seconds(duration, "duration", allow_none=True)
     if isinstance(source, Audio):
+        if isinstance(source.waveform, WaveformFile):
+            a, b = _span(start, duration, SAMPLE_RATE)
+            _check_start(a, len(source.waveform), SAMPLE_RATE, start, "the audio")
+            return Audio(torch.from_numpy(read_span(source.waveform, a, min(b or len(source.waveform),
+                                                                                len(source.waveform)))))
         source = (source.waveform, SAMPLE_RATE)
     if isinstance(source, dict):
         if "waveform" not in source or "sample_rate" not in source:
@@ -294,7 +485,8 @@ def load_audio(source, *, start: float = 0.0, duration: float | None = None) -> 
         mono = mono[a:b]
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
-        mono, sr = _read_file(path, start, duration)
+        make_sink = _MemorySink if spill_after is None else (lambda: _SpillSink(float(spill_after)))
+        return Audio(_read_file(path, start, duration, make_sink))
     else:
         raise AudioError(f"cannot read audio from a {type(source).__name__}; pass a file path, a "
                          "(waveform, sample_rate) pair or a ComfyUI AUDIO")
