@@ -46,6 +46,9 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--sampler", default="consistency", choices=("consistency", "ddim", "euler"))
     p.add_argument("--steps", type=int, default=2, help="denoising steps per clip")
     p.add_argument("--guidance", type=float, default=1.0, help="audio guidance scale (1 = off)")
+    p.add_argument("--drift-guard", type=float, default=0.15,
+                   help="long videos: colour/contrast drift allowed before motion frames are pulled back, in "
+                        "reference standard deviations (0 = off)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fps", type=float, default=None, help="output frame rate (default: model's)")
     p.add_argument("--first-clip", type=int, default=2, help="frames in the first clip (latency)")
@@ -133,6 +136,7 @@ def run_generate(args) -> dict:
         print(f"note: {note}", file=sys.stderr)
     states = build_states(args.states, audio)
     sampler = SamplerConfig(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
+                            drift_guard=args.drift_guard,
                             first_clip=args.first_clip, clip_frames=args.clip_frames)
     pipe = LLIAPipeline(model, device=args.device, dtype=_dtype(args.dtype, args.device))
     stream, sampler, writes = _clip_source(args, pipe, sampler)

@@ -134,12 +134,16 @@ class LLIAConsistencyStep:
             "reference_guidance": ("FLOAT", {"default": 1.0, "min": 0.0, "max": 10.0, "step": 0.05,
                                    "tooltip": "Reference guidance. 1 = off; >1 pushes towards the portrait's look."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**63 - 1, "tooltip": "Noise seed; same seed, same video."}),
+        }, "optional": {
+            "drift_guard": ("FLOAT", {"default": 0.15, "min": 0.0, "max": 10.0, "step": 0.01,
+                            "tooltip": "Long videos: how far (in reference standard deviations) colour and contrast "
+                                       "may stray before being pulled back. 0 = off; ordinary frames are never touched."}),
         }}
 
-    def settings(self, sampler, steps, guidance_scale, reference_guidance, seed):
+    def settings(self, sampler, steps, guidance_scale, reference_guidance, seed, drift_guard=0.15):
         from llia_core.pipeline import SamplerConfig
 
         cfg = SamplerConfig(sampler=sampler, steps=steps, guidance_scale=guidance_scale,
-                            reference_guidance=reference_guidance, seed=seed)
+                            reference_guidance=reference_guidance, seed=seed, drift_guard=drift_guard)
         cfg.validate(max_clip=10**6)
         return (cfg,)

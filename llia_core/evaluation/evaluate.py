@@ -160,15 +160,24 @@ def drift(pipe: LLIAPipeline, clip: EvalClip, minutes: float, sampler: SamplerCo
     keep = region_mask(portrait.image.shape[1], portrait.image.shape[2], mouth_box)
     ref = clip.reference[None]
     first, last = [], []
-    window = int(sample_seconds * fps)
+    window = max(1, min(int(sample_seconds * fps), n // 3))  # short runs (tests): first and last third
+    ref_latent = pipe.prepare_reference(portrait).latent.float()
+    ref_mean, ref_std = ref_latent.mean(dim=(2, 3))[0, :, None], ref_latent.std(dim=(2, 3))[0, :, None]
+    colour, contrast = 0.0, [1.0, 1.0]  # how far the latents strayed (what the drift guard bounds)
     for out in pipe.stream(portrait, feats, None, sampler):
+        lat = out.latents.float()[0]
+        colour = max(colour, float(((lat.mean(dim=(2, 3)) - ref_mean).abs() / ref_std).max()))
+        ratio = lat.std(dim=(2, 3)) / ref_std
+        contrast = [min(contrast[0], float(ratio.min())), max(contrast[1], float(ratio.max()))]
         s = out.clip.start
         if s < window:
             first.append(psnr(out.frames, ref.expand_as(out.frames), keep))
         elif s >= n - window:
             last.append(psnr(out.frames, ref.expand_as(out.frames), keep))
     a, b = torch.cat(first).mean().item(), torch.cat(last).mean().item()
-    return {"drift_first_psnr_db": a, "drift_last_psnr_db": b, "drift_delta_db": b - a, "drift_minutes": minutes}
+    return {"drift_first_psnr_db": a, "drift_last_psnr_db": b, "drift_delta_db": b - a, "drift_minutes": minutes,
+            "drift_max_colour_dev_std": colour, "drift_contrast_ratio_range": contrast,
+            "drift_guard": sampler.drift_guard}
 
 
 def format_table(rows: dict[str, dict]) -> str:

@@ -22,6 +22,7 @@ from ..models import LLIAModel, ReferenceState
 from ..portrait import Portrait
 from ..sampling import ConsistencyRun, consistency_scheduler, sample_teacher, teacher_scheduler
 from ..states import states_from_activity
+from .drift_guard import DEFAULT_TOLERANCE, anchor_motion
 
 SAMPLERS = ("consistency", "ddim", "euler")
 
@@ -43,6 +44,8 @@ class SamplerConfig:
             estimate after this many steps (0 = after the last step). With ``motion_step`` < steps
             the next clip can start while the current one finishes, which is what lets pipeline
             stages overlap (``PipelinedLLIA``); the frames do not depend on whether they did.
+        drift_guard: long runs: motion frames whose per-channel colour or contrast strays more than
+            this far from the portrait's are pulled back (``drift_guard.py``; 0 = off).
     """
 
     sampler: str = "consistency"
@@ -54,6 +57,7 @@ class SamplerConfig:
     clip_frames: int = 16
     growth: float = 2.0
     motion_step: int = 0
+    drift_guard: float = DEFAULT_TOLERANCE
 
     def validate(self, max_clip: int) -> None:
         if self.sampler not in SAMPLERS:
@@ -65,6 +69,8 @@ class SamplerConfig:
             raise LLIAError(f"clip lengths must be between 1 and {max_clip} frames for this model")
         if self.guidance_scale < 0 or self.reference_guidance < 0:
             raise LLIAError("guidance scales must be >= 0")
+        if not 0 <= self.drift_guard <= 10:
+            raise LLIAError(f"drift_guard must be between 0 (off) and 10, not {self.drift_guard}")
         if not 0 <= self.motion_step <= self.steps or (self.motion_step and self.sampler != "consistency"):
             raise LLIAError(f"motion_step must be between 0 and steps ({self.steps}), and only the consistency "
                             "sampler can hand motion frames over early")
@@ -183,7 +189,7 @@ class LLIAPipeline:
         windows_n = windows.expand(n, -1, -1, -1)
         states_n = states.expand(n, -1)
         flags_n = flags.expand(n, -1)
-        motion = motion.to(self.dtype)
+        motion = anchor_motion(motion, reference.latent, guidance.drift_guard).to(self.dtype)
 
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             sample = torch.cat([motion, x.to(self.dtype)], dim=2).expand(n, -1, -1, -1, -1)
