@@ -93,6 +93,7 @@ def time_calls(model: LLIAModel, sampler: SamplerConfig, num_frames: int, thread
     """Time the denoiser calls and decodes one run would make, composing FPS and time to first frame."""
     torch.set_num_threads(threads)
     pipe = LLIAPipeline(model)
+    dtype = pipe.dtype
     cfg = model.config
     states = torch.zeros(num_frames, dtype=torch.long)
     clips = pipe.plan(num_frames, states, sampler)
@@ -105,8 +106,9 @@ def time_calls(model: LLIAModel, sampler: SamplerConfig, num_frames: int, thread
     def call_seconds(length: int, motion: int) -> float:
         key = (length, motion)
         if key not in cache:
-            x = torch.randn(rows, c, motion + length, h, h)
-            windows = torch.randn(rows, motion + length, cfg.audio.num_tokens, cfg.audio.mel_per_token * cfg.audio.n_mels)
+            x = torch.randn(rows, c, motion + length, h, h).to(dtype)
+            windows = torch.randn(rows, motion + length, cfg.audio.num_tokens,
+                                  cfg.audio.mel_per_token * cfg.audio.n_mels).to(dtype)
             st = torch.zeros(rows, motion + length, dtype=torch.long)
             flags = torch.zeros(rows, motion + length)
             bank = {k: v.expand(rows, -1, -1) for k, v in reference.bank.items()}
@@ -122,7 +124,7 @@ def time_calls(model: LLIAModel, sampler: SamplerConfig, num_frames: int, thread
 
     with torch.no_grad():  # frames decode independently: time one, scale by the clip length
         t0 = time.perf_counter()
-        model.decode_latents(torch.randn(1, c, h, h))
+        model.decode_latents(torch.randn(1, c, h, h).to(dtype))
         per_frame_decode = time.perf_counter() - t0
 
     def decode_seconds(length: int) -> float:
@@ -202,8 +204,17 @@ def bench_config(name: str, model: LLIAModel, seconds: float, threads: int, call
     portrait = _portrait(model.config)
     n = audio.num_frames
     if calls_only:
-        rows["llia-no-pipeline"] = time_calls(model, LLIA_SAMPLER, n, threads)
+        plan = [("llia-no-pipeline", "fp32")] + [(f"llia-{p}-no-pipeline", p) for p in
+                                                   (["bf16"] if cpu_has_bf16() else []) + ["int8"]]
+        for row, precision in plan:
+            log(f"{name}: {row} ...")
+            m, _ = model_at_precision(model, precision)
+            rows[row] = time_calls(m, LLIA_SAMPLER, n, threads)
+            rows[row].update(precision=precision, workers=f"1x{threads}t")
+            del m
+        log(f"{name}: baseline ...")
         rows["baseline"] = time_calls(model, base_sampler, n, threads)
+        rows["baseline"].update(precision="fp32", workers=f"1x{threads}t")
     else:
         bf16 = "bf16" if cpu_has_bf16() else "fp32"
         plan = [

@@ -1,17 +1,19 @@
-"""Precisions: INT8 weights for the denoiser and ReferenceNet linear layers (CPU), bf16/fp16 copies.
+"""Precisions: INT8 convolutions and linear layers for the denoiser and ReferenceNet (CPU), bf16/fp16 copies.
 
-Weights are stored int8 with one scale per output channel; activations are quantized per row on
-every call and multiplied with ``torch._int_mm`` (int8 x int8 -> int32, VNNI/AMX on x86). This
-is W8A8 dynamic quantization written against plain tensor ops, because PyTorch's own
-``quantize_dynamic`` modules cannot be called with keyword arguments the way diffusers calls
-its projections (``proj_in(input=...)``). Measured on the 2-core benchmark machine it saves
-memory but is not faster than fp32 for the small demo model (see README, Performance); bf16
-autocast is the faster CPU option there. The input model is left untouched.
+W8A8 dynamic quantization: weights are stored int8 with one scale per output channel, and
+activations are quantized on every call from their actual range (no calibration data needed).
+Convolutions run on oneDNN's int8 kernels (``torch.ops.onednn.qconv2d_pointwise``, the ones
+PyTorch's Inductor uses for x86 INT8; VNNI/AMX) with a float output, so no error is added by
+re-quantizing outputs; linear layers use ``torch._int_mm`` (int8 x int8 -> int32), because
+PyTorch's ``quantize_dynamic`` modules cannot be called with keyword arguments the way diffusers
+calls its projections (``proj_in(input=...)``). Everything else (norms, attention, activations)
+stays fp32. The input model is left untouched.
 """
 
 from __future__ import annotations
 
 import copy
+import warnings
 
 import torch
 import torch.nn as nn
@@ -37,47 +39,101 @@ def model_at_precision(model, precision: str):
 
 
 def quantization_available() -> bool:
-    return hasattr(torch, "_int_mm")
+    return int8_onednn_available()
+
+
+def _quantize_activation(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
+    """fp32 tensor -> (uint8 tensor, scale, zero point) over its actual range (0 always representable)."""
+    lo, hi = torch.aminmax(x)
+    lo, hi = min(float(lo), 0.0), max(float(hi), 0.0)
+    scale = max((hi - lo) / 255, 1e-8)
+    zero = int(round(-lo / scale))
+    if _FUSED_QUANTIZE:  # one pass instead of five
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.quantize_per_tensor(x, scale, zero, torch.quint8).int_repr(), scale, zero
+    return x.div(scale).round_().add_(zero).clamp_(0, 255).to(torch.uint8), scale, zero
+
+
+_FUSED_QUANTIZE = hasattr(torch, "quantize_per_tensor")
+
+
+def int8_onednn_available() -> bool:
+    """oneDNN int8 kernels with float output (the ones PyTorch's Inductor uses for x86 INT8)."""
+    ops = torch.ops.onednn
+    return all(hasattr(ops, n) for n in ("qconv2d_pointwise", "qconv_prepack", "qlinear_pointwise", "qlinear_prepack"))
 
 
 class Int8Linear(nn.Module):
-    """nn.Linear with int8 weights (per output channel) and per-row int8 activations."""
+    """nn.Linear with int8 weights (per output channel) and per-call uint8 activations, float output."""
 
     def __init__(self, linear: nn.Linear):
         super().__init__()
         w = linear.weight.detach().float()
-        scale = w.abs().amax(1, keepdim=True).clamp_min(1e-8) / 127
-        self.register_buffer("qweight", torch.round(w / scale).to(torch.int8).t().contiguous())
-        self.register_buffer("weight_scale", scale.reshape(1, -1))
+        scale = w.abs().amax(1).clamp_min(1e-8) / 127
+        qweight = torch.round(w / scale[:, None]).clamp(-127, 127).to(torch.int8)
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("weight_zero", torch.zeros(linear.out_features, dtype=torch.long))
         self.register_buffer("bias", None if linear.bias is None else linear.bias.detach().float().clone())
+        self.register_buffer("packed", torch.ops.onednn.qlinear_prepack(qweight, None))
         self.in_features, self.out_features = linear.in_features, linear.out_features
 
     def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002 - diffusers passes input=
         shape, dtype = input.shape, input.dtype
-        x = input.reshape(-1, shape[-1]).float()
-        if x.shape[0] <= 16:  # _int_mm needs more than 16 rows; tiny calls dequantize instead
-            y = x @ (self.qweight.float() * self.weight_scale)
-        else:
-            x_scale = x.abs().amax(1, keepdim=True).clamp_min(1e-8) / 127
-            y = torch._int_mm(torch.round(x / x_scale).to(torch.int8), self.qweight).float() * x_scale * self.weight_scale
-        if self.bias is not None:
-            y = y + self.bias
+        qx, x_scale, zero = _quantize_activation(input.reshape(-1, shape[-1]).float().contiguous())
+        y = torch.ops.onednn.qlinear_pointwise(qx, x_scale, zero, self.packed, self.weight_scale, self.weight_zero,
+                                               self.bias, 1.0, 0, torch.float32, "none", [], "")
         return y.reshape(*shape[:-1], self.out_features).to(dtype)
 
 
-def _swap_linears(module: nn.Module) -> int:
+class Int8Conv2d(nn.Module):
+    """nn.Conv2d with int8 weights (per output channel) and per-call uint8 activations, float output."""
+
+    def __init__(self, conv: nn.Conv2d):
+        super().__init__()
+        w = conv.weight.detach().float()
+        scale = (w.abs().amax(dim=(1, 2, 3)).clamp_min(1e-8) / 127).double()
+        qweight = torch.round(w / scale.float()[:, None, None, None]).clamp(-127, 127).to(torch.int8)
+        self.stride, self.padding = list(conv.stride), list(conv.padding)
+        self.dilation, self.groups = list(conv.dilation), conv.groups
+        self.out_channels = conv.out_channels
+        self.register_buffer("weight_scale", scale)
+        self.register_buffer("weight_zero", torch.zeros(conv.out_channels, dtype=torch.long))
+        self.register_buffer("bias", None if conv.bias is None else conv.bias.detach().float().clone())
+        self.register_buffer("packed", torch.ops.onednn.qconv_prepack(qweight, scale, 1.0, 0, self.stride, self.padding,
+                                                                      self.dilation, self.groups, None))
+
+    def forward(self, input: torch.Tensor) -> torch.Tensor:  # noqa: A002
+        dtype = input.dtype
+        qx, x_scale, zero = _quantize_activation(input.float().contiguous())
+        y = torch.ops.onednn.qconv2d_pointwise(qx, x_scale, zero, self.packed, self.weight_scale, self.weight_zero,
+                                               self.bias, self.stride, self.padding, self.dilation, self.groups,
+                                               1.0, 0, torch.float32, "none", [], "")
+        return y.to(dtype)
+
+
+def _convertible_conv(m: nn.Module) -> bool:
+    return (type(m) is nn.Conv2d and m.padding_mode == "zeros" and not isinstance(m.padding, str)
+            and m.groups == 1 and m.in_channels * m.kernel_size[0] * m.kernel_size[1] >= 64)
+
+
+def _swap_linears(module: nn.Module, convs: bool = False, linears: bool = True) -> int:
+    """Replace linear and/or 2-D convolution layers in place; returns how many."""
     count = 0
     for name, child in module.named_children():
-        if isinstance(child, nn.Linear) and child.in_features % 8 == 0 and child.out_features % 8 == 0:
+        if linears and isinstance(child, nn.Linear) and child.in_features % 8 == 0 and child.out_features % 8 == 0:
             setattr(module, name, Int8Linear(child))
             count += 1
+        elif convs and _convertible_conv(child):
+            setattr(module, name, Int8Conv2d(child))
+            count += 1
         else:
-            count += _swap_linears(child)
+            count += _swap_linears(child, convs, linears)
     return count
 
 
-def quantize_int8(model):
-    """A copy of ``model`` whose UNet and ReferenceNet linear layers are :class:`Int8Linear` (CPU only).
+def quantize_int8(model, linears: bool = True):
+    """A copy of ``model`` whose UNet and ReferenceNet linear and conv layers are int8 (CPU only).
 
     The audio encoder stays float: it is tiny and ``nn.TransformerEncoderLayer`` reads its
     projections' weights directly.
@@ -85,8 +141,9 @@ def quantize_int8(model):
     if model.device.type != "cpu":
         raise ValueError("int8 quantization here runs on the CPU; use fp16/bf16 on GPUs")
     if not quantization_available():
-        raise ValueError("this PyTorch has no int8 matmul (torch._int_mm); update PyTorch or use fp32/bf16")
+        raise ValueError("this PyTorch has no oneDNN int8 kernels (torch.ops.onednn.qlinear_pointwise); "
+                         "update PyTorch or use fp32/bf16")
     q = copy.deepcopy(model).float().eval()
-    _swap_linears(q.denoiser.unet)
-    _swap_linears(q.reference_net)
+    _swap_linears(q.denoiser.unet, convs=True, linears=linears)
+    _swap_linears(q.reference_net, convs=True, linears=linears)
     return q

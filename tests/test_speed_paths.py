@@ -12,7 +12,7 @@ import torch
 
 from llia_core import bench
 from llia_core.pipeline import LLIAPipeline, SamplerConfig
-from llia_core.quantization import Int8Linear, quantize_int8
+from llia_core.quantization import Int8Conv2d, Int8Linear, quantize_int8
 from test_pipeline import _audio
 
 
@@ -28,18 +28,29 @@ def test_int8_linear_matches_float_and_accepts_keyword_input():
     torch.manual_seed(0)
     lin = torch.nn.Linear(64, 32)
     q = Int8Linear(lin)
-    x = torch.randn(40, 64)
-    assert q.qweight.dtype == torch.int8
-    err = (q(input=x) - lin(x)).norm() / lin(x).norm()
-    assert err < 0.02
-    small = torch.randn(3, 64)  # the dequantized path for tiny batches
-    assert torch.allclose(q(small), lin(small), atol=0.05)
+    for x in (torch.randn(40, 64), torch.randn(3, 64), torch.randn(2, 5, 64) + 3.0):  # any rows, any offset
+        err = (q(input=x) - lin(x)).norm() / lin(x).norm()
+        assert err < 0.02 and q(x).shape == lin(x).shape
+    assert q(torch.randn(4, 64).bfloat16()).dtype == torch.bfloat16
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (1, 1), (3, 2)])
+def test_int8_conv_matches_float(kernel, stride):
+    torch.manual_seed(0)
+    conv = torch.nn.Conv2d(32, 24, kernel, stride=stride, padding=kernel // 2)
+    q = Int8Conv2d(conv)
+    x = torch.randn(3, 32, 16, 16).relu()  # one-sided activations use the whole uint8 range
+    err = (q(x) - conv(x)).norm() / conv(x).norm()
+    assert err < 0.03 and q(x).shape == conv(x).shape
+    zero = torch.zeros(1, 32, 8, 8)
+    assert torch.allclose(q(zero), conv(zero), atol=1e-5)  # zero is exactly representable: only the bias is left
 
 
 def test_int8_model_generates_close_to_fp32_and_leaves_the_original_alone(tiny_model, portrait):
     before = {k: v.clone() for k, v in tiny_model.state_dict().items()}
     q = quantize_int8(tiny_model)
     assert any(isinstance(m, Int8Linear) for m in q.denoiser.unet.modules())
+    assert any(isinstance(m, Int8Conv2d) for m in q.denoiser.unet.modules())
     assert not any(isinstance(m, Int8Linear) for m in tiny_model.modules())
     assert all(torch.equal(v, tiny_model.state_dict()[k]) for k, v in before.items())
     audio = _audio(0.6, 25, tiny_model.config)
@@ -98,3 +109,14 @@ def _tiny_portrait(config):
     from llia_core.portrait import prepare_portrait
 
     return prepare_portrait(np.full((40, 40, 3), 128, np.uint8), config.resolution, mode="whole")
+
+
+def test_calls_only_rows_cover_each_precision(tiny_model, monkeypatch):
+    monkeypatch.setattr(bench, "_portrait", lambda config: _tiny_portrait(config))
+    rows = bench.bench_config("tiny", tiny_model, 0.8, threads=1, calls_only=True, log=lambda m: None)
+    want = {"llia-no-pipeline", "llia-int8-no-pipeline", "baseline"} | (
+        {"llia-bf16-no-pipeline"} if bench.cpu_has_bf16() else set())
+    assert set(rows) == want
+    assert {rows[k]["precision"] for k in rows} >= {"fp32", "int8"}
+    assert all(r["frames"] == math.ceil(0.8 * 25) and r["fps"] > 0 for r in rows.values())
+    assert rows["llia-no-pipeline"]["fps_x_baseline"] > 3  # 2 steps vs 25 guided steps, same weights
