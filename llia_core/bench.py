@@ -206,11 +206,16 @@ def bench_config(name: str, model: LLIAModel, seconds: float, threads: int, call
     if calls_only:
         plan = [("llia-no-pipeline", "fp32")] + [(f"llia-{p}-no-pipeline", p) for p in
                                                    (["bf16"] if cpu_has_bf16() else []) + ["int8"]]
+        short = _audio(model.config, 2 / model.config.fps)  # 2 frames: what each precision does to the output
+        frames = {}
         for row, precision in plan:
             log(f"{name}: {row} ...")
-            m, _ = model_at_precision(model, precision)
+            m, dtype = model_at_precision(model, precision)
             rows[row] = time_calls(m, LLIA_SAMPLER, n, threads)
             rows[row].update(precision=precision, workers=f"1x{threads}t")
+            frames[precision] = LLIAPipeline(m, dtype=dtype).generate(portrait, short, sampler=LLIA_SAMPLER).frames
+            if precision != "fp32":
+                rows[row]["psnr_vs_fp32_db"] = _psnr(frames[precision], frames["fp32"])
             del m
         log(f"{name}: baseline ...")
         rows["baseline"] = time_calls(model, base_sampler, n, threads)

@@ -120,3 +120,4 @@ def test_calls_only_rows_cover_each_precision(tiny_model, monkeypatch):
     assert {rows[k]["precision"] for k in rows} >= {"fp32", "int8"}
     assert all(r["frames"] == math.ceil(0.8 * 25) and r["fps"] > 0 for r in rows.values())
     assert rows["llia-no-pipeline"]["fps_x_baseline"] > 3  # 2 steps vs 25 guided steps, same weights
+    assert 20 < rows["llia-int8-no-pipeline"]["psnr_vs_fp32_db"] < 200  # measured on generated frames
