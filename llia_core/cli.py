@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -253,7 +254,15 @@ def add_train_args(p: argparse.ArgumentParser) -> None:
             p.add_argument(flag, default=default)
 
 
+KERNEL_CACHE = "256"
+
+
 def main(argv: list[str] | None = None) -> int:
+    # oneDNN caches up to 1024 compiled kernels, each holding its own reordered (bf16) weights; clip
+    # lengths vary (short after every state switch), so an hour-long run fills that cache and held
+    # 2.3 GB instead of 0.8 GB. 256 kernels cover a run's working set at 3% of the speed (measured).
+    # Read once, at oneDNN's first kernel: it only takes effect when the CLI starts the process.
+    os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", KERNEL_CACHE)
     parser = argparse.ArgumentParser(prog="python -m llia_core", description="LLIA talking-avatar engine")
     sub = parser.add_subparsers(dest="command", required=True)
     add_generate_args(sub.add_parser("generate", help="portrait + audio -> talking-avatar mp4"))
