@@ -20,3 +20,7 @@ fi
 if ! command -v espeak-ng >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
   (apt-get update -qq && apt-get install -y -qq espeak-ng >/dev/null) || echo "note: espeak-ng not installed; using the built-in speech synthesiser"
 fi
+# chromium runs the live page's end-to-end test headless; optional (that one test is skipped without it).
+if ! command -v chromium >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
+  (apt-get update -qq && apt-get install -y -qq chromium >/dev/null) || echo "note: chromium not installed; the headless-browser test will be skipped"
+fi
