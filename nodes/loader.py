@@ -52,7 +52,8 @@ class LLIALoadModel:
                            "tooltip": "Where to run. 'auto' uses ComfyUI's device (GPU if available)."}),
                 "precision": (PRECISIONS, {"default": "fp32",
                               "tooltip": "Weights/activations precision. bf16/fp16 are faster on GPUs (bf16 also on recent x86 CPUs); int8 "
-                                         "stores the UNet linear weights in 8 bits (less memory, not faster here)."}),
+                                         "(CPU) runs convolutions and linear layers on int8 kernels: 2.2x fp32 for SD1.5-sized "
+                                         "models, little gain for the small bundled one."}),
             },
             "optional": {
                 "hf_repo_id": ("STRING", {"default": "", "tooltip": "Optional Hugging Face repo id "
