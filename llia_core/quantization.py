@@ -2,12 +2,11 @@
 
 W8A8 dynamic quantization: weights are stored int8 with one scale per output channel, and
 activations are quantized on every call from their actual range (no calibration data needed).
-Convolutions run on oneDNN's int8 kernels (``torch.ops.onednn.qconv2d_pointwise``, the ones
-PyTorch's Inductor uses for x86 INT8; VNNI/AMX) with a float output, so no error is added by
-re-quantizing outputs; linear layers use ``torch._int_mm`` (int8 x int8 -> int32), because
-PyTorch's ``quantize_dynamic`` modules cannot be called with keyword arguments the way diffusers
-calls its projections (``proj_in(input=...)``). Everything else (norms, attention, activations)
-stays fp32. The input model is left untouched.
+Convolutions and linear layers run on oneDNN's int8 kernels (``torch.ops.onednn.qconv2d_pointwise``
+and ``qlinear_pointwise``, the ones PyTorch's Inductor uses for x86 INT8; VNNI/AMX) with a float
+output, so no error is added by re-quantizing outputs. The modules here (not PyTorch's
+``quantize_dynamic`` ones) accept diffusers' keyword calls (``proj_in(input=...)``). Everything else
+(norms, attention, activations) stays fp32. The input model is left untouched.
 """
 
 from __future__ import annotations
@@ -42,6 +41,9 @@ def quantization_available() -> bool:
     return int8_onednn_available()
 
 
+_FUSED_QUANTIZE = hasattr(torch, "quantize_per_tensor")
+
+
 def _quantize_activation(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
     """fp32 tensor -> (uint8 tensor, scale, zero point) over its actual range (0 always representable)."""
     lo, hi = torch.aminmax(x)
@@ -54,8 +56,6 @@ def _quantize_activation(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
             return torch.quantize_per_tensor(x, scale, zero, torch.quint8).int_repr(), scale, zero
     return x.div(scale).round_().add_(zero).clamp_(0, 255).to(torch.uint8), scale, zero
 
-
-_FUSED_QUANTIZE = hasattr(torch, "quantize_per_tensor")
 
 
 def int8_onednn_available() -> bool:
@@ -117,22 +117,22 @@ def _convertible_conv(m: nn.Module) -> bool:
             and m.groups == 1 and m.in_channels * m.kernel_size[0] * m.kernel_size[1] >= 64)
 
 
-def _swap_linears(module: nn.Module, convs: bool = False, linears: bool = True) -> int:
-    """Replace linear and/or 2-D convolution layers in place; returns how many."""
+def _swap_layers(module: nn.Module) -> int:
+    """Replace linear and 2-D convolution layers with their int8 versions in place; returns how many."""
     count = 0
     for name, child in module.named_children():
-        if linears and isinstance(child, nn.Linear) and child.in_features % 8 == 0 and child.out_features % 8 == 0:
+        if isinstance(child, nn.Linear) and child.in_features % 8 == 0 and child.out_features % 8 == 0:
             setattr(module, name, Int8Linear(child))
             count += 1
-        elif convs and _convertible_conv(child):
+        elif _convertible_conv(child):
             setattr(module, name, Int8Conv2d(child))
             count += 1
         else:
-            count += _swap_linears(child, convs, linears)
+            count += _swap_layers(child)
     return count
 
 
-def quantize_int8(model, linears: bool = True):
+def quantize_int8(model):
     """A copy of ``model`` whose UNet and ReferenceNet linear and conv layers are int8 (CPU only).
 
     The audio encoder stays float: it is tiny and ``nn.TransformerEncoderLayer`` reads its
@@ -144,6 +144,6 @@ def quantize_int8(model, linears: bool = True):
         raise ValueError("this PyTorch has no oneDNN int8 kernels (torch.ops.onednn.qlinear_pointwise); "
                          "update PyTorch or use fp32/bf16")
     q = copy.deepcopy(model).float().eval()
-    _swap_linears(q.denoiser.unet, convs=True, linears=linears)
-    _swap_linears(q.reference_net, convs=True, linears=linears)
+    _swap_layers(q.denoiser.unet)
+    _swap_layers(q.reference_net)
     return q
