@@ -19,6 +19,7 @@ import torch
 from ..audio import Audio, AudioFeatures, frame_windows, log_mel
 from ..audio.activity import detect_speech, frame_rms
 from ..pipeline import LLIAPipeline, SamplerConfig
+from ..pipeline.drift_guard import channel_deviation
 from ..portrait import Portrait
 from ..states import IDLE, LISTENING, SPEAKING
 from .metrics import MOUTH_CLOSED_MAX, boundary_ratio, correlation, frame_changes, mouth_darkness, psnr, region_mask, ssim
@@ -161,13 +162,11 @@ def drift(pipe: LLIAPipeline, clip: EvalClip, minutes: float, sampler: SamplerCo
     ref = clip.reference[None]
     first, last = [], []
     window = max(1, min(int(sample_seconds * fps), n // 3))  # short runs (tests): first and last third
-    ref_latent = pipe.prepare_reference(portrait).latent.float()
-    ref_mean, ref_std = ref_latent.mean(dim=(2, 3))[0, :, None], ref_latent.std(dim=(2, 3))[0, :, None]
+    ref_latent = pipe.prepare_reference(portrait).latent
     colour, contrast = 0.0, [1.0, 1.0]  # how far the latents strayed (what the drift guard bounds)
     for out in pipe.stream(portrait, feats, None, sampler):
-        lat = out.latents.float()[0]
-        colour = max(colour, float(((lat.mean(dim=(2, 3)) - ref_mean).abs() / ref_std).max()))
-        ratio = lat.std(dim=(2, 3)) / ref_std
+        offset, ratio, _, _, ref_std = channel_deviation(out.latents, ref_latent.cpu())
+        colour = max(colour, float((offset.abs() / ref_std).max()))
         contrast = [min(contrast[0], float(ratio.min())), max(contrast[1], float(ratio.max()))]
         s = out.clip.start
         if s < window:

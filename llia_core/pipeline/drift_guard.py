@@ -17,21 +17,30 @@ import torch
 DEFAULT_TOLERANCE = 0.15
 
 
-def anchor_motion(motion: torch.Tensor, reference_latent: torch.Tensor,
-                  tolerance: float = DEFAULT_TOLERANCE) -> torch.Tensor:
-    """motion (B, C, M, h, w), reference_latent (B, C, h, w) -> motion with per-channel stats in bounds."""
-    if tolerance <= 0 or motion.shape[2] == 0:
-        return motion
-    m = motion.float()
+def channel_deviation(latents: torch.Tensor, reference_latent: torch.Tensor):
+    """Per channel and frame, how far latents (B, C, F, h, w) stray from the reference (B, C, h, w).
+
+    Returns (mean - reference mean, std / reference std, mean, std, reference std), the last three
+    broadcastable to the latents.
+    """
+    m = latents.float()
     ref = reference_latent.float()
     ref_mean = ref.mean(dim=(2, 3))[:, :, None, None, None]
     ref_std = ref.std(dim=(2, 3))[:, :, None, None, None].clamp_min(1e-6)
     mean = m.mean(dim=(3, 4), keepdim=True)
     std = m.std(dim=(3, 4), keepdim=True).clamp_min(1e-6)
+    return mean - ref_mean, std / ref_std, mean, std, ref_std
+
+
+def anchor_motion(motion: torch.Tensor, reference_latent: torch.Tensor,
+                  tolerance: float = DEFAULT_TOLERANCE) -> torch.Tensor:
+    """motion (B, C, M, h, w), reference_latent (B, C, h, w) -> motion with per-channel stats in bounds."""
+    if tolerance <= 0 or motion.shape[2] == 0:
+        return motion
+    offset, ratio, mean, _, ref_std = channel_deviation(motion, reference_latent)
     limit = tolerance * ref_std
-    shift = (mean - ref_mean) - (mean - ref_mean).clamp(-limit, limit)
-    ratio = std / ref_std
+    shift = offset - offset.clamp(-limit, limit)
     scale = ratio.clamp(1 / (1 + tolerance), 1 + tolerance) / ratio
     if not shift.any() and bool((scale == 1).all()):
         return motion
-    return ((m - mean) * scale + mean - shift).to(motion.dtype)
+    return ((motion.float() - mean) * scale + mean - shift).to(motion.dtype)
