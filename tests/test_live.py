@@ -12,6 +12,7 @@ import urllib.request
 import numpy as np
 import pytest
 import soundfile as sf
+import torch
 
 from llia_core.errors import AudioError
 from llia_core.live import LiveAvatar, LiveServer, decode_audio_body
@@ -174,3 +175,27 @@ def test_headless_chromium_shows_frames(avatar, tmp_path):
         browser.kill()
         browser.wait()
         server.stop()
+
+
+def test_frozen_live_engine_draws_the_eager_frames(tiny_model):
+    """The traced fast path (default) and the eager model give the same clips for the same inputs."""
+    from llia_core.portrait import prepare_portrait
+
+    portrait = prepare_portrait(np.random.default_rng(5).integers(0, 255, (40, 40, 3), dtype=np.uint8), 32,
+                                mode="whole")
+    pipe = LLIAPipeline(tiny_model)
+    fast = LiveAvatar(pipe, portrait, steps=2, clip_frames=2)
+    eager = LiveAvatar(pipe, portrait, steps=2, clip_frames=2, frozen=False)
+    assert pipe.frozen_limit == 0 and len(fast.pipe._frozen) == 2  # traced before the clock started
+    wave = voice(1.0)
+    motions = [None, None]
+    for start in (0, 2, 4):
+        outs = []
+        for i, av in enumerate((fast, eager)):
+            m = 0 if motions[i] is None else motions[i].shape[2]
+            av.push_avatar_audio(wave) if start == 0 else None
+            windows, speech = eager._clip_inputs(start, 2, m)  # the same audio for both
+            states = torch.full((m + 2,), SPEAKING, dtype=torch.long)
+            images, motions[i] = av._generate(start, 2, windows, speech, states, motions[i])
+            outs.append(images)
+        assert np.abs(outs[0].astype(int) - outs[1].astype(int)).max() <= 1

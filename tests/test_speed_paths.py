@@ -121,3 +121,46 @@ def test_calls_only_rows_cover_each_precision(tiny_model, monkeypatch):
     assert all(r["frames"] == math.ceil(0.8 * 25) and r["fps"] > 0 for r in rows.values())
     assert rows["llia-no-pipeline"]["fps_x_baseline"] > 3  # 2 steps vs 25 guided steps, same weights
     assert 20 < rows["llia-int8-no-pipeline"]["psnr_vs_fp32_db"] < 200  # measured on generated frames
+
+
+def test_frozen_denoiser_gives_the_eager_frames_and_only_for_its_shapes(tiny_model, portrait):
+    audio = _audio(1.2, 25, tiny_model.config)
+    cfg = SamplerConfig(steps=2, seed=4, first_clip=2, clip_frames=2)  # every clip after the first has one shape
+    ref = LLIAPipeline(tiny_model).generate(portrait, audio, sampler=cfg).frames
+    pipe = LLIAPipeline(tiny_model)
+    pipe.freeze_fixed_shapes(2)
+    out = pipe.generate(portrait, audio, sampler=cfg).frames
+    assert len(pipe._frozen) == 2  # the first clip (no motion frames) and the rest
+    # same graph, same kernels: the traced calls see different audio, states and timesteps each clip
+    assert torch.allclose(out, ref, atol=1e-5)
+    # a third shape runs eagerly, and a new portrait drops the old portrait's frozen calls
+    longer = dataclasses.replace(cfg, first_clip=3, clip_frames=3)
+    assert torch.allclose(pipe.generate(portrait, audio, sampler=longer).frames,
+                          LLIAPipeline(tiny_model).generate(portrait, audio, sampler=longer).frames, atol=1e-5)
+    assert len(pipe._frozen) == 2
+    from llia_core.portrait import prepare_portrait
+
+    other = prepare_portrait(np.full((40, 40, 3), 90, np.uint8), 32, mode="whole")
+    pipe.generate(other, _audio(0.2, 25, tiny_model.config), sampler=cfg)
+    assert pipe._frozen and all(f.reference is pipe.prepare_reference(other) for f in pipe._frozen)
+
+
+def test_temporal_attention_matches_sdpa_in_fp32_and_is_more_exact_in_bf16(tiny_model):
+    from diffusers.models.attention_processor import AttnProcessor2_0
+
+    from llia_core.models.attention import TemporalAttnProcessor
+
+    name, attn = next((n, m) for n, m in tiny_model.denoiser.unet.named_modules()
+                      if "motion_modules" in n and type(m).__name__ == "Attention")
+    assert isinstance(tiny_model.denoiser.unet.attn_processors[name + ".processor"], TemporalAttnProcessor)
+    torch.manual_seed(0)
+    x = torch.randn(64, 5, attn.to_q.in_features)
+    with torch.no_grad():
+        exact = AttnProcessor2_0()(attn, x)
+        assert torch.equal(TemporalAttnProcessor()(attn, x), exact)
+        import copy
+
+        attn16 = copy.deepcopy(attn).to(torch.bfloat16)
+        err_sdpa = (AttnProcessor2_0()(attn16, x.bfloat16()).float() - exact).abs().mean()
+        err_ours = (TemporalAttnProcessor()(attn16, x.bfloat16()).float() - exact).abs().mean()
+    assert err_ours <= err_sdpa

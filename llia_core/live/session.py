@@ -119,12 +119,14 @@ class LiveAvatar:
         user_hold: seconds the avatar keeps listening after the user's speech.
         motion_frames: previous frames each clip sees (1 halves the cost of 2-frame clips; the
             model is trained with 0 to ``config.motion_frames``).
+        frozen: run the denoiser traced and frozen for the live clip shapes (``pipeline/frozen.py``),
+            traced here before the clock starts; False runs it eagerly.
         on_frame: called with each :class:`LiveFrame` from the generator thread.
     """
 
     def __init__(self, pipe: LLIAPipeline, portrait: Portrait, *, steps: int = 1, clip_frames: int = 2,
                  lead: float = 0.08, user_hold: float = 0.6, seed: int = 0, motion_frames: int = 1,
-                 on_frame: Callable[[LiveFrame], None] | None = None):
+                 frozen: bool = True, on_frame: Callable[[LiveFrame], None] | None = None):
         self.pipe, self.portrait = pipe, portrait
         cfg = pipe.config
         self.fps = float(cfg.fps)
@@ -146,8 +148,12 @@ class LiveAvatar:
         self._chunks_waiting: deque = deque()  # avatar chunks whose first speaking frame is not out yet
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self.t0 = time.perf_counter()
+        if frozen:  # its own pipeline (same model): the fast path must not change the caller's
+            pipe = self.pipe = LLIAPipeline(pipe.model, pipe.device, pipe.dtype)
+            pipe.freeze_fixed_shapes(2)  # the first clip (no motion frames) and every later one
         self.reference = pipe.prepare_reference(portrait)
+        self._warm_up()
+        self.t0 = time.perf_counter()
         self.next_frame = 0
         self._motion = None
         self._last_state = IDLE
@@ -230,6 +236,31 @@ class LiveAvatar:
         states[speech] = SPEAKING  # the avatar's own voice wins
         return states
 
+    def _generate(self, start: int, length: int, windows, speech, states, motion):
+        """Frames (uint8) of one clip and the next clip's motion frames."""
+        m = 0 if motion is None else motion.shape[2]
+        audio = AudioFeatures(Audio(torch.zeros(1)), self.fps, m + length, windows, speech, torch.zeros(m + length))
+        clip = ClipPlan(index=start, start=m, length=length, state=int(states[-1]))
+        pipe = self.pipe
+        if motion is None:
+            c, h = pipe.config.autoencoder.latent_channels, pipe.config.latent_size
+            motion = torch.zeros((1, c, 0, h, h), device=pipe.device)
+        sampler = dataclasses.replace(self.sampler, seed=self.sampler.seed * 1_000_003 + start)  # fresh noise per clip
+        job = pipe.new_job(clip, audio, states, motion, sampler)
+        pipe.advance(job, self.reference, sampler)
+        images = (pipe.decode_clip(job.latents).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+        return images, pipe.motion_after(job.latents, self.motion_frames)
+
+    @torch.no_grad()
+    def _warm_up(self) -> None:
+        """Run both clip shapes once on silence (tracing them, if frozen) so the first real clips are on time."""
+        motion = None
+        for _ in range(2):
+            m = 0 if motion is None else motion.shape[2]
+            windows, speech = self._clip_inputs(0, self.clip_frames, m)
+            states = torch.full((m + self.clip_frames,), IDLE, dtype=torch.long)
+            _, motion = self._generate(0, self.clip_frames, windows, speech, states, motion)
+
     def step(self) -> list[LiveFrame]:
         """Generate the next clip now (the thread calls this on schedule; tests may call it directly)."""
         t_start = time.perf_counter()
@@ -244,17 +275,7 @@ class LiveAvatar:
         windows, speech = self._clip_inputs(start, length, m)
         pts_all = (np.arange(start - m, start + length) + 0.5) / self.fps
         states = self._states(speech, pts_all)
-        audio = AudioFeatures(Audio(torch.zeros(1)), self.fps, m + length, windows, speech, torch.zeros(m + length))
-        clip = ClipPlan(index=start, start=m, length=length, state=int(states[-1]))
-        pipe = self.pipe
-        if motion is None:
-            c, h = pipe.config.autoencoder.latent_channels, pipe.config.latent_size
-            motion = torch.zeros((1, c, 0, h, h), device=pipe.device)
-        sampler = dataclasses.replace(self.sampler, seed=self.sampler.seed * 1_000_003 + start)  # fresh noise per clip
-        job = pipe.new_job(clip, audio, states, motion, sampler)
-        pipe.advance(job, self.reference, sampler)
-        self._motion = pipe.motion_after(job.latents, self.motion_frames)
-        images = (pipe.decode_clip(job.latents).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+        images, self._motion = self._generate(start, length, windows, speech, states, motion)
         ready = time.perf_counter()
         self.stats.clip_seconds.append(ready - t_start)
         frames = []

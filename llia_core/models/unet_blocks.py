@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from diffusers.models.attention_processor import AttnProcessor2_0
 
 from ..config import LLIAConfig
 
@@ -48,9 +47,11 @@ def reference_key(processor_name: str) -> str | None:
 
 
 def processor_map(unet, make) -> dict:
-    """All processors of ``unet``: ``make(key)`` for spatial attention, SDPA for the rest."""
+    """All processors of ``unet``: ``make(key)`` for spatial attention, temporal attention for the rest."""
+    from .attention import TemporalAttnProcessor
+
     procs = {}
     for name in unet.attn_processors:
         key = reference_key(name)
-        procs[name] = make(key) if key is not None else AttnProcessor2_0()
+        procs[name] = make(key) if key is not None else TemporalAttnProcessor()
     return procs

@@ -23,6 +23,7 @@ from ..portrait import Portrait
 from ..sampling import ConsistencyRun, consistency_scheduler, sample_teacher, teacher_scheduler
 from ..states import states_from_activity
 from .drift_guard import DEFAULT_TOLERANCE, anchor_motion
+from .frozen import FrozenDenoiser
 
 SAMPLERS = ("consistency", "ddim", "euler")
 
@@ -141,6 +142,27 @@ class LLIAPipeline:
         self.device = torch.device(device) if device is not None else model.device
         self.dtype = dtype or next(model.parameters()).dtype
         self._reference_cache: dict[tuple, ReferenceState] = {}
+        self.frozen_limit = 0
+        self._frozen: list[FrozenDenoiser] = []
+
+    def freeze_fixed_shapes(self, limit: int = 2) -> None:
+        """Trace and freeze the denoiser for the first ``limit`` clip shapes it runs (``frozen.py``).
+
+        For callers that repeat one clip shape with one portrait, like the live engine; every other
+        shape, and guidance, keeps running the eager model.
+        """
+        self.frozen_limit = int(limit)
+
+    def _frozen_for(self, reference: ReferenceState, sample, t, windows, states, flags) -> FrozenDenoiser | None:
+        for frozen in self._frozen:
+            if frozen.serves(reference, sample, windows, states, flags):
+                return frozen
+        self._frozen = [f for f in self._frozen if f.reference is reference]  # a new portrait
+        if len(self._frozen) >= self.frozen_limit:
+            return None
+        self._frozen.append(FrozenDenoiser(self.model.denoiser, reference, self.dtype, sample, t, windows, states,
+                                           flags))
+        return self._frozen[-1]
 
     @property
     def config(self):
@@ -193,6 +215,11 @@ class LLIAPipeline:
 
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             sample = torch.cat([motion, x.to(self.dtype)], dim=2).expand(n, -1, -1, -1, -1)
+            frozen = None
+            if n == 1 and self.frozen_limit:
+                frozen = self._frozen_for(reference, sample, t.reshape(1), windows_n, states_n, flags_n)
+            if frozen is not None:
+                return frozen(sample, t, windows_n, states_n, flags_n)[:, :, m:].float()
             out = self.model.denoiser(
                 sample, t.reshape(1).expand(n), windows_n, states_n, ref_latent, bank, mask, flags_n,
                 audio_keep=a_keep if n > 1 else None, reference_keep=r_keep if n > 1 else None,
