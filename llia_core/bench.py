@@ -164,21 +164,39 @@ def flops_per_frame(config_name: str) -> float:
     return {"denoiser_per_frame": unet / f, "decode_per_frame": decode, "reference_once": ref_flops}
 
 
-def peak_rss_mb(minutes: float, model: str, steps: int, workdir: Path) -> dict:
-    """Peak RSS of a CLI run streaming ``minutes`` of audio to an mp4 (a fresh process per run)."""
+def _write_test_audio(path: Path, minutes: float, block_seconds: int = 60) -> None:
+    """A speech-like on/off tone plus noise, written a minute at a time.
+
+    Block by block because this process's peak must stay small: a child started with fork/vfork +
+    exec inherits its parent's peak RSS in ``ru_maxrss`` (Linux carries the old address space's
+    high-water mark across exec), which made an hour of audio synthesised here in one piece (2.3 GB)
+    look like the child's peak.
+    """
     import soundfile as sf
 
-    wav = workdir / f"audio_{minutes:g}min.wav"
     n = int(minutes * 60 * 16000)
     rng = np.random.default_rng(1)
-    t = np.arange(n) / 16000
-    wave = 0.2 * np.sin(2 * np.pi * 160 * t) * (np.sin(2 * np.pi * 0.7 * t) > 0) + rng.normal(0, 0.005, n)
-    sf.write(wav, wave.astype(np.float32), 16000)
-    del wave, t
-    code = ("import resource, sys, json; from llia_core.cli import main; "
-            "rc = main(sys.argv[1:]); "
-            "print('PEAK_RSS_KB', resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
-    cmd = [sys.executable, "-c", code, "generate", "--audio", str(wav), "--model", model, "--steps", str(steps),
+    with sf.SoundFile(path, "w", samplerate=16000, channels=1, subtype="FLOAT") as f:
+        for a in range(0, n, block_seconds * 16000):
+            t = np.arange(a, min(n, a + block_seconds * 16000)) / 16000
+            wave = 0.2 * np.sin(2 * np.pi * 160 * t) * (np.sin(2 * np.pi * 0.7 * t) > 0) + rng.normal(0, 0.005, t.size)
+            f.write(wave.astype(np.float32))
+
+
+# The child reports its own address space's high-water mark (VmHWM), which exec resets, and falls
+# back to ru_maxrss where /proc is missing.
+_PEAK_CODE = (
+    "import resource, sys; from llia_core.cli import main; rc = main(sys.argv[1:]); "
+    "hwm = [l.split()[1] for l in open('/proc/self/status') if l.startswith('VmHWM')] "
+    "if sys.platform.startswith('linux') else []; "
+    "print('PEAK_RSS_KB', hwm[0] if hwm else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss); sys.exit(rc)")
+
+
+def peak_rss_mb(minutes: float, model: str, steps: int, workdir: Path) -> dict:
+    """Peak RSS of a CLI run streaming ``minutes`` of audio to an mp4 (a fresh process per run)."""
+    wav = workdir / f"audio_{minutes:g}min.wav"
+    _write_test_audio(wav, minutes)
+    cmd = [sys.executable, "-c", _PEAK_CODE, "generate", "--audio", str(wav), "--model", model, "--steps", str(steps),
            "--out", str(workdir / f"out_{minutes:g}min.mp4"), "--quiet"]
     env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
     t0 = time.perf_counter()

@@ -164,3 +164,15 @@ def test_temporal_attention_matches_sdpa_in_fp32_and_is_more_exact_in_bf16(tiny_
         err_sdpa = (AttnProcessor2_0()(attn16, x.bfloat16()).float() - exact).abs().mean()
         err_ours = (TemporalAttnProcessor()(attn16, x.bfloat16()).float() - exact).abs().mean()
     assert err_ours <= err_sdpa
+
+
+def test_memory_benchmark_measures_the_child_not_its_parent(tmp_path):
+    """A child started by fork/vfork + exec inherits its parent's peak in ru_maxrss; the benchmark
+    must report the generating process's own peak however large the parent once was."""
+    big = np.ones(150_000_000)  # 1.2 GB in this process before the child starts
+    big[::4096] = 2.0  # touch every page
+    del big
+    row = bench.peak_rss_mb(0.02, "bundled", 1, tmp_path)  # 1.2 s of audio
+    assert row["frames_written"] == row["frames_expected"] == 30
+    assert 100 < row["peak_rss_mb"] < 1000
+    assert abs(row["audio_seconds"] - 1.2) < 0.05
