@@ -199,3 +199,31 @@ def test_frozen_live_engine_draws_the_eager_frames(tiny_model):
             images, motions[i] = av._generate(start, 2, windows, speech, states, motions[i])
             outs.append(images)
         assert np.abs(outs[0].astype(int) - outs[1].astype(int)).max() <= 1
+
+
+def test_user_audio_is_checked_on_the_generator_thread(avatar, monkeypatch):
+    """PyTorch work from a second thread slows the generator's OpenMP team down 2x, so while the
+    generator runs, the user's chunks are checked between its clips, and the caller gets the answer."""
+    threads = []
+    real = avatar._user_speech
+
+    def spy(*args, **kwargs):
+        threads.append(__import__("threading").get_ident())
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(avatar, "_user_speech", spy)
+    assert avatar.push_user_audio(voice(0.2)) is True  # no generator yet: checked right here
+    caller = __import__("threading").get_ident()
+    assert threads == [caller]
+    avatar.start(threads=1)
+    try:
+        time.sleep(0.3)
+        assert avatar.push_user_audio(voice(0.2)) is True
+        assert avatar.push_user_audio(np.zeros(3200, np.float32)) is False
+        generator = avatar._thread.ident
+        assert threads[1:] == [generator, generator]
+        # the user counts as speaking from when the chunk arrived, not when it was checked
+        assert avatar._user_until > avatar.now()
+    finally:
+        avatar.stop()
+    assert avatar.push_user_audio(voice(0.2)) is True and threads[-1] == caller

@@ -64,6 +64,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--lead", type=float, default=0.08)
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"))
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--eager", action="store_true", help="run the denoiser eagerly (no traced fast path)")
     p.add_argument("--browser", action="store_true", help="also open the page in headless Chromium")
     p.add_argument("--out", default="bench/live")
     args = p.parse_args(argv)
@@ -79,7 +80,8 @@ def main(argv: list[str] | None = None) -> dict:
     model, dtype = model_at_precision(load_model(args.model), args.dtype)
     portrait = prepare_portrait(Path(__file__).parents[1] / "assets" / "portrait.png", model.config.resolution,
                                 mode="whole")
-    avatar = LiveAvatar(LLIAPipeline(model, dtype=dtype), portrait, steps=args.steps, clip_frames=args.clip_frames, lead=args.lead)
+    avatar = LiveAvatar(LLIAPipeline(model, dtype=dtype), portrait, steps=args.steps, clip_frames=args.clip_frames, lead=args.lead,
+                        frozen=not args.eager)
     server = LiveServer(avatar, "127.0.0.1", 0).start(args.threads, generator=False)
     browser = None
     if args.browser and shutil.which("chromium"):

@@ -119,12 +119,16 @@ class LiveServer:
         return web.json_response({"start": event.start, "duration": event.duration,
                                   "delay_ms": round(1000 * self.avatar.audio_delay, 1)})
 
+    async def _push_user(self, wave, sample_rate: int) -> bool:
+        """The check waits for the generator's next gap between clips: off the event loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, self.avatar.push_user_audio, wave, sample_rate)
+
     async def user_audio(self, request):
         from aiohttp import web
 
         try:
             wave, sr = await self._audio(request)
-            speech = self.avatar.push_user_audio(wave, sr)
+            speech = await self._push_user(wave, sr)
         except LLIAError as exc:
             return web.json_response({"error": str(exc)}, status=400)
         return web.json_response({"speech": speech})
@@ -155,7 +159,7 @@ class LiveServer:
                 if msg.type == WSMsgType.BINARY:  # the page's microphone, 16 kHz int16
                     wave = np.frombuffer(msg.data[: len(msg.data) // 2 * 2], "<i2").astype(np.float32) / 32768.0
                     if wave.size:
-                        self.avatar.push_user_audio(wave, RATE)
+                        await self._push_user(wave, RATE)
                 elif msg.type == WSMsgType.TEXT:
                     data = json.loads(msg.data)
                     if data.get("type") == "shown":
