@@ -121,16 +121,23 @@ def evaluate_setting(pipe: LLIAPipeline, clips: list[EvalClip], sampler: Sampler
 
 def speech_vs_silence(pipe: LLIAPipeline, clip: EvalClip, wave: torch.Tensor, mouth_box,
                       sampler: SamplerConfig) -> dict:
-    """Real espeak-ng speech with pauses: mouth motion during speech vs during silence."""
+    """Real espeak-ng speech with pauses: mouth motion during speech vs during silence.
+
+    Twice: with the state held at speaking throughout (the model's response to the audio alone),
+    and with the states the main job uses by default (from voice activity: pauses become idle).
+    """
     fps = clip.fps
     n = int(math.ceil(wave.shape[0] / 16000 * fps))
     feats = features_for(wave, n, fps, pipe.config)
-    states = torch.full((n,), SPEAKING, dtype=torch.long)
-    out = pipe.generate(portrait_for(clip), feats, states, sampler)
-    motion = frame_changes(mouth_crop(out.frames, mouth_box))
     speech = feats.speech[1:]
-    ratio = float(motion[speech].mean() / motion[~speech].mean().clamp_min(1e-8)) if (~speech).any() else float("nan")
-    return {"speech_silence_motion_ratio": ratio, "speech_frames": int(speech.sum()), "silence_frames": int((~speech).sum())}
+    out = {"speech_frames": int(speech.sum()), "silence_frames": int((~speech).sum())}
+    for key, states in (("speech_silence_motion_ratio", torch.full((n,), SPEAKING, dtype=torch.long)),
+                        ("speech_silence_motion_ratio_default_states", None)):
+        frames = pipe.generate(portrait_for(clip), feats, states, sampler).frames
+        motion = frame_changes(mouth_crop(frames, mouth_box))
+        out[key] = (float(motion[speech].mean() / motion[~speech].mean().clamp_min(1e-8)) if (~speech).any()
+                    else float("nan"))
+    return out
 
 
 def mouth_crop(frames: torch.Tensor, box) -> torch.Tensor:
