@@ -358,7 +358,8 @@ class LiveAvatar:
 
     def run(self, threads: int | None = None) -> None:
         """Generate in the calling thread until :meth:`stop`. PyTorch runs this model ~1.5x faster
-        in the main thread than in a new one (measured: 63 vs 100 ms per clip), so the CLI calls this."""
+        in the main thread than in a new one (measured: 63 vs 100 ms per clip; probably the two
+        OpenMP teams described in :meth:`push_user_audio`), so the CLI calls this."""
         if threads:
             torch.set_num_threads(threads)
         self._generator = threading.get_ident()
