@@ -38,7 +38,9 @@ def model_at_precision(model, precision: str):
 
 
 def quantization_available() -> bool:
-    return int8_onednn_available()
+    """oneDNN int8 kernels with float output (the ones PyTorch's Inductor uses for x86 INT8)."""
+    ops = torch.ops.onednn
+    return all(hasattr(ops, n) for n in ("qconv2d_pointwise", "qconv_prepack", "qlinear_pointwise", "qlinear_prepack"))
 
 
 _FUSED_QUANTIZE = hasattr(torch, "quantize_per_tensor")
@@ -55,13 +57,6 @@ def _quantize_activation(x: torch.Tensor) -> tuple[torch.Tensor, float, int]:
             warnings.simplefilter("ignore")
             return torch.quantize_per_tensor(x, scale, zero, torch.quint8).int_repr(), scale, zero
     return x.div(scale).round_().add_(zero).clamp_(0, 255).to(torch.uint8), scale, zero
-
-
-
-def int8_onednn_available() -> bool:
-    """oneDNN int8 kernels with float output (the ones PyTorch's Inductor uses for x86 INT8)."""
-    ops = torch.ops.onednn
-    return all(hasattr(ops, n) for n in ("qconv2d_pointwise", "qconv_prepack", "qlinear_pointwise", "qlinear_prepack"))
 
 
 class Int8Linear(nn.Module):

@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-
 from ..config import LLIAConfig
+from .attention import TemporalAttnProcessor
 
 _DOWN = {"DownBlock": "DownBlock2D", "CrossAttnDownBlock": "CrossAttnDownBlock2D"}
 _UP = {"DownBlock": "UpBlock2D", "CrossAttnDownBlock": "CrossAttnUpBlock2D"}
@@ -48,8 +48,6 @@ def reference_key(processor_name: str) -> str | None:
 
 def processor_map(unet, make) -> dict:
     """All processors of ``unet``: ``make(key)`` for spatial attention, temporal attention for the rest."""
-    from .attention import TemporalAttnProcessor
-
     procs = {}
     for name in unet.attn_processors:
         key = reference_key(name)
