@@ -19,6 +19,10 @@ from typing import Any
 
 from .errors import CheckpointError
 
+# The framing contract: a portrait crop centres the face box (brow-to-chin, cheek-to-cheek, side
+# R / face_scale); in face-box units (box = [-1, 1]) the closed mouth sits at this height.
+MOUTH_CENTRE_Y = 0.55
+
 
 @dataclass(frozen=True)
 class AutoencoderConfig:
@@ -110,6 +114,9 @@ class LLIAConfig:
             residual (needs prediction_type "sample"), so an untrained or small model starts from
             the portrait instead of from noise and only has to learn what moves.
         face_scale: crop side / face box side used to frame portraits.
+        mouth_map: draw the audio encoder's predicted mouth shape at the mouth position and add it
+            to the noisy latents at full latent resolution (needs ``audio.mouth_head``); see
+            ``models/mouth_map.py``.
         prediction_type: what the denoiser predicts ("sample", "v_prediction" or "epsilon").
         num_train_timesteps: diffusion steps of the training noise schedule.
     """
@@ -123,6 +130,7 @@ class LLIAConfig:
     concat_reference: bool = True
     reference_skip: bool = True
     face_scale: float = 1.8
+    mouth_map: bool = False
     prediction_type: str = "sample"
     num_train_timesteps: int = 1000
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)

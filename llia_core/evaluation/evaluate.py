@@ -80,7 +80,7 @@ def make_eval_clips(identities: list[int], kinds: list[str], seconds: float, res
 
 def evaluate_setting(pipe: LLIAPipeline, clips: list[EvalClip], sampler: SamplerConfig, mouth_box) -> dict:
     """Generate every clip with one sampler setting and score it against ground truth."""
-    gen_open, gt_open, id_psnr, id_ssim, closed, boundary, switch = [], [], [], [], [], [], []
+    gen_open, gt_open, id_psnr, id_ssim, closed, boundary, switch, switch_face = [], [], [], [], [], [], [], []
     frames_done, seconds = 0, 0.0
     for clip in clips:
         n = clip.frames.shape[0]
@@ -104,9 +104,10 @@ def evaluate_setting(pipe: LLIAPipeline, clips: list[EvalClip], sampler: Sampler
             closed.append((dark[quiet] <= MOUTH_CLOSED_MAX).float().numpy())
         starts = [c.start for c in out.clips[1:]]
         boundary.append(boundary_ratio(frames, starts))
-        switches = (torch.nonzero(clip.states[1:] != clip.states[:-1]).reshape(-1) + 1).tolist()
+        switches = state_switches(clip)
         if switches:
             switch.append(boundary_ratio(frames, switches))
+            switch_face.append(boundary_ratio(frames * keep[None, :, :, None], switches))
     cat = lambda xs: np.concatenate(xs) if xs else np.zeros(0)  # noqa: E731
     return {
         "lip_sync_corr": correlation(cat(gen_open), cat(gt_open)),
@@ -115,8 +116,33 @@ def evaluate_setting(pipe: LLIAPipeline, clips: list[EvalClip], sampler: Sampler
         "mouth_closed_quiet_pct": float(100 * cat(closed).mean()) if closed else float("nan"),
         "clip_boundary_ratio": float(np.nanmean(boundary)) if boundary else float("nan"),
         "state_switch_ratio": float(np.nanmean(switch)) if switch else float("nan"),
+        "state_switch_ratio_outside_mouth": float(np.nanmean(switch_face)) if switch_face else float("nan"),
         "gen_fps": frames_done / max(seconds, 1e-9),
     }
+
+
+def state_switches(clip: EvalClip) -> list[int]:
+    """First frame index of every state change inside the clip."""
+    return (torch.nonzero(clip.states[1:] != clip.states[:-1]).reshape(-1) + 1).tolist()
+
+
+def ground_truth_scores(clips: list[EvalClip], mouth_box) -> dict:
+    """The same pixel metrics on the ground-truth frames: the ceiling for lip sync, and how large
+    the change at a state switch is in the data itself (the mouth opens or closes there at once)."""
+    dark, gt_open, switch, switch_face = [], [], [], []
+    for clip in clips:
+        r = clip.frames.shape[1]
+        keep = region_mask(r, r, mouth_box)
+        speaking = clip.states == SPEAKING
+        if speaking.sum() > 5:
+            dark.append(mouth_darkness(clip.frames, mouth_box, clip.reference)[speaking].numpy())
+            gt_open.append(clip.mouth_open[speaking].numpy())
+        if state_switches(clip):
+            switch.append(boundary_ratio(clip.frames, state_switches(clip)))
+            switch_face.append(boundary_ratio(clip.frames * keep[None, :, :, None], state_switches(clip)))
+    return {"ground_truth_lip_sync_corr": correlation(np.concatenate(dark), np.concatenate(gt_open)),
+            "ground_truth_state_switch_ratio": float(np.nanmean(switch)),
+            "ground_truth_state_switch_ratio_outside_mouth": float(np.nanmean(switch_face))}
 
 
 def speech_vs_silence(pipe: LLIAPipeline, clip: EvalClip, wave: torch.Tensor, mouth_box,
@@ -188,7 +214,7 @@ def drift(pipe: LLIAPipeline, clip: EvalClip, minutes: float, sampler: SamplerCo
 
 def format_table(rows: dict[str, dict]) -> str:
     cols = ["lip_sync_corr", "identity_psnr_db", "identity_ssim", "mouth_closed_quiet_pct",
-            "clip_boundary_ratio", "state_switch_ratio", "gen_fps"]
+            "clip_boundary_ratio", "state_switch_ratio", "state_switch_ratio_outside_mouth", "gen_fps"]
     head = "| setting | " + " | ".join(cols) + " |"
     sep = "|---" * (len(cols) + 1) + "|"
     lines = [head, sep]

@@ -10,7 +10,8 @@ from ..checkpoints import load_model
 from ..pipeline import LLIAPipeline
 from ..training.data.identity import split_of
 from ..training.data.render import mouth_box
-from .evaluate import SAMPLER_SETTINGS, drift, evaluate_setting, format_table, make_eval_clips, speech_vs_silence, write_report
+from .evaluate import (SAMPLER_SETTINGS, drift, evaluate_setting, format_table, ground_truth_scores, make_eval_clips,
+                       speech_vs_silence, write_report)
 
 
 def run_eval(model: str, out: str, *, identities: int = 6, seconds: float = 3.0, settings: list[str] | None = None,
@@ -34,7 +35,7 @@ def run_eval(model: str, out: str, *, identities: int = 6, seconds: float = 3.0,
         rows[name] = evaluate_setting(use, clips, SAMPLER_SETTINGS[name], box)
         print(f"{name}: " + ", ".join(f"{k}={v:.3f}" for k, v in rows[name].items()), flush=True)
     extra = {"identities": test_ids, "clips": len(clips), "seconds_per_clip": seconds, "model": str(model),
-             "teacher": str(teacher or model)}
+             "teacher": str(teacher or model), **ground_truth_scores(clips, box)}
     from ..training.data.speech import have_espeak, speech_with_pauses
 
     import numpy as np

@@ -10,13 +10,14 @@ from ..config import LLIAConfig
 from .attention import ReferenceAttnProcessor
 from .audio_encoder import AudioEncoder
 from .face_locator import FaceLocator
+from .mouth_map import MouthMap
 from .unet_blocks import processor_map, unet_kwargs
 
 
 class LLIADenoiser(nn.Module):
     """Predicts v (or noise) for a clip of latents.
 
-    Per frame the UNet input is [noisy latent (+ face-locator residual) ; reference latent
+    Per frame the UNet input is [noisy latent (+ face-locator and mouth-map residuals) ; reference latent
     (if ``concat_reference``) ; motion flag]. Motion frames (the previous clip's last clean
     latents) sit at the start of the frame axis with flag 1, so the temporal attention carries
     motion across clip boundaries; their outputs are ignored by the sampler and the loss.
@@ -36,6 +37,11 @@ class LLIADenoiser(nn.Module):
             nn.init.zeros_(self.unet.conv_out.bias)
         self.audio_encoder = AudioEncoder(config.audio, config.num_states)
         self.face_locator = FaceLocator(config.autoencoder.downscale, c)
+        self.mouth_map = None
+        if config.mouth_map:
+            if not config.audio.mouth_head:
+                raise ValueError("mouth_map needs the audio encoder's mouth head (config.audio.mouth_head)")
+            self.mouth_map = MouthMap(c, config.face_scale)
 
     def forward(
         self,
@@ -65,16 +71,19 @@ class LLIADenoiser(nn.Module):
             (B, C, F, h, w) model prediction.
         """
         b, c, f, h, w = sample.shape
+        flat_keep = None if audio_keep is None else audio_keep.reshape(b * f)
+        tokens = self.audio_encoder(audio_windows.reshape(b * f, *audio_windows.shape[2:]).to(sample.dtype),
+                                    states.reshape(b * f), flat_keep)
         x = sample + self.face_locator(face_mask.to(sample.dtype))[:, :, None]
+        if self.mouth_map is not None:  # the mouth head is trained by its own loss only: detach
+            mouth = self.audio_encoder.predict_mouth(tokens).detach()
+            x = x + self.mouth_map(mouth, h).to(sample.dtype).reshape(b, f, c, h, w).transpose(1, 2)
         parts = [x]
         if self.config.concat_reference:
             parts.append(reference_latent[:, :, None].expand(-1, -1, f, -1, -1).to(sample.dtype))
         parts.append(motion_flags.to(sample.dtype)[:, None, :, None, None].expand(-1, 1, -1, h, w))
         x = torch.cat(parts, dim=1)
 
-        flat_keep = None if audio_keep is None else audio_keep.reshape(b * f)
-        tokens = self.audio_encoder(audio_windows.reshape(b * f, *audio_windows.shape[2:]).to(sample.dtype),
-                                    states.reshape(b * f), flat_keep)
         kwargs = {"reference_bank": reference_bank, "num_frames": f}
         if reference_keep is not None:
             kwargs["reference_keep"] = reference_keep.reshape(b * f)

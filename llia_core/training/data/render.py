@@ -12,11 +12,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...config import MOUTH_CENTRE_Y
 from .identity import IdentityParams
 
 FACE_SCALE = 1.8
 SS = 4  # supersampling factor
-MOUTH_Y = 0.55
+MOUTH_Y = MOUTH_CENTRE_Y
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,87 @@
+"""The mouth map: its geometry matches the drawn mouths, it conditions the denoiser, and it trains
+only the denoiser (the mouth head learns from its own loss)."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from llia_core.models import LLIAModel
+from llia_core.models.mouth_map import mouth_ellipses
+from llia_core.training.data import make_clip
+from llia_core.evaluation.metrics import MOUTH_INTERIOR
+
+from conftest import tiny_config
+
+
+def _mouth_config(**overrides):
+    cfg = tiny_config(audio=dataclasses.replace(tiny_config().audio, mouth_head=True), mouth_map=True)
+    return dataclasses.replace(cfg, **overrides)
+
+
+def test_opening_ellipse_lands_on_the_drawn_mouth_interior():
+    clip = make_clip(20, 5, seconds=2.0, fps=25, resolution=128, kind="speaking", head_motion=False)
+    mouth = torch.tensor(np.stack([clip.mouth_open, clip.mouth_width, clip.mouth_round], -1))
+    cover = mouth_ellipses(mouth, 128, 1.8)[:, 0] > 0.5  # per-pixel map at image resolution
+    frames = torch.as_tensor(clip.frames).float() / 255
+    interior = (frames - torch.tensor(MOUTH_INTERIOR)).norm(dim=-1) < 0.1
+    wide = torch.as_tensor(clip.mouth_open) > 0.5
+    assert wide.sum() >= 5
+    inter = (cover & interior)[wide].sum((1, 2)).float()
+    union = (cover | interior)[wide].sum((1, 2)).float()
+    assert (inter / union).mean() > 0.5
+    # the drawn opening grows with the true opening, and a closed mouth has none
+    area = mouth_ellipses(mouth, 32, 1.8)[:, 0].sum((1, 2))
+    assert np.corrcoef(area.numpy(), clip.mouth_open)[0, 1] > 0.95
+    assert mouth_ellipses(torch.tensor([[0.0, 0.5, 0.0]]), 32, 1.8)[:, 0].sum() == 0
+
+
+def test_mouth_map_needs_the_mouth_head():
+    with pytest.raises(ValueError, match="mouth head"):
+        LLIAModel(tiny_config(mouth_map=True))
+
+
+def test_mouth_map_conditions_the_denoiser_and_leaves_the_mouth_head_to_its_own_loss():
+    torch.manual_seed(0)
+    model = LLIAModel(_mouth_config())
+    den = model.denoiser
+    cfg = model.config
+    torch.nn.init.normal_(den.unet.conv_out.weight, std=0.05)
+    c, h, r = cfg.autoencoder.latent_channels, cfg.latent_size, cfg.resolution
+    sample = torch.randn(1, c, 3, h, h)
+    windows = torch.randn(1, 3, cfg.audio.num_tokens, cfg.audio.mel_per_token * cfg.audio.n_mels)
+    ref = model.encode_reference(torch.rand(1, 3, r, r), torch.ones(1, 1, r, r))
+    args = (sample, torch.full((1,), 500), windows, torch.zeros(1, 3, dtype=torch.long), ref.latent, ref.bank,
+            torch.ones(1, 1, r, r), torch.zeros(1, 3))
+    with torch.no_grad():
+        before = den(*args)
+        mouth_map, den.mouth_map = den.mouth_map, None
+        assert torch.equal(before, den(*args)), "a fresh mouth map adds exactly nothing"
+        den.mouth_map = mouth_map
+        torch.nn.init.normal_(den.mouth_map.proj_out.weight, std=0.5)
+        after = den(*args)
+        # the residual follows the mouth head: a different predicted mouth, a different output
+        torch.nn.init.normal_(den.audio_encoder.mouth_head.bias, std=3.0)
+        moved = den(*args)
+    assert not torch.allclose(before, after), "a trained mouth map must change the output"
+    assert not torch.allclose(after, moved)
+    den(*args).pow(2).mean().backward()
+    assert den.audio_encoder.mouth_head.weight.grad is None  # detached: only the auxiliary loss trains it
+    assert den.mouth_map.proj_out.weight.grad.abs().sum() > 0
+
+
+def test_mouth_map_model_trains_saves_and_loads(tmp_path, monkeypatch):
+    from llia_core import config as config_module
+    from llia_core.checkpoints import load_model
+    from llia_core.training.data import generate_dataset
+    from llia_core.training.trainer import TrainConfig, train
+
+    generate_dataset(tmp_path / "data", num_identities=3, clips_per_identity=1, seconds=0.6, resolution=32,
+                     split="train", workers=1, progress=False)
+    monkeypatch.setitem(config_module.CONFIGS, "tiny-mouth", _mouth_config(name="tiny-mouth"))
+    path = train(TrainConfig(data=str(tmp_path / "data"), out_dir=str(tmp_path / "base"), config="tiny-mouth",
+                             steps=3, batch_frames=8, warmup=1, log_every=1, progress=False))
+    model = load_model(path)
+    assert model.config.mouth_map and model.denoiser.mouth_map is not None
+    assert model.denoiser.mouth_map.proj_out.weight.abs().sum() > 0  # it left its zero start
