@@ -196,7 +196,7 @@ _SD15_VAE = AutoencoderConfig(
 _SD15_AUDIO = AudioEncoderConfig(n_mels=80, context=2, mel_per_token=4, num_layers=4, dim=768)
 
 CONFIGS: dict[str, LLIAConfig] = {
-    "demo": LLIAConfig(audio=AudioEncoderConfig(mouth_head=True)),
+    "demo": LLIAConfig(audio=AudioEncoderConfig(mouth_head=True), mouth_map=True),
     "sd15-384": LLIAConfig(
         name="sd15-384", resolution=384, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,
         concat_reference=False, reference_skip=False, prediction_type="v_prediction",

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Reproduce the bundled model from nothing: data -> base model -> consistency distillation -> eval.
-# About 2 hours on a 2-core CPU (data 7, base 62, base with mouth head 38, distillation 10; evaluation ~50 more).
+# About 1.5 hours on a 2-core CPU (data 6, base 68, distillation 10; evaluation ~55 more).
 # Every stage resumes where it stopped when rerun. Usage: bash scripts/train_bundled.sh [WORKDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,22 +10,16 @@ PY=".venv/bin/python"
 export OMP_WAIT_POLICY=PASSIVE  # threads sleep instead of spinning when another process shares the cores
 # 1. 1,080 training clips: 270 training identities x 4 clips x 3 s (test/val identities are never generated)
 $PY -m llia_core.training.data --out "$W/data" --identities 300 --clips 4 --split train --workers 2
-# 2. base model: fixed 8-frame clips for the first quarter, then 1-16 frames; x0 prediction with reference skip.
-#    The bundled run had no mouth weighting for its first 1,400 steps (the mouth stayed closed), then
-#    resumed with the mouth region weighted 11x; the two calls below replay exactly that.
-$PY -m llia_core train --stage base --data "$W/data" --out-dir "$W/base" --steps 3000 --stop-step 1400 \
-    --mouth-weight 0 --batch-frames 24 --lr 4e-4 --threads 2
-$PY -m llia_core train --stage base --data "$W/data" --out-dir "$W/base" --steps 3000 --stop-step 2208 \
-    --mouth-weight 10 --batch-frames 24 --lr 4e-4 --threads 2
-# 2b. continue the base model with the mouth head: an auxiliary audio -> mouth-parameter loss gives the
-#     audio path a direct signal (38 minutes; the bundled run stopped at step 1,574 of a 2,000-step schedule)
-$PY -m llia_core train --stage base --init "$W/base/model.safetensors" --data "$W/data" --out-dir "$W/base2" \
-    --steps 2000 --stop-step 1574 --batch-frames 24 --lr 3e-4 --warmup 50 --fixed-fraction 0 \
-    --mouth-weight 10 --mouth-aux-weight 0.5 --threads 2
+# 2. base model (the demo config: mouth head + mouth map): fixed 8-frame clips for the first quarter,
+#    then 1-16 frames; x0 prediction with reference skip; the mouth region weighted 11x; the audio
+#    encoder's mouth head learns the true mouth parameters (auxiliary loss 0.5) and the mouth map
+#    draws its prediction into the latents
+$PY -m llia_core train --stage base --data "$W/data" --out-dir "$W/base" --steps 2700 \
+    --batch-frames 24 --lr 4e-4 --mouth-weight 10 --mouth-aux-weight 0.5 --threads 2
 # 3. latent consistency distillation into the few-step student (audio guidance 1.5 distilled in)
-$PY -m llia_core train --stage distill --init "$W/base2/model.safetensors" --data "$W/data" --out-dir "$W/distill" \
+$PY -m llia_core train --stage distill --init "$W/base/model.safetensors" --data "$W/data" --out-dir "$W/distill" \
     --steps 300 --batch-frames 16 --lr 1e-4 --warmup 20 --threads 2
 # 4. evaluation on held-out identities (teacher rows use the base model)
-$PY -m llia_core eval --model "$W/distill/model.safetensors" --teacher "$W/base2/model.safetensors" \
+$PY -m llia_core eval --model "$W/distill/model.safetensors" --teacher "$W/base/model.safetensors" \
     --identities 3 --seconds 2.0 --drift-minutes 10 --threads 2 --out "$W/eval/report"
 echo "model: $W/distill/model.safetensors (copy to llia_core/assets/llia-demo.safetensors to bundle it)"
