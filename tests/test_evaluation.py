@@ -35,8 +35,7 @@ def test_eval_reports_every_metric(tiny_model, tmp_path, monkeypatch):
 
 def test_ground_truth_scores_show_the_metric_ceiling_and_the_data_jump_at_switches():
     """On the data itself: the mouth measure follows the true opening, and at a state switch the
-    mouth opens or closes at once, so the whole-frame switch ratio is far above 1 while the face
-    outside the mouth does not jump."""
+    mouth opens or closes at once, so the whole-frame switch ratio is far above 1."""
     from llia_core.evaluation.evaluate import ground_truth_scores, make_eval_clips
     from llia_core.training.data.render import mouth_box
 
@@ -44,5 +43,4 @@ def test_ground_truth_scores_show_the_metric_ceiling_and_the_data_jump_at_switch
     gt = ground_truth_scores(clips, mouth_box(128))
     assert gt["ground_truth_lip_sync_corr"] > 0.85
     assert gt["ground_truth_state_switch_ratio"] > 2.0
-    assert gt["ground_truth_state_switch_ratio_outside_mouth"] < gt["ground_truth_state_switch_ratio"]
     print(gt)
