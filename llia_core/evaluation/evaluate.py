@@ -138,8 +138,9 @@ def ground_truth_scores(clips: list[EvalClip], mouth_box) -> dict:
         if speaking.sum() > 5:
             dark.append(mouth_darkness(clip.frames, mouth_box, clip.reference)[speaking].numpy())
             gt_open.append(clip.mouth_open[speaking].numpy())
-        if state_switches(clip):
-            switch.append(boundary_ratio(clip.frames, state_switches(clip)))
+        switches = state_switches(clip)
+        if switches:
+            switch.append(boundary_ratio(clip.frames, switches))
     return {"ground_truth_lip_sync_corr": correlation(np.concatenate(dark), np.concatenate(gt_open)),
             "ground_truth_state_switch_ratio": float(np.nanmean(switch))}
 
