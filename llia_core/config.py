@@ -117,6 +117,9 @@ class LLIAConfig:
         mouth_map: draw the audio encoder's predicted mouth shape at the mouth position and add it
             to the noisy latents at full latent resolution (needs ``audio.mouth_head``); see
             ``models/mouth_map.py``.
+        mouth_paint: also draw it at pixel resolution and add what it changes to the predicted
+            clean frame (needs the mouth head, ``reference_skip`` and the "patch" autoencoder);
+            see ``MouthPaint`` in ``models/mouth_map.py``.
         prediction_type: what the denoiser predicts ("sample", "v_prediction" or "epsilon").
         num_train_timesteps: diffusion steps of the training noise schedule.
     """
@@ -131,6 +134,7 @@ class LLIAConfig:
     reference_skip: bool = True
     face_scale: float = 1.8
     mouth_map: bool = False
+    mouth_paint: bool = False
     prediction_type: str = "sample"
     num_train_timesteps: int = 1000
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
@@ -197,6 +201,9 @@ _SD15_AUDIO = AudioEncoderConfig(n_mels=80, context=2, mel_per_token=4, num_laye
 
 CONFIGS: dict[str, LLIAConfig] = {
     "demo": LLIAConfig(audio=AudioEncoderConfig(mouth_head=True), mouth_map=True),
+    # the bundled model: the demo base model with a mouth paint trained on top (scripts/train_bundled.sh);
+    # it keeps the name "demo": the same model family, one head more
+    "demo-paint": LLIAConfig(audio=AudioEncoderConfig(mouth_head=True), mouth_map=True, mouth_paint=True),
     "sd15-384": LLIAConfig(
         name="sd15-384", resolution=384, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,
         concat_reference=False, reference_skip=False, prediction_type="v_prediction",

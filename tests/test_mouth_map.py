@@ -85,3 +85,78 @@ def test_mouth_map_model_trains_saves_and_loads(tmp_path, monkeypatch):
     model = load_model(path)
     assert model.config.mouth_map and model.denoiser.mouth_map is not None
     assert model.denoiser.mouth_map.proj_out.weight.abs().sum() > 0  # it left its zero start
+
+
+def test_mouth_paint_starts_at_nothing_then_repaints_the_mouth_from_the_mouth_head():
+    torch.manual_seed(0)
+    model = LLIAModel(_mouth_config(mouth_paint=True))
+    den, cfg = model.denoiser, model.config
+    torch.nn.init.normal_(den.unet.conv_out.weight, std=0.05)
+    c, h, r = cfg.autoencoder.latent_channels, cfg.latent_size, cfg.resolution
+    windows = torch.randn(1, 3, cfg.audio.num_tokens, cfg.audio.mel_per_token * cfg.audio.n_mels)
+    ref = model.encode_reference(torch.rand(1, 3, r, r), torch.ones(1, 1, r, r))
+    args = (torch.randn(1, c, 3, h, h), torch.full((1,), 500), windows, torch.zeros(1, 3, dtype=torch.long),
+            ref.latent, ref.bank, torch.ones(1, 1, r, r), torch.zeros(1, 3))
+    with torch.no_grad():
+        before = den(*args)
+        paint, den.mouth_paint = den.mouth_paint, None
+        assert torch.equal(before, den(*args)), "a fresh mouth paint adds exactly nothing"
+        den.mouth_paint = paint
+        torch.nn.init.normal_(paint.proj_out.weight, std=0.5)
+        after = den(*args)
+        torch.nn.init.normal_(den.audio_encoder.mouth_head.bias, std=3.0)
+        moved = den(*args)
+    assert not torch.allclose(before, after) and not torch.allclose(after, moved)
+    # it repaints the mouth only: cells away from the lips (the top half of the frame) are untouched
+    changed = (after - before).abs().amax(dim=(0, 1, 2)) > 0  # (h, w)
+    assert changed.any() and not changed[: h // 2].any()
+    den(*args).pow(2).mean().backward()
+    assert den.audio_encoder.mouth_head.weight.grad is None
+    assert paint.proj_out.weight.grad.abs().sum() > 0
+
+
+def test_mouth_paint_sees_the_mouth_pixel_by_pixel():
+    """Folded like the patch latent, the pixel-resolution ellipses keep every pixel of the mouth
+    (the latent-resolution map keeps only each cell's share) and agree with that share."""
+    import torch.nn.functional as F
+
+    mouths = torch.tensor([[0.3, 0.5, 0.0], [0.8, 0.2, 1.0]])
+    pixels = mouth_ellipses(mouths, 128, 1.8)
+    fine = F.pixel_unshuffle(pixels, 4)
+    assert fine.shape == (2, 32, 32, 32)
+    assert torch.equal(F.pixel_shuffle(fine, 4), pixels)
+    coarse = mouth_ellipses(mouths, 32, 1.8)
+    assert (fine[:, :16].mean(1) - coarse[:, 0]).abs().mean() < 0.01
+    assert (fine[:, :16].mean(1) - coarse[:, 0]).abs().max() < 0.2
+
+
+def test_mouth_paint_needs_the_mouth_head_and_the_patch_latent():
+    with pytest.raises(ValueError, match="mouth_paint"):
+        LLIAModel(tiny_config(mouth_paint=True))
+
+
+def test_a_trained_mouth_map_model_grows_a_mouth_paint_trained_alone(tmp_path, monkeypatch):
+    """The bundled recipe's stage 2b: a finished base model gains a mouth paint, and
+    ``train_only`` trains the paint while every other weight stays exactly as it was."""
+    from llia_core import config as config_module
+    from llia_core.checkpoints import load_model
+    from llia_core.training.data import generate_dataset
+    from llia_core.training.trainer import TrainConfig, train
+
+    generate_dataset(tmp_path / "data", num_identities=3, clips_per_identity=1, seconds=0.6, resolution=32,
+                     split="train", workers=1, progress=False)
+    monkeypatch.setitem(config_module.CONFIGS, "tiny-mouth", _mouth_config(name="tiny-mouth"))
+    monkeypatch.setitem(config_module.CONFIGS, "tiny-paint", _mouth_config(name="tiny-paint", mouth_paint=True))
+    common = dict(data=str(tmp_path / "data"), batch_frames=8, warmup=1, log_every=1, progress=False)
+    base = train(TrainConfig(out_dir=str(tmp_path / "base"), config="tiny-mouth", steps=2, **common))
+    painted = train(TrainConfig(out_dir=str(tmp_path / "paint"), config="tiny-paint", init=str(base), steps=3,
+                                lr=1e-2, ema_decay=0.0, train_only="mouth_paint", **common))
+    old, new = load_model(base), load_model(painted)
+    assert new.config.mouth_paint and new.config.name == "tiny-paint" and not old.config.mouth_paint
+    kept = new.state_dict()
+    for k, v in old.state_dict().items():
+        assert torch.equal(kept[k], v), k
+    assert new.denoiser.mouth_paint.proj_out.weight.abs().sum() > 0  # it left its zero start
+    with pytest.raises(ValueError, match="matches no parameter"):
+        train(TrainConfig(out_dir=str(tmp_path / "none"), init=str(base), steps=1, train_only="no_such_module",
+                          **common))

@@ -10,7 +10,7 @@ from ..config import LLIAConfig
 from .attention import ReferenceAttnProcessor
 from .audio_encoder import AudioEncoder
 from .face_locator import FaceLocator
-from .mouth_map import MouthMap
+from .mouth_map import MouthMap, MouthPaint
 from .unet_blocks import processor_map, unet_kwargs
 
 
@@ -42,6 +42,11 @@ class LLIADenoiser(nn.Module):
             if not config.audio.mouth_head:
                 raise ValueError("mouth_map needs the audio encoder's mouth head (config.audio.mouth_head)")
             self.mouth_map = MouthMap(c, config.face_scale)
+        self.mouth_paint = None
+        if config.mouth_paint:
+            if not (config.audio.mouth_head and config.reference_skip and config.autoencoder.kind == "patch"):
+                raise ValueError("mouth_paint needs the mouth head, reference_skip and the 'patch' autoencoder")
+            self.mouth_paint = MouthPaint(c, config.autoencoder.downscale, config.face_scale)
 
     def forward(
         self,
@@ -75,8 +80,10 @@ class LLIADenoiser(nn.Module):
         tokens = self.audio_encoder(audio_windows.reshape(b * f, *audio_windows.shape[2:]).to(sample.dtype),
                                     states.reshape(b * f), flat_keep)
         x = sample + self.face_locator(face_mask.to(sample.dtype))[:, :, None]
-        if self.mouth_map is not None:  # the mouth head is trained by its own loss only: detach
-            mouth = self.audio_encoder.predict_mouth(tokens).detach()
+        mouth = None
+        if self.mouth_map is not None or self.mouth_paint is not None:
+            mouth = self.audio_encoder.predict_mouth(tokens).detach()  # trained by its own loss only
+        if self.mouth_map is not None:
             x = x + self.mouth_map(mouth, h).to(sample.dtype).reshape(b, f, c, h, w).transpose(1, 2)
         parts = [x]
         if self.config.concat_reference:
@@ -99,4 +106,8 @@ class LLIADenoiser(nn.Module):
             if reference_keep is not None:
                 skip = skip * reference_keep.to(out.dtype)[:, None, :, None, None]
             out = out + skip
+            if self.mouth_paint is not None:
+                ref = skip.expand(-1, -1, f, -1, -1).transpose(1, 2).reshape(b * f, c, h, w)
+                flat = out.transpose(1, 2).reshape(b * f, c, h, w)
+                out = self.mouth_paint(mouth, ref, flat).to(out.dtype).reshape(b, f, c, h, w).transpose(1, 2)
         return out

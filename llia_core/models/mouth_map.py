@@ -61,3 +61,38 @@ class MouthMap(nn.Module):
     def forward(self, mouth: torch.Tensor, size: int) -> torch.Tensor:
         maps = mouth_ellipses(mouth, size, self.face_scale).to(self.proj_out.weight.dtype)
         return self.proj_out(self.net(maps))
+
+
+class MouthPaint(nn.Module):
+    """Repaints the mouth of the predicted clean frame from the audio, pixel by pixel.
+
+    The Mouth Map conditions the input, but a 32-channel top level paints a blurred mean mouth
+    from it, and every further sampling step re-invents the mouth from noise (2 steps lip-synced
+    worse than 1). For the lossless "patch" latent a latent cell is a block of pixels, so the
+    ellipses drawn at pixel resolution and folded the same way (space-to-depth) give every cell
+    the exact pixels the mouth covers. A small per-cell net reads that coverage and the portrait's
+    own pixels there and proposes the cell's pixels plus a gate; the gate (0..1, zero outside
+    the lips and at initialisation) blends the proposal over the denoiser's prediction.
+    """
+
+    def __init__(self, latent_channels: int, downscale: int, face_scale: float, width: int = 64):
+        super().__init__()
+        self.face_scale, self.downscale = face_scale, downscale
+        self.net = nn.Sequential(
+            nn.Conv2d(2 * downscale**2 + latent_channels, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(width, width, 1), nn.SiLU(),
+        )
+        self.proj_out = nn.Conv2d(width, 2 * latent_channels, 1)  # pixel proposal, gate
+        nn.init.zeros_(self.proj_out.weight)
+        nn.init.zeros_(self.proj_out.bias)
+
+    def forward(self, mouth: torch.Tensor, reference_latent: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
+        """mouth (N, 3); reference_latent, prediction (N, C, h, w) -> prediction with the mouth repainted."""
+        h = reference_latent.shape[-1]
+        cover = mouth_ellipses(mouth, h * self.downscale, self.face_scale)
+        lips = F.max_pool2d((F.max_pool2d(cover[:, 1:], self.downscale) > 0).float(), 3, 1, 1)  # lips cells, dilated 1
+        dtype = self.proj_out.weight.dtype
+        feats = torch.cat([F.pixel_unshuffle(cover, self.downscale).to(dtype), reference_latent.to(dtype)], 1)
+        proposal, gate = self.proj_out(self.net(feats)).chunk(2, dim=1)
+        gate = gate.clamp(0, 1) * lips.to(dtype)
+        return prediction + gate * (reference_latent.to(dtype) + proposal - prediction)

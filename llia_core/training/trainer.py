@@ -11,6 +11,10 @@ Stage ``distill``: latent consistency distillation (Luo et al. 2023): the studen
 the same clean estimate as the EMA target maps the teacher's guided DDIM step x_{t-k}; the
 teacher's classifier-free guidance on audio is distilled in.
 
+A new head can be added to a finished base model and trained alone (``--config`` with the head,
+``--init`` the base model, ``--train-only`` the head's name): the bundled model's mouth paint is
+trained that way, in 8 minutes instead of a new 74-minute base run.
+
 Both stages resume from ``out_dir/state.safetensors`` and stop cleanly on a step or time budget,
 writing ``model.safetensors`` (EMA weights) and ``log.csv``.
 """
@@ -62,6 +66,7 @@ class TrainConfig:
     ema_decay: float = 0.998
     guidance_scale: float = 1.5  # teacher guidance distilled into the student
     skip: int = 20  # DDIM solver skip (1000 / 20 = 50-step teacher discretisation)
+    train_only: str | None = None  # train only parameters whose name contains this (e.g. a new head)
     seed: int = 0
     save_every: int = 200
     log_every: int = 20
@@ -217,19 +222,20 @@ def distill_loss(student: LLIAModel, target: LLIAModel, teacher: LLIAModel, batc
 
 
 def with_new_heads(model: LLIAModel, config) -> LLIAModel:
-    """``model`` rebuilt with ``config`` when that only adds heads (e.g. the mouth head); else unchanged.
+    """``model`` rebuilt with ``config`` when that only adds heads (mouth head, mouth paint); else unchanged.
 
     Lets a base model trained before a head existed continue training with it: every existing
     weight is kept, only the head starts fresh.
     """
     if config == model.config:
         return model
-    plain = dataclasses.replace(config, audio=dataclasses.replace(config.audio, mouth_head=model.config.audio.mouth_head))
+    plain = dataclasses.replace(config, audio=dataclasses.replace(config.audio, mouth_head=model.config.audio.mouth_head),
+                                mouth_paint=model.config.mouth_paint, name=model.config.name)
     if plain != model.config:
         return model  # another architecture: keep the checkpoint's own config
     grown = LLIAModel(config)
     missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
-    if unexpected or any(".mouth_head." not in k for k in missing):
+    if unexpected or any(".mouth_head." not in k and ".mouth_paint." not in k for k in missing):
         raise ValueError(f"cannot add heads: missing {missing}, unexpected {unexpected}")
     print(f"added {len(missing)} new head tensors to the initial model")
     return grown
@@ -258,7 +264,12 @@ def train(tc: TrainConfig) -> Path:
     elif tc.stage != "base":
         raise ValueError(f"unknown stage {tc.stage!r}; use 'base' or 'distill'")
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    if tc.train_only:
+        for name, p in model.named_parameters():
+            p.requires_grad_(tc.train_only in name)
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError(f"--train-only {tc.train_only!r} matches no parameter of the model")
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=0.0, betas=(0.9, 0.99))
     state_path = out / "state.safetensors"
     step = 0
