@@ -199,11 +199,13 @@ _SD15_VAE = AutoencoderConfig(
 )
 _SD15_AUDIO = AudioEncoderConfig(n_mels=80, context=2, mel_per_token=4, num_layers=4, dim=768)
 
+_DEMO = LLIAConfig(audio=AudioEncoderConfig(mouth_head=True), mouth_map=True)
+
 CONFIGS: dict[str, LLIAConfig] = {
-    "demo": LLIAConfig(audio=AudioEncoderConfig(mouth_head=True), mouth_map=True),
+    "demo": _DEMO,
     # the bundled model: the demo base model with a mouth paint trained on top (scripts/train_bundled.sh);
     # it keeps the name "demo": the same model family, one head more
-    "demo-paint": LLIAConfig(audio=AudioEncoderConfig(mouth_head=True), mouth_map=True, mouth_paint=True),
+    "demo-paint": dataclasses.replace(_DEMO, mouth_paint=True),
     "sd15-384": LLIAConfig(
         name="sd15-384", resolution=384, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,
         concat_reference=False, reference_skip=False, prediction_type="v_prediction",
