@@ -120,6 +120,8 @@ class LLIAConfig:
         mouth_paint: also draw it at pixel resolution and add what it changes to the predicted
             clean frame (needs the mouth head, ``reference_skip`` and the "patch" autoencoder);
             see ``MouthPaint`` in ``models/mouth_map.py``.
+        mouth_paint_gate: the paint blends its proposal over the prediction with a learned gate;
+            False: it owns the lips cells outright (gate 1 there).
         prediction_type: what the denoiser predicts ("sample", "v_prediction" or "epsilon").
         num_train_timesteps: diffusion steps of the training noise schedule.
     """
@@ -135,6 +137,7 @@ class LLIAConfig:
     face_scale: float = 1.8
     mouth_map: bool = False
     mouth_paint: bool = False
+    mouth_paint_gate: bool = True
     prediction_type: str = "sample"
     num_train_timesteps: int = 1000
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
@@ -203,9 +206,11 @@ _DEMO = LLIAConfig(audio=AudioEncoderConfig(mouth_head=True), mouth_map=True)
 
 CONFIGS: dict[str, LLIAConfig] = {
     "demo": _DEMO,
-    # the bundled model: the demo base model with a mouth paint trained on top (scripts/train_bundled.sh);
-    # it keeps the name "demo": the same model family, one head more
+    # the demo base model with a mouth paint trained on top (scripts/train_bundled.sh); they keep the
+    # name "demo": the same model family, one head more. The bundled model is "demo-paint-full"
+    # (the paint owns the lips cells); "demo-paint" blends it in with a learned gate.
     "demo-paint": dataclasses.replace(_DEMO, mouth_paint=True),
+    "demo-paint-full": dataclasses.replace(_DEMO, mouth_paint=True, mouth_paint_gate=False),
     "sd15-384": LLIAConfig(
         name="sd15-384", resolution=384, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,
         concat_reference=False, reference_skip=False, prediction_type="v_prediction",

@@ -115,6 +115,77 @@ def test_mouth_paint_starts_at_nothing_then_repaints_the_mouth_from_the_mouth_he
     assert paint.proj_out.weight.grad.abs().sum() > 0
 
 
+def test_a_shut_mouth_paint_gate_can_reopen_and_its_proposal_learns_while_shut():
+    """The session-6 paint's gate stayed shut (0.04) where the mouth opens: below 0 a plain clamp
+    passes no gradient, and a shut gate passes none to the proposal. Both paths must learn."""
+    from llia_core.training.trainer import PaintInputs
+
+    torch.manual_seed(0)
+    model = LLIAModel(_mouth_config(mouth_paint=True))
+    den, cfg = model.denoiser, model.config
+    paint = den.mouth_paint
+    c, h, r = cfg.autoencoder.latent_channels, cfg.latent_size, cfg.resolution
+    torch.nn.init.normal_(paint.proj_out.weight, std=0.01)
+    with torch.no_grad():
+        paint.proj_out.bias[c:2 * c] = -1.0  # every gate well below 0: shut
+    windows = torch.randn(1, 3, cfg.audio.num_tokens, cfg.audio.mel_per_token * cfg.audio.n_mels)
+    ref = model.encode_reference(torch.rand(1, 3, r, r), torch.ones(1, 1, r, r))
+    args = (torch.randn(1, c, 3, h, h), torch.full((1,), 500), windows, torch.zeros(1, 3, dtype=torch.long),
+            ref.latent, ref.bank, torch.ones(1, 1, r, r), torch.zeros(1, 3))
+    x0 = torch.rand(1, c, 3, h, h)
+    with PaintInputs(model, 1.0) as caught:
+        pred = den(*args)
+    _, gate, lips = paint.propose(*caught.inputs)
+    assert lips.sum() > 0 and gate.max() == 0  # shut everywhere
+    ((pred - x0) ** 2).mean().backward(retain_graph=True)
+    grad = paint.proj_out.bias.grad
+    assert grad[c:2 * c].abs().sum() > 0, "a shut gate gets no gradient: it can never reopen"
+    assert grad[:c].abs().sum() == 0 and grad[2 * c:].abs().sum() == 0  # a shut gate hides the proposal ...
+    model.zero_grad()
+    aux = caught.loss(x0, torch.zeros(1, 3))
+    aux.backward()
+    grad = paint.proj_out.bias.grad
+    assert aux > 0 and grad[:c].abs().sum() > 0 and grad[2 * c:].abs().sum() > 0  # ... which learns from its own loss
+    assert den.unet.conv_out.weight.grad is None or den.unet.conv_out.weight.grad.abs().sum() == 0
+    with PaintInputs(model, 0.0) as off:  # weight 0: nothing caught, no loss
+        den(*args)
+    assert off.inputs is None and off.loss(x0, torch.zeros(1, 3)) == 0
+    # motion frames (given, not generated) do not count
+    assert caught.loss(x0, torch.ones(1, 3)) == 0
+
+
+@pytest.mark.parametrize("gated", [True, False])
+def test_mouth_paint_lays_its_colours_on_exactly_the_pixels_the_ellipses_cover(gated):
+    """Opening colour where the opening ellipse covers a pixel, lip colour on the lips ring, the
+    portrait elsewhere: with the gate open (or no gate: the paint owns the lips cells) and no
+    residual the decoded mouth is the drawn one, and nothing beyond the lips cells changes."""
+    import torch.nn.functional as F
+    from llia_core.models.mouth_map import MouthPaint
+
+    ds, size = 4, 128
+    paint = MouthPaint(3 * ds * ds, ds, face_scale=1.8, gated=gated)
+    c = 3 * ds * ds
+    inside, lip, skin = torch.tensor([-0.6, -0.9, -0.8]), torch.tensor([0.5, -0.2, -0.1]), torch.tensor([0.8, 0.5, 0.3])
+    with torch.no_grad():
+        if gated:
+            paint.proj_out.bias[c:2 * c] = 1.0  # gate open
+        paint.proj_out.bias[-6:] = torch.cat([inside, lip])
+    mouth = torch.tensor([[0.9, 0.5, 0.3]])
+    ref = F.pixel_unshuffle(skin[None, :, None, None].expand(1, 3, size, size), ds)
+    pred = torch.zeros_like(ref)
+    pixels = F.pixel_shuffle(paint(mouth, ref, pred), ds)[0].permute(1, 2, 0)  # (H, W, 3)
+    cover = mouth_ellipses(mouth, size, 1.8)[0]
+    opening, ring = cover[0] == 1, (cover[1] == 1) & (cover[0] == 0)
+    assert opening.sum() > 30 and ring.sum() > 10
+    assert torch.allclose(pixels[opening], inside.expand(int(opening.sum()), 3), atol=1e-6)
+    assert torch.allclose(pixels[ring], lip.expand(int(ring.sum()), 3), atol=1e-6)
+    outside_lips = F.max_pool2d((cover[1:] > 0).float()[None], 3 * ds, ds, ds)[0, 0] == 0  # beyond the lips cells
+    far = F.interpolate(outside_lips[None, None].float(), scale_factor=ds)[0, 0] > 0
+    assert (pixels[far] == 0).all()  # the prediction, untouched
+    between = (cover[1] == 0) & ~far  # lips cells, but not on the lips: the portrait's skin
+    assert torch.allclose(pixels[between], skin.expand(int(between.sum()), 3), atol=1e-6)
+
+
 def test_mouth_paint_sees_the_mouth_pixel_by_pixel():
     """Folded like the patch latent, the pixel-resolution ellipses keep every pixel of the mouth
     (the latent-resolution map keeps only each cell's share) and agree with that share."""

@@ -46,7 +46,7 @@ class LLIADenoiser(nn.Module):
         if config.mouth_paint:
             if not (config.audio.mouth_head and config.reference_skip and config.autoencoder.kind == "patch"):
                 raise ValueError("mouth_paint needs the mouth head, reference_skip and the 'patch' autoencoder")
-            self.mouth_paint = MouthPaint(c, config.autoencoder.downscale, config.face_scale)
+            self.mouth_paint = MouthPaint(c, config.autoencoder.downscale, config.face_scale, gated=config.mouth_paint_gate)
 
     def forward(
         self,

@@ -69,30 +69,57 @@ class MouthPaint(nn.Module):
     The Mouth Map conditions the input, but a 32-channel top level paints a blurred mean mouth
     from it, and every further sampling step re-invents the mouth from noise (2 steps lip-synced
     worse than 1). For the lossless "patch" latent a latent cell is a block of pixels, so the
-    ellipses drawn at pixel resolution and folded the same way (space-to-depth) give every cell
-    the exact pixels the mouth covers. A small per-cell net reads that coverage and the portrait's
-    own pixels there and proposes the cell's pixels plus a gate; the gate (0..1, zero outside
-    the lips and at initialisation) blends the proposal over the denoiser's prediction.
+    ellipses drawn at pixel resolution and folded the same way (space-to-depth) say exactly which
+    of a cell's pixels the opening and the lips cover. A small per-cell net reads that coverage, the
+    portrait's own pixels and the denoiser's prediction (where the head really is, how wide this
+    face's mouth is) and gives each cell two colours, the opening's and the lips', which are laid
+    over the portrait's pixels with the coverage as alpha, so the edges are as sharp as the
+    ellipses; plus a residual (teeth, lip shapes the ellipses miss) and a gate. The gate (0..1,
+    zero outside the lips and at initialisation) blends that proposal over the prediction.
     """
 
-    def __init__(self, latent_channels: int, downscale: int, face_scale: float, width: int = 64):
+    def __init__(self, latent_channels: int, downscale: int, face_scale: float, width: int = 64,
+                 gated: bool = True):
         super().__init__()
-        self.face_scale, self.downscale = face_scale, downscale
+        self.face_scale, self.downscale, self.gated = face_scale, downscale, gated
         self.net = nn.Sequential(
-            nn.Conv2d(2 * downscale**2 + latent_channels, width, 3, padding=1), nn.SiLU(),
+            nn.Conv2d(2 * downscale**2 + 2 * latent_channels, width, 3, padding=1), nn.SiLU(),
             nn.Conv2d(width, width, 1), nn.SiLU(),
         )
-        self.proj_out = nn.Conv2d(width, 2 * latent_channels, 1)  # pixel proposal, gate
+        gates = latent_channels if gated else 0
+        self.proj_out = nn.Conv2d(width, latent_channels + gates + 6, 1)  # residual, gate, 2 colours
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
+    def propose(self, mouth: torch.Tensor, reference_latent: torch.Tensor, prediction: torch.Tensor):
+        """-> (painted, gate, lips): the proposed cells (N, C, h, w), the gate (N, C, h, w) and the
+        (dilated) lips cells (N, 1, h, w) it is confined to."""
+        h, c, ds = reference_latent.shape[-1], reference_latent.shape[1], self.downscale
+        cover = mouth_ellipses(mouth, h * ds, self.face_scale)
+        dtype = self.proj_out.weight.dtype
+        lips = F.max_pool2d((F.max_pool2d(cover[:, 1:], ds) > 0).float(), 3, 1, 1).to(dtype)
+        ref, pred = reference_latent.to(dtype), prediction.to(dtype)
+        feats = torch.cat([F.pixel_unshuffle(cover, ds).to(dtype), ref, pred], 1)
+        residual, gate, colours = self.proj_out(self.net(feats)).split([c, c if self.gated else 0, 6], dim=1)
+        # alpha per latent channel: the patch latent's channel k is colour k // ds² of pixel k % ds²
+        alpha = lambda m: F.pixel_unshuffle(m, ds).repeat(1, 3, 1, 1).to(dtype)  # noqa: E731
+        a_open, a_lips = alpha(cover[:, :1]), alpha((cover[:, 1:] - cover[:, :1]).clamp_min(0))
+        c_open, c_lips = colours.repeat_interleave(ds * ds, dim=1).chunk(2, dim=1)
+        painted = a_open * c_open + a_lips * c_lips + (1 - a_open - a_lips) * ref + residual
+        # Clamped going forward but not backward: a plain clamp has no gradient below 0, and at the
+        # start (proposal 0, so the blend shows the closed reference mouth) every open-mouth cell
+        # was pushed there at once and stayed shut; the session-6 model's gate was 0.04 where the
+        # mouth is open. The proposal is also trained on its own (`PaintInputs` in the trainer), so
+        # it is worth opening the gate for once it is good.
+        if not self.gated:
+            # the paint owns the lips cells outright; unlike the gated paint it is not nothing at
+            # initialisation (a grey mouth on the portrait), so it must be trained before use
+            return painted, lips.expand_as(painted), lips
+        gate = (gate + (gate.clamp(0, 1) - gate).detach()) * lips
+        return painted, gate, lips
+
     def forward(self, mouth: torch.Tensor, reference_latent: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
         """mouth (N, 3); reference_latent, prediction (N, C, h, w) -> prediction with the mouth repainted."""
-        h = reference_latent.shape[-1]
-        cover = mouth_ellipses(mouth, h * self.downscale, self.face_scale)
-        lips = F.max_pool2d((F.max_pool2d(cover[:, 1:], self.downscale) > 0).float(), 3, 1, 1)  # lips cells, dilated 1
-        dtype = self.proj_out.weight.dtype
-        feats = torch.cat([F.pixel_unshuffle(cover, self.downscale).to(dtype), reference_latent.to(dtype)], 1)
-        proposal, gate = self.proj_out(self.net(feats)).chunk(2, dim=1)
-        gate = gate.clamp(0, 1) * lips.to(dtype)
-        return prediction + gate * (reference_latent.to(dtype) + proposal - prediction)
+        painted, gate, _ = self.propose(mouth, reference_latent, prediction)
+        pred = prediction.to(painted.dtype)
+        return pred + gate * (painted - pred)

@@ -63,6 +63,7 @@ class TrainConfig:
     fewstep_fraction: float = 0.3
     mouth_weight: float = 10.0  # extra loss weight on the mouth region (a few % of the pixels)
     mouth_aux_weight: float = 0.5  # weight of the audio -> mouth-parameter loss (models with a mouth head)
+    paint_aux_weight: float = 0.0  # weight of the mouth paint's own proposal loss (models with a paint)
     ema_decay: float = 0.998
     guidance_scale: float = 1.5  # teacher guidance distilled into the student
     skip: int = 20  # DDIM solver skip (1000 / 20 = 50-step teacher discretisation)
@@ -136,13 +137,48 @@ def base_loss(model: LLIAModel, batch: Batch, scheduler, gen: torch.Generator, t
     t = _timesteps(gen, b, scheduler, fewstep, tc.fewstep_fraction)
     motion = batch.motion_flags[:, None, :, None, None]
     xt = scheduler.add_noise(x0, noise, t) * (1 - motion) + x0 * motion
-    pred = model.denoiser(xt, t, batch.windows, batch.states, ref_latent, bank, batch.face_mask,
-                          batch.motion_flags, audio_keep=_keep(gen, b, f, tc.audio_dropout),
-                          reference_keep=_keep(gen, b, f, tc.reference_dropout))
+    with PaintInputs(model, tc.paint_aux_weight) as paint_inputs:
+        pred = model.denoiser(xt, t, batch.windows, batch.states, ref_latent, bank, batch.face_mask,
+                              batch.motion_flags, audio_keep=_keep(gen, b, f, tc.audio_dropout),
+                              reference_keep=_keep(gen, b, f, tc.reference_dropout))
     target = prediction_target(scheduler, x0, noise, t)
     w = (1 - motion) * mouth_weight_map(model.config, tc.mouth_weight)
     loss = ((pred - target) ** 2 * w).sum() / (w.sum() * c)
+    loss = loss + tc.paint_aux_weight * paint_inputs.loss(x0, batch.motion_flags)
     return loss + tc.mouth_aux_weight * mouth_aux_loss(model, batch)
+
+
+class PaintInputs:
+    """Catches what the mouth paint was given in one denoiser call, to train its proposal alone.
+
+    The paint's gate only opens where its proposal beats the prediction, and the proposal only
+    learns where the gate is open; a loss on the proposal itself (against the clean frame, in the
+    lips cells) breaks that circle. Does nothing for models without a paint or at weight 0.
+    """
+
+    def __init__(self, model: LLIAModel, weight: float):
+        self.paint = model.denoiser.mouth_paint if weight > 0 else None
+        self.inputs = None
+        self._hook = None
+
+    def __enter__(self):
+        if self.paint is not None:
+            self._hook = self.paint.register_forward_hook(lambda mod, args, out: setattr(self, "inputs", args))
+        return self
+
+    def __exit__(self, *exc):
+        if self._hook is not None:
+            self._hook.remove()
+
+    def loss(self, x0: torch.Tensor, motion_flags: torch.Tensor) -> torch.Tensor:
+        """MSE of the proposal against x0 (B, C, F, h, w) over the lips cells of generated frames."""
+        if self.inputs is None:
+            return torch.zeros(())
+        painted, _, lips = self.paint.propose(*(a.detach() for a in self.inputs))  # the paint alone
+        b, c, f, h, w = x0.shape
+        truth = x0.transpose(1, 2).reshape(b * f, c, h, w)
+        lips = lips * (1 - motion_flags.reshape(b * f).to(lips.dtype))[:, None, None, None]
+        return ((painted.float() - truth) ** 2 * lips).sum() / (lips.sum() * c).clamp_min(1.0)
 
 
 def mouth_aux_loss(model: LLIAModel, batch: Batch) -> torch.Tensor:
@@ -213,12 +249,14 @@ def distill_loss(student: LLIAModel, target: LLIAModel, teacher: LLIAModel, batc
                               batch.face_mask, batch.motion_flags)
         goal = _consistency_fn(target, lcm, scheduler, xs, s, v_g)
     ref_s = student.encode_pixels(batch.reference)
-    v_s = student.denoiser(xt, t, batch.windows, batch.states, ref_s, student.reference_net(ref_s),
-                           batch.face_mask, batch.motion_flags)
+    with PaintInputs(student, tc.paint_aux_weight) as paint_inputs:
+        v_s = student.denoiser(xt, t, batch.windows, batch.states, ref_s, student.reference_net(ref_s),
+                               batch.face_mask, batch.motion_flags)
     pred = _consistency_fn(student, lcm, scheduler, xt, t, v_s)
     w = (1 - motion) * mouth_weight_map(student.config, tc.mouth_weight)
     err = torch.sqrt((pred - goal) ** 2 + 1e-3**2) - 1e-3  # pseudo-Huber, as in LCM
-    return (err * w).sum() / (w.sum() * c) + tc.mouth_aux_weight * mouth_aux_loss(student, batch)
+    loss = (err * w).sum() / (w.sum() * c) + tc.paint_aux_weight * paint_inputs.loss(x0, batch.motion_flags)
+    return loss + tc.mouth_aux_weight * mouth_aux_loss(student, batch)
 
 
 def with_new_heads(model: LLIAModel, config) -> LLIAModel:
@@ -230,7 +268,8 @@ def with_new_heads(model: LLIAModel, config) -> LLIAModel:
     if config == model.config:
         return model
     plain = dataclasses.replace(config, audio=dataclasses.replace(config.audio, mouth_head=model.config.audio.mouth_head),
-                                mouth_paint=model.config.mouth_paint, name=model.config.name)
+                                mouth_paint=model.config.mouth_paint, name=model.config.name,
+                                mouth_paint_gate=model.config.mouth_paint_gate)
     if plain != model.config:
         return model  # another architecture: keep the checkpoint's own config
     grown = LLIAModel(config)
