@@ -75,7 +75,9 @@ class MouthPaint(nn.Module):
     face's mouth is) and gives each cell two colours, the opening's and the lips', which are laid
     over the portrait's pixels with the coverage as alpha, so the edges are as sharp as the
     ellipses; plus a residual (teeth, lip shapes the ellipses miss) and a gate. The gate (0..1,
-    zero outside the lips and at initialisation) blends that proposal over the prediction.
+    zero outside the lips and at initialisation) blends that proposal over the prediction; with
+    ``gated=False`` (the bundled model) the proposal replaces the lips cells outright, which kept
+    the denoiser's frame-to-frame texture noise out of a shut mouth.
     """
 
     def __init__(self, latent_channels: int, downscale: int, face_scale: float, width: int = 64,
@@ -106,15 +108,15 @@ class MouthPaint(nn.Module):
         a_open, a_lips = alpha(cover[:, :1]), alpha((cover[:, 1:] - cover[:, :1]).clamp_min(0))
         c_open, c_lips = colours.repeat_interleave(ds * ds, dim=1).chunk(2, dim=1)
         painted = a_open * c_open + a_lips * c_lips + (1 - a_open - a_lips) * ref + residual
+        if not self.gated:
+            # the paint owns the lips cells outright; unlike the gated paint it is not nothing at
+            # initialisation (a grey mouth on the portrait), so it must be trained before use
+            return painted, lips.expand_as(painted), lips
         # Clamped going forward but not backward: a plain clamp has no gradient below 0, and at the
         # start (proposal 0, so the blend shows the closed reference mouth) every open-mouth cell
         # was pushed there at once and stayed shut; the session-6 model's gate was 0.04 where the
         # mouth is open. The proposal is also trained on its own (`PaintInputs` in the trainer), so
         # it is worth opening the gate for once it is good.
-        if not self.gated:
-            # the paint owns the lips cells outright; unlike the gated paint it is not nothing at
-            # initialisation (a grey mouth on the portrait), so it must be trained before use
-            return painted, lips.expand_as(painted), lips
         gate = (gate + (gate.clamp(0, 1) - gate).detach()) * lips
         return painted, gate, lips
 
