@@ -23,6 +23,7 @@ import dataclasses
 import json
 import math
 import os
+import re
 import subprocess
 import sys
 import time
@@ -58,7 +59,7 @@ def _portrait(config):
     from .portrait import prepare_portrait
 
     asset = Path(__file__).parent / "assets" / "portrait.png"
-    return prepare_portrait(asset, config.resolution, mode="whole")
+    return prepare_portrait(asset, config.resolution)
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
@@ -213,6 +214,43 @@ def peak_rss_mb(minutes: float, model: str, steps: int, workdir: Path) -> dict:
             "audio_seconds": info["audio_seconds"]}
 
 
+_CLI_LINE = re.compile(r"(\d+)x(\d+), (\d+) frames .* generation ([\d.]+) FPS \| time to first frame ([\d.]+) ms")
+
+
+def end_to_end_rows(sizes: list[int], model: str, workdir: Path, log) -> dict:
+    """The main job as a user runs it (``python -m llia_core generate``, bundled speech, fresh process
+    per run) on the bundled photo resized to each size, with full-size output, and once with the
+    crop output: the baseline of this table, so each ratio is what compositing + encoding costs."""
+    import cv2
+
+    from .portrait import load_image
+
+    photo = load_image(Path(__file__).parent / "assets" / "portrait.png")
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    rows = {}
+    for size in [0] + sizes:
+        path = workdir / f"portrait_{size or 512}.png"
+        img = photo if size in (0, photo.shape[0]) else cv2.resize(photo, (size, size), interpolation=cv2.INTER_CUBIC)
+        cv2.imwrite(str(path), img[:, :, ::-1])
+        name = "crop output (128 px)" if size == 0 else f"full output {size} px"
+        extra = ["--output", "crop"] if size == 0 else ["--max-size", str(size)]
+        log(f"end to end: {name} ...")
+        res = subprocess.run([sys.executable, "-m", "llia_core", "generate", "--portrait", str(path), "--model", model,
+                              "--out", str(workdir / f"out_{size}.mp4"), "--quiet", *extra],
+                             capture_output=True, text=True, env=env)
+        found = _CLI_LINE.search(res.stdout)
+        if res.returncode != 0 or not found:
+            raise RuntimeError(f"{name}: {res.stderr[-2000:]}")
+        w, h, frames, fps, first = found.groups()
+        rows[name] = {"width": int(w), "height": int(h), "frames": int(frames), "fps": float(fps),
+                      "first_frame_ms": float(first)}
+    base = rows["crop output (128 px)"]
+    for row in rows.values():
+        row["fps_x_crop"] = row["fps"] / base["fps"]
+        row["first_frame_x_crop"] = row["first_frame_ms"] / base["first_frame_ms"]
+    return rows
+
+
 def bench_config(name: str, model: LLIAModel, seconds: float, threads: int, calls_only: bool, log) -> dict:
     """All rows for one model; ratios against the baseline row of the same run."""
     rows: dict[str, dict] = {}
@@ -353,6 +391,16 @@ def main(args) -> dict:
     if args.flops:
         results["flops"] = {name: flops_per_frame(name) for name in args.flops.split(",")}
         print(json.dumps(results["flops"], indent=1))
+    if args.end_to_end:
+        import tempfile
+
+        with tempfile.TemporaryDirectory() as tmp:
+            e2e = end_to_end_rows([int(v) for v in args.end_to_end.split(",")], args.model, Path(tmp), log)
+        results["end_to_end"] = e2e
+        print("| run | video | FPS | first frame | x crop FPS | x crop first frame |\n|---|---|---|---|---|---|")
+        for name, r in e2e.items():
+            print(f"| {name} | {r['width']}x{r['height']} | {r['fps']:.1f} | {r['first_frame_ms']:.0f} ms | "
+                  f"{r['fps_x_crop']:.2f} | {r['first_frame_x_crop']:.2f} |", flush=True)
     if args.memory:
         import tempfile
 
@@ -374,6 +422,8 @@ def add_args(p) -> None:
     p.add_argument("--model", default="bundled", help="checkpoint for the demo rows")
     p.add_argument("--seconds", type=float, default=8.0, help="audio seconds per run")
     p.add_argument("--threads", type=int, default=2, help="threads of the baseline and of sequential rows")
+    p.add_argument("--end-to-end", default="", help="comma list of portrait sizes for end-to-end CLI runs with "
+                   "full-size output, e.g. 512,1024 (plus one crop-output run as their baseline)")
     p.add_argument("--memory", default="", help="comma list of audio minutes for the peak-memory runs, e.g. 1,10")
     p.add_argument("--resolution", default="", help="comma list of configs for time per frame vs resolution")
     p.add_argument("--flops", default="", help="comma list of configs to count FLOPs for")

@@ -39,9 +39,14 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--out", default="avatar.mp4", help="output mp4 path")
     p.add_argument("--model", default="bundled", help="checkpoint path, ComfyUI models/llia name or HF repo id")
     p.add_argument("--download", action="store_true", help="allow downloading --model from Hugging Face")
-    p.add_argument("--crop", default=None, choices=("auto", "face", "whole"),
-                   help="face crop mode (default: auto; the bundled portrait is already framed: whole)")
+    p.add_argument("--crop", default="auto", choices=("auto", "face", "whole"),
+                   help="auto: the face from its landmarks (the whole image if none is found); face: the same, "
+                        "no face is an error; whole: animate the centred square")
     p.add_argument("--face-scale", type=float, default=None, help="crop side / face size (default: model's)")
+    p.add_argument("--output", default="full", choices=("full", "crop"),
+                   help="full: the portrait's own size, only the face animated; crop: the model's square crop")
+    p.add_argument("--max-size", type=int, default=1024,
+                   help="longest side of the full-size video in pixels (0 = the portrait's size, however large)")
     p.add_argument("--states", default="auto",
                    help="'auto' (from speech activity), a state name, or a timeline '0-3:speaking,3-end:idle'")
     p.add_argument("--sampler", default="consistency", choices=("consistency", "ddim", "euler"))
@@ -118,8 +123,8 @@ def run_generate(args) -> dict:
     from .audio import encode_audio
     from .checkpoints import load_model
     from .pipeline import LLIAPipeline, SamplerConfig
+    from .pipeline.output import FrameRenderer, render_clips
     from .portrait import prepare_portrait
-    from .video_io import Mp4Writer
 
     # oneDNN caches up to 1024 compiled kernels, each holding its own reordered (bf16) weights, and
     # clip lengths vary (short after every state switch): 400 random clip shapes grew the process by
@@ -130,7 +135,8 @@ def run_generate(args) -> dict:
         torch.set_num_threads(args.threads)
     # 1. Check and prepare every input before any heavy work
     portrait_path = args.portrait or DEFAULT_PORTRAIT
-    crop = args.crop or ("whole" if args.portrait is None else "auto")
+    if args.max_size < 0:
+        raise LLIAError(f"--max-size must be 0 (no cap) or a number of pixels, not {args.max_size}")
     t_load = time.perf_counter()
     model = load_model(args.model, device=args.device, dtype=_dtype(args.dtype, args.device), allow_download=args.download)
     cfg = model.config
@@ -139,10 +145,11 @@ def run_generate(args) -> dict:
     audio = encode_audio(args.audio or DEFAULT_AUDIO, fps, start=args.start, duration=args.duration,
                          n_mels=a.n_mels, context=a.context, mel_per_token=a.mel_per_token,
                          token_seconds=a.token_seconds)
-    portrait = prepare_portrait(portrait_path, cfg.resolution, mode=crop,
+    portrait = prepare_portrait(portrait_path, cfg.resolution, mode=args.crop,
                                 face_scale=args.face_scale or cfg.face_scale)
     for note in portrait.notes:
         print(f"note: {note}", file=sys.stderr)
+    renderer = FrameRenderer(portrait, args.output, args.max_size or None)
     states = build_states(args.states, audio)
     sampler = SamplerConfig(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
                             drift_guard=args.drift_guard,
@@ -150,28 +157,23 @@ def run_generate(args) -> dict:
     pipe = LLIAPipeline(model, device=args.device, dtype=_dtype(args.dtype, args.device))
     stream, sampler, writes = _clip_source(args, pipe, sampler)
     load_seconds = time.perf_counter() - t_load
-    # 2. Generate clip by clip straight into the mp4
+    # 2. Generate clip by clip, composited into the portrait, straight into the mp4
     out = Path(args.out)
-    bar = tqdm(total=audio.num_frames, unit="frame", desc="generating", disable=args.quiet)
-    first = None
-    t0 = time.perf_counter()
     if not writes:  # a distributed rank that only denoises
         for _ in stream(portrait, audio, states, sampler):
             pass
         return {}
+    bar = tqdm(total=audio.num_frames, unit="frame", desc="generating", disable=args.quiet)
     # the writer trims or pads the audio to the video's length and reads it a few seconds at a time
-    with Mp4Writer(out, fps, cfg.resolution, cfg.resolution, audio=audio.audio.waveform,
-                   sample_rate=16000) as writer:
-        for clip in stream(portrait, audio, states, sampler):
-            first = clip.elapsed if first is None else first
-            writer.write(clip.frames)
-            bar.update(clip.frames.shape[0])
+    video = render_clips(stream(portrait, audio, states, sampler), renderer, total_frames=audio.num_frames,
+                         mp4=out, fps=fps, audio=audio.audio.waveform, keep="none",
+                         on_clip=lambda clip, frames, done: bar.update(frames.shape[0]))
     bar.close()
-    total = time.perf_counter() - t0
-    report = {"frames": audio.num_frames, "seconds": round(total, 3), "fps": round(audio.num_frames / total, 2),
-              "first_frame_ms": round(first * 1000, 1), "load_seconds": round(load_seconds, 2),
-              "audio_seconds": round(audio.num_frames / fps, 3), "out": str(out)}
-    print(f"wrote {out}: {report['frames']} frames at {fps:g} fps ({report['audio_seconds']} s) | "
+    width, height = video.size
+    report = {"frames": video.frames_done, "seconds": round(video.seconds, 3), "fps": round(video.fps, 2),
+              "first_frame_ms": round(video.first_frame_seconds * 1000, 1), "load_seconds": round(load_seconds, 2),
+              "audio_seconds": round(audio.num_frames / fps, 3), "out": str(out), "width": width, "height": height}
+    print(f"wrote {out}: {width}x{height}, {report['frames']} frames at {fps:g} fps ({report['audio_seconds']} s) | "
           f"generation {report['fps']} FPS | time to first frame {report['first_frame_ms']} ms | "
           f"model/inputs loaded in {report['load_seconds']} s")
     return report
@@ -182,7 +184,10 @@ def add_live_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--port", type=int, default=8765)
     p.add_argument("--model", default="bundled")
     p.add_argument("--portrait", default=None, help="portrait image (default: the bundled portrait)")
-    p.add_argument("--crop", default=None, choices=("auto", "face", "whole"))
+    p.add_argument("--crop", default="auto", choices=("auto", "face", "whole"))
+    p.add_argument("--output", default="full", choices=("full", "crop"),
+                   help="full: frames of the portrait's own size; crop: the model's square crop")
+    p.add_argument("--max-size", type=int, default=1024, help="longest side of full-size frames (0 = no cap)")
     p.add_argument("--avatar-audio", default=None, help="a file played as the avatar's voice (stand-in for a TTS)")
     p.add_argument("--user-audio", default=None, help="a file played as the user's microphone")
     p.add_argument("--steps", type=int, default=1, help="consistency steps per clip (2 for a little more detail)")
@@ -214,13 +219,13 @@ def run_live(args) -> None:
 
     model = load_model(args.model)
     cfg = model.config
-    crop = args.crop or ("whole" if args.portrait is None else "auto")
-    portrait = prepare_portrait(args.portrait or DEFAULT_PORTRAIT, cfg.resolution, mode=crop, face_scale=cfg.face_scale)
+    portrait = prepare_portrait(args.portrait or DEFAULT_PORTRAIT, cfg.resolution, mode=args.crop,
+                                face_scale=cfg.face_scale)
     from .quantization import model_at_precision
 
     model, dtype = model_at_precision(model, args.dtype)
     avatar = LiveAvatar(LLIAPipeline(model, dtype=dtype), portrait, steps=args.steps, clip_frames=args.clip_frames,
-                        lead=args.lead)
+                        lead=args.lead, output=args.output, max_size=args.max_size or None)
     server = LiveServer(avatar, args.host, args.port).start(args.threads, generator=False)
     print(f"live avatar at {server.url}  (POST audio to {server.url}api/avatar-audio and "
           f"{server.url}api/user-audio; Ctrl+C stops)", flush=True)

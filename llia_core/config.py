@@ -19,11 +19,6 @@ from typing import Any
 
 from .errors import CheckpointError
 
-# The framing contract: a portrait crop centres the face box (brow-to-chin, cheek-to-cheek, side
-# R / face_scale); in face-box units (box = [-1, 1]) the closed mouth sits at this height.
-MOUTH_CENTRE_Y = 0.55
-
-
 @dataclass(frozen=True)
 class AutoencoderConfig:
     """Pixel <-> latent codec.

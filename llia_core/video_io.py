@@ -22,7 +22,7 @@ def partial_path(path) -> Path:
     return path.with_name(path.stem + ".partial" + path.suffix)
 
 
-def _to_uint8(frames) -> np.ndarray:
+def to_uint8(frames) -> np.ndarray:
     """(F, H, W, 3) float 0..1 or uint8, torch or numpy -> uint8 numpy."""
     if isinstance(frames, torch.Tensor):
         frames = frames.detach().cpu()
@@ -134,7 +134,7 @@ class Mp4Writer:
         """Append frames (F, H, W, 3) float 0..1 or uint8."""
         import av
 
-        arr = _to_uint8(frames)
+        arr = to_uint8(frames)
         if arr.shape[1:3] != (self.height, self.width):
             raise VideoError(f"frames are {arr.shape[2]}x{arr.shape[1]} but the video is {self.width}x{self.height}")
         if self.pad_w or self.pad_h:
@@ -166,7 +166,7 @@ class Mp4Writer:
 
 
 def write_mp4(path, frames, fps: float, audio=None, sample_rate: int = 16000, crf: int = 18) -> Path:
-    arr = _to_uint8(frames)
+    arr = to_uint8(frames)
     with Mp4Writer(path, fps, arr.shape[2], arr.shape[1], audio=audio, sample_rate=sample_rate, crf=crf) as w:
         w.write(arr)
     return Path(path)

@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import torch
 
 from llia_core.audio import encode_audio
-from llia_core.portrait import CROP_MODES, prepare_portrait
+from llia_core.portrait import CROP_MODES, crop_preview, face_paste_mask, prepare_portrait
 from llia_core.states import STATE_NAMES, fixed_states, format_timeline, parse_timeline, states_from_activity
 
 
@@ -44,21 +46,26 @@ class LLIAEncodeAudio:
 
 
 class LLIAReferencePortrait:
-    DESCRIPTION = "Finds and crops the face, builds the face mask and caches the ReferenceNet features once."
+    DESCRIPTION = ("Finds the face and its landmarks, aligns it to the model's framing (rotation and scale from "
+                   "the eyes and mouth), and caches the ReferenceNet features once.")
     CATEGORY = "LLIA"
     FUNCTION = "prepare"
-    RETURN_TYPES = ("LLIA_REFERENCE", "IMAGE")
-    RETURN_NAMES = ("reference", "crop_preview")
-    OUTPUT_TOOLTIPS = ("The cropped portrait with its cached reference features.",
-                       "What the model sees: the crop, with the face-locator region outlined.")
+    RETURN_TYPES = ("LLIA_REFERENCE", "IMAGE", "MASK", "STRING")
+    RETURN_NAMES = ("reference", "crop_preview", "paste_mask", "crop_transform")
+    OUTPUT_TOOLTIPS = ("The aligned portrait with its cached reference features.",
+                       "What the model sees: the aligned crop, with the mouth the model animates outlined.",
+                       "Where generated pixels replace the portrait's, at the portrait's own size (soft edge).",
+                       "JSON: the 2x3 affine from portrait pixels to crop pixels, the crop size and the "
+                       "portrait size, for compositing crop-size frames yourself.")
 
     @classmethod
     def INPUT_TYPES(cls):
         return {"required": {
             "model": ("LLIA_MODEL", {"tooltip": "The model to prepare the portrait for."}),
             "image": ("IMAGE", {"tooltip": "The portrait (first image of the batch is used)."}),
-            "crop": (list(CROP_MODES), {"default": "auto", "tooltip": "auto: crop around the largest face, whole "
-                     "image if none is found; face: require a face; whole: use the centre square as is."}),
+            "crop": (list(CROP_MODES), {"default": "auto", "tooltip": "auto: align the largest face from its "
+                     "landmarks, the whole image if none is found; face: require a face; whole: animate the centre "
+                     "square as is."}),
             "face_scale": ("FLOAT", {"default": 1.8, "min": 1.0, "max": 6.0, "step": 0.05,
                                      "tooltip": "Crop side / face size. Larger shows more hair and shoulders."}),
         }}
@@ -66,11 +73,12 @@ class LLIAReferencePortrait:
     def prepare(self, model, image, crop, face_scale):
         portrait = prepare_portrait(image, model.config.resolution, mode=crop, face_scale=face_scale)
         model.pipeline.prepare_reference(portrait)  # ReferenceNet once per portrait, cached
-        preview = portrait.image.permute(1, 2, 0).clone()
-        mask = portrait.face_mask[0] > 0
-        edge = mask ^ torch.nn.functional.max_pool2d(mask[None, None].float(), 3, 1, 1)[0, 0].bool()
-        preview[edge] = torch.tensor([0.2, 1.0, 0.3])
-        return (portrait, preview[None])
+        width, height = portrait.source_size
+        paste_mask = torch.from_numpy(face_paste_mask(portrait, width, height))[None]
+        transform = json.dumps({"source_to_crop": portrait.alignment.matrix.round(6).tolist(),
+                                "crop_size": portrait.resolution, "source_size": [width, height],
+                                "notes": portrait.notes})
+        return (portrait, crop_preview(portrait)[None], paste_mask, transform)
 
 
 class LLIAStateSwitcher:

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from llia_core.portrait import OUTPUTS as FRAME_SIZES
+
 from .loader import LLIAModelHandle
 
 _SERVERS: dict[int, object] = {}  # port -> running LiveServer (one per port, replaced on re-run)
@@ -29,16 +31,22 @@ class LLIALiveView:
                                   "tooltip": "Consistency steps per clip; 1 keeps a 2-core CPU in real time, 2 adds detail."}),
                 "clip_frames": ("INT", {"default": 2, "min": 1, "max": 8,
                                         "tooltip": "Frames generated together; fewer = lower latency."}),
+                "frame_size": (list(FRAME_SIZES), {"default": "full", "tooltip": "full: the portrait's own size, "
+                               "only the face animated; crop: the model's square crop (cheapest)."}),
+                "max_size": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 8,
+                                     "tooltip": "Longest side of full-size frames (0 = no cap)."}),
             }
         }
 
-    def start(self, model: LLIAModelHandle, reference, port: int, steps: int, clip_frames: int):
+    def start(self, model: LLIAModelHandle, reference, port: int, steps: int, clip_frames: int,
+              frame_size: str = "full", max_size: int = 1024):
         from llia_core.live import LiveAvatar, LiveServer
 
         old = _SERVERS.pop(port, None)
         if old is not None:
             old.stop()
-        avatar = LiveAvatar(model.pipeline, reference, steps=steps, clip_frames=clip_frames)
+        avatar = LiveAvatar(model.pipeline, reference, steps=steps, clip_frames=clip_frames, output=frame_size,
+                            max_size=max_size or None)
         server = LiveServer(avatar, "127.0.0.1", port).start()
         _SERVERS[port] = server
         return {"ui": {"text": [server.url]}, "result": (server.url,)}

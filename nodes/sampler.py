@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import dataclasses
-import time
 
-import numpy as np
 import torch
 
 from llia_core.errors import LLIAError
+from llia_core.portrait import OUTPUTS as FRAME_SIZES
 
 from . import comfy_bridge
 
@@ -24,7 +23,7 @@ class LLIAVariableLengthSampler:
     OUTPUT_NODE = True
     RETURN_TYPES = ("IMAGE", "AUDIO", "FLOAT", "STRING")
     RETURN_NAMES = ("frames", "audio", "fps", "report")
-    OUTPUT_TOOLTIPS = ("Generated frames (in 'mp4 only' mode: the last few frames as a preview).",
+    OUTPUT_TOOLTIPS = ("Generated frames, full size or the crop (in 'mp4 only' mode: the last few frames as a preview).",
                        "The audio trimmed/padded to exactly the video's duration.",
                        "Frame rate of the frames.", "Timing report: frames, FPS, time to first clip.")
 
@@ -44,59 +43,47 @@ class LLIAVariableLengthSampler:
                        "mp4 in the output folder, for long audio that would not fit in memory."}),
             "filename_prefix": ("STRING", {"default": "llia/avatar", "tooltip": "mp4 name prefix in the "
                                 "output folder (used when writing an mp4)."}),
+            "frame_size": (list(FRAME_SIZES), {"default": "full", "tooltip": "full: frames of the portrait's own "
+                           "size, only the face animated and everything else the picture's own pixels; crop: "
+                           "the model's square face crop."}),
+            "max_size": ("INT", {"default": 1024, "min": 0, "max": 8192, "step": 8, "tooltip": "Longest side of "
+                         "full-size frames; larger portraits are scaled down to it (0 = no cap). Memory: each "
+                         "frame is width x height x 12 bytes."}),
         }}
 
     def sample(self, model, llia_audio, reference, states, sampler, first_clip_frames, clip_frames, output,
-               filename_prefix):
+               filename_prefix, frame_size="full", max_size=1024):
+        from llia_core.pipeline.output import FrameRenderer, render_clips
+
         pipe = model.pipeline
         cfg = dataclasses.replace(sampler, first_clip=min(first_clip_frames, model.config.max_clip_frames),
                                   clip_frames=clip_frames)
         n, fps = llia_audio.num_frames, llia_audio.fps
-        keep_frames = output != OUTPUTS[2]
-        writer, path = None, None
-        if output != OUTPUTS[0]:
-            path = _output_path(filename_prefix)
-            from llia_core.video_io import Mp4Writer
-
-            r = model.config.resolution
-            writer = Mp4Writer(path, fps, r, r, audio=llia_audio.waveform_for_video(), sample_rate=16000)
+        renderer = FrameRenderer(reference, frame_size, max_size or None)
+        path = _output_path(filename_prefix) if output != OUTPUTS[0] else None
         progress = comfy_bridge.Progress(n)
-        chunks, tail, first, done = [], [], None, 0
-        t0 = time.perf_counter()
+
+        def on_clip(clip, frames, done):
+            progress.update(done, frames[-1])
+            comfy_bridge.send_event("llia.clip", {"clip": clip.clip.index, "frames_done": done,
+                                                  "frames_total": n, "elapsed_ms": round(clip.elapsed * 1000)})
+
+        clips = pipe.stream(reference, llia_audio, states, cfg, step_callback=lambda i, s: comfy_bridge.check_interrupt())
         try:
-            for clip in pipe.stream(reference, llia_audio, states, cfg,
-                                    step_callback=lambda i, s: comfy_bridge.check_interrupt()):
-                first = clip.elapsed if first is None else first
-                done += clip.frames.shape[0]
-                if keep_frames:
-                    chunks.append(clip.frames)
-                else:
-                    tail = (tail + [clip.frames])[-2:]
-                if writer is not None:
-                    writer.write(clip.frames)
-                last = (clip.frames[-1].numpy() * 255 + 0.5).astype(np.uint8)
-                progress.update(done, last)
-                comfy_bridge.send_event("llia.clip", {"clip": clip.clip.index, "frames_done": done,
-                                                      "frames_total": n, "elapsed_ms": round(clip.elapsed * 1000)})
-        except BaseException:
-            if writer is not None:
-                writer.close(keep_partial=True)
+            video = render_clips(clips, renderer, total_frames=n, mp4=path, fps=fps,
+                                 audio=llia_audio.waveform_for_video(), keep="all" if output != OUTPUTS[2] else "tail",
+                                 tail=PREVIEW_FRAMES, on_clip=on_clip)
+        finally:
             comfy_bridge.free_memory()
-            raise
-        if writer is not None:
-            writer.close()
-        total = time.perf_counter() - t0
-        frames = torch.cat(chunks) if keep_frames else torch.cat(tail)[-PREVIEW_FRAMES:]
-        if keep_frames and frames.shape[0] != n:
-            raise LLIAError(f"generated {frames.shape[0]} frames for {n} audio frames; please report this bug")
-        report = (f"{n} frames at {fps:g} fps ({n / fps:.2f} s) in {total:.2f} s = {n / total:.1f} FPS; "
-                  f"first clip after {first * 1000:.0f} ms; sampler {cfg.sampler} x{cfg.steps}")
+        width, height = video.size
+        report = (f"{n} frames of {width}x{height} at {fps:g} fps ({n / fps:.2f} s) in {video.seconds:.2f} s = "
+                  f"{video.fps:.1f} FPS; first frame after {video.first_frame_seconds * 1000:.0f} ms; "
+                  f"sampler {cfg.sampler} x{cfg.steps}")
         if path is not None:
             report += f"; mp4: {path.name}"
+        frames = torch.from_numpy(video.frames).float().div_(255.0)
         audio = {"waveform": llia_audio.waveform_for_video()[None, None].float(), "sample_rate": 16000}
-        comfy_bridge.free_memory()
-        ui = {"text": [report]}
-        return {"ui": ui, "result": (frames.float(), audio, float(fps), report)}
+        return {"ui": {"text": [report]}, "result": (frames, audio, float(fps), report)}
 
 
 def _output_path(prefix: str):

@@ -114,8 +114,65 @@ def _cases(tmp: Path):
         ("RGBA image with transparency", lambda: prepare_portrait(np.dstack([_face_image(256), np.full((256, 256), 128, np.uint8)]), 128)),
         ("16-bit image", lambda: prepare_portrait(_face_image(256).astype(np.uint16) * 257, 128)),
         ("several faces (the largest is used)", lambda: _largest_face(prepare_portrait(_face_image(768, faces=2), 128))),
-    ]
+    ] + _photo_cases()
     return fail, ok
+
+
+ASTRONAUT = ROOT / "llia_core" / "assets" / "portrait.png"  # public domain (NASA), the bundled portrait
+REAL_PHOTOS = ROOT.parent / "shared" / "realfaces" / "photos"
+
+
+def _landmarked(portrait, angle=None):
+    assert portrait.landmarks is not None, "no landmarks"
+    if angle is not None:
+        got = float(np.degrees(portrait.alignment.params[1]))
+        assert abs((got - angle + 180) % 360 - 180) < 8, f"crop turned {got:.0f} degrees, expected {angle}"
+    return portrait
+
+
+def _photo_cases():
+    """Real-photo situations, from the public-domain bundled photo (and the stylised portraits in
+    ../shared/realfaces when it is there; only their names and counts reach the table)."""
+    import cv2
+
+    a = np.asarray(Image.open(ASTRONAUT).convert("RGB"))
+    h, w = a.shape[:2]
+    tilted = cv2.warpAffine(a, cv2.getRotationMatrix2D((w / 2, h / 2), 35, 1), (w, h), borderMode=cv2.BORDER_REFLECT)
+    tiny = np.full((1400, 1800, 3), 90, np.uint8)
+    tiny[800:928, 900:1028] = cv2.resize(a, (128, 128), interpolation=cv2.INTER_AREA)
+    squeezed = np.ascontiguousarray(cv2.resize(a, (256, 512), interpolation=cv2.INTER_AREA))
+    cases = [
+        ("photo, head tilted 35 degrees (crop turned upright)",
+         lambda: _landmarked(prepare_portrait(tilted, 128), -32)),
+        ("photo turned sideways (90 degrees, no EXIF)",
+         lambda: _landmarked(prepare_portrait(np.ascontiguousarray(np.rot90(a)), 128), -87)),
+        ("photo upside down", lambda: _landmarked(prepare_portrait(np.ascontiguousarray(a[::-1, ::-1]), 128))),
+        ("grayscale photo", lambda: _landmarked(prepare_portrait(a.mean(2).astype(np.uint8), 128))),
+        ("photo squeezed to half its width", lambda: _landmarked(prepare_portrait(squeezed, 128))),
+        ("face at the picture's edge", lambda: _landmarked(prepare_portrait(np.ascontiguousarray(a[:200, 180:]), 128))),
+        ("tiny face (about 30 px) in a 1800x1400 picture", lambda: _landmarked(prepare_portrait(tiny, 128))),
+    ]
+    if REAL_PHOTOS.is_dir():
+        photos = sorted(p for p in REAL_PHOTOS.iterdir() if p.suffix in (".png", ".jpg"))
+        cases.append((f"the {len(photos)} real and stylised portraits of ../shared/realfaces/photos "
+                      "(photos, paintings, sculpture, 3D renders; animals)", lambda: _photo_census(photos)))
+    return cases
+
+
+class _Census:
+    def __init__(self, notes):
+        self.notes = notes
+
+
+def _photo_census(photos):
+    counts: dict[str, int] = {}
+    for path in photos:
+        p = prepare_portrait(path, 128)
+        kind = ("landmarks" if p.landmarks is not None else "face box (Haar fallback)" if p.face_box is not None
+                else "no face: whole image")
+        counts[kind] = counts.get(kind, 0) + 1
+    assert counts.get("landmarks", 0) >= 0.85 * len(photos)
+    return _Census([f"{k}: {v}" for k, v in counts.items()])
 
 
 def _largest_face(portrait):

@@ -39,11 +39,36 @@ def test_generate_writes_frames_and_audio(tiny_ckpt, speech, tmp_path, capsys):
     info = probe_video(out)
     assert info["num_frames"] == math.ceil(1.3 * 25) == 33
     assert abs(info["audio_seconds"] - 33 / 25) < 0.05
-    assert (info["width"], info["height"]) == (32, 32)
-    frames = read_video(out).frames.float()
-    assert frames.std() > 1 and (frames[1:] - frames[:-1]).abs().mean() > 0.1  # real, changing frames
+    assert (info["width"], info["height"]) == (512, 512)  # the bundled portrait's own size
+    video = read_video(out)
+    frames = video.frames.float()
+    assert frames.shape[0] == 33 and video.audio is not None
+    # the picture is the photo's own outside the face mask, and the face changes inside it
+    from llia_core.cli import DEFAULT_PORTRAIT
+    from llia_core.portrait import face_paste_mask, load_image, prepare_portrait
+
+    photo = torch.from_numpy(load_image(DEFAULT_PORTRAIT)).float()
+    mask = torch.from_numpy(face_paste_mask(prepare_portrait(DEFAULT_PORTRAIT, 32), 512, 512))
+    outside, inside = mask == 0, mask > 0.99
+    assert outside.float().mean() > 0.6
+    assert (frames[:, outside] - photo[outside]).abs().mean() < 2.5  # H.264 at crf 18 only
+    assert (frames[:, inside] - photo[inside]).abs().mean() > 10
+    assert (frames[1:, inside] - frames[:-1, inside]).abs().mean() > 0.5  # real, changing frames
     printed = capsys.readouterr().out
-    assert "33 frames" in printed and "time to first frame" in printed and "FPS" in printed
+    assert "33 frames" in printed and "512x512" in printed and "time to first frame" in printed
+
+
+def test_crop_output_keeps_the_model_crop(tiny_ckpt, speech, tmp_path):
+    out = tmp_path / "crop.mp4"
+    assert main(["generate", "--model", str(tiny_ckpt), "--audio", str(speech), "--out", str(out), "--quiet",
+                 "--output", "crop"]) == 0
+    info = probe_video(out)
+    assert (info["width"], info["height"], info["num_frames"]) == (32, 32, 33)
+    out = tmp_path / "small.mp4"
+    assert main(["generate", "--model", str(tiny_ckpt), "--audio", str(speech), "--out", str(out), "--quiet",
+                 "--max-size", "300"]) == 0
+    info = probe_video(out)
+    assert (info["width"], info["height"], info["num_frames"]) == (300, 300, 33)
 
 
 @pytest.mark.parametrize("args,words", [
@@ -86,7 +111,7 @@ def test_main_job_defaults_run_as_a_subprocess(tmp_path):
     assert proc.returncode == 0, proc.stderr
     info = probe_video(out)
     assert info["num_frames"] == 50 and abs(info["audio_seconds"] - 2.0) < 0.05
-    assert (info["width"], info["height"]) == (128, 128)
+    assert (info["width"], info["height"]) == (512, 512)  # the bundled photo at its own size
 
 
 def test_killing_the_cli_mid_run_leaves_a_playable_partial(tiny_ckpt, tmp_path):

@@ -37,11 +37,12 @@ def comfy_audio(seconds, sr=22050):
     return {"waveform": torch.from_numpy(wave), "sample_rate": sr}
 
 
-def run_all(pack, handle, seconds=0.8, **sampler_kw):
+def run_all(pack, handle, seconds=0.8, image=None, crop="whole", **sampler_kw):
     m = pack.NODE_CLASS_MAPPINGS
     audio, n = m["LLIAEncodeAudio"]().encode(handle, comfy_audio(seconds), 25.0)
-    image = torch.rand(1, 40, 40, 3, generator=torch.Generator().manual_seed(0))
-    ref, preview = m["LLIAReferencePortrait"]().prepare(handle, image, "whole", 1.8)
+    if image is None:
+        image = torch.rand(1, 40, 40, 3, generator=torch.Generator().manual_seed(0))
+    ref, preview, _, _ = m["LLIAReferencePortrait"]().prepare(handle, image, crop, 1.8)
     states, text = m["LLIAStateSwitcher"]().states(audio, "timeline", "0-0.4:speaking,0.4-end:idle")
     sampler = m["LLIAConsistencyStep"]().settings("consistency", 2, 1.0, 1.0, 5)[0]
     out = m["LLIAVariableLengthSampler"]().sample(handle, audio, ref, states, sampler, 1, 4, "frames", "llia/test",
@@ -71,12 +72,35 @@ def test_full_chain_outputs(pack, handle):
     n, preview, text, out = run_all(pack, handle)
     frames, audio, fps, report = out["result"]
     assert n == math.ceil(0.8 * 25) == frames.shape[0]
-    assert frames.shape == (20, 32, 32, 3) and frames.dtype == torch.float32
+    assert frames.shape == (20, 40, 40, 3) and frames.dtype == torch.float32  # the portrait's own size
     assert 0 <= float(frames.min()) and float(frames.max()) <= 1 and float((frames[1:] - frames[:-1]).abs().mean()) > 0
     assert audio["sample_rate"] == 16000 and audio["waveform"].shape == (1, 1, round(n / fps * 16000))
-    assert fps == 25.0 and "20 frames" in report and "first clip" in report
+    assert fps == 25.0 and "20 frames of 40x40" in report and "first frame" in report
     assert preview.shape == (1, 32, 32, 3)
     assert text == "0-0.4:speaking,0.4-end:idle"
+    crop = run_all(pack, handle, frame_size="crop")[3]["result"][0]
+    assert crop.shape == (20, 32, 32, 3)
+
+
+def test_real_photo_comes_back_at_full_size_with_its_own_pixels(pack, handle):
+    import json
+
+    from llia_core.cli import DEFAULT_PORTRAIT
+    from llia_core.portrait import load_image
+
+    photo = torch.from_numpy(load_image(DEFAULT_PORTRAIT)).float()[None] / 255
+    ref, preview, mask, transform = pack.NODE_CLASS_MAPPINGS["LLIAReferencePortrait"]().prepare(
+        handle, photo, "face", 1.8)
+    assert mask.shape == (1, 512, 512) and 0.01 < float(mask.mean()) < 0.4
+    info = json.loads(transform)
+    assert info["crop_size"] == 32 and info["source_size"] == [512, 512] and len(info["source_to_crop"]) == 2
+    frames = run_all(pack, handle, image=photo, crop="face")[3]["result"][0]
+    assert frames.shape == (20, 512, 512, 3)
+    outside, inside = mask[0] == 0, mask[0] > 0.99
+    assert torch.equal((frames[:, outside] * 255).round(), (photo[0, outside] * 255).round().expand(20, -1, -1))
+    assert float((frames[:, inside] - photo[0, inside]).abs().mean()) > 0.02
+    capped = run_all(pack, handle, image=photo, crop="face", max_size=256)[3]["result"][0]
+    assert capped.shape == (20, 256, 256, 3)
 
 
 def test_mp4_only_mode_writes_a_file_and_returns_a_preview(pack, handle, tmp_path, monkeypatch):
@@ -85,7 +109,7 @@ def test_mp4_only_mode_writes_a_file_and_returns_a_preview(pack, handle, tmp_pat
     monkeypatch.setenv("LLIA_OUTPUT_DIR", str(tmp_path))
     m = pack.NODE_CLASS_MAPPINGS
     audio, n = m["LLIAEncodeAudio"]().encode(handle, comfy_audio(1.6), 25.0)
-    ref, _ = m["LLIAReferencePortrait"]().prepare(handle, torch.rand(1, 40, 40, 3), "whole", 1.8)
+    ref = m["LLIAReferencePortrait"]().prepare(handle, torch.rand(1, 40, 40, 3), "whole", 1.8)[0]
     states, _ = m["LLIAStateSwitcher"]().states(audio, "speaking", "")
     sampler = m["LLIAConsistencyStep"]().settings("consistency", 1, 1.0, 1.0, 0)[0]
     out = m["LLIAVariableLengthSampler"]().sample(handle, audio, ref, states, sampler, 2, 8,

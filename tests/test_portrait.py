@@ -1,20 +1,31 @@
-"""Portrait: every image kind, face finding on rendered faces, framing contract, clear errors."""
+"""Portrait: every image kind, alignment to the framing contract, the paste-back, clear errors."""
+
+from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
+from llia_core import framing
 from llia_core.errors import PortraitError
-from llia_core.portrait import (FaceBox, crop_portrait, default_face_mask, detect_faces, load_image, paste_back,
-                                prepare_portrait)
+from llia_core.portrait import (Compositor, crop_frames, face_paste_mask, find_faces, load_image, output_size,
+                                prepare_portrait, smooth_alignments)
+from llia_core.portrait.align import Alignment, align_landmarks, fit_similarity
 from llia_core.training.data.identity import identity_from_id
 from llia_core.training.data.render import FramePose, render_frame
+
+ASTRONAUT = Path(__file__).resolve().parents[1] / "llia_core" / "assets" / "portrait.png"
 
 
 @pytest.fixture(scope="module")
 def face_rgb():
     return render_frame(identity_from_id(3), FramePose(), 384)
+
+
+@pytest.fixture(scope="module")
+def photo():
+    return load_image(ASTRONAUT)
 
 
 @pytest.mark.parametrize("mode", ["RGB", "RGBA", "LA", "L", "P", "I;16"])
@@ -63,17 +74,75 @@ def test_huge_image_is_reduced(tmp_path):
     assert p.image.shape == (3, 128, 128)
 
 
-def test_rendered_face_is_found_and_framed_like_training(face_rgb):
-    faces = detect_faces(face_rgb)
-    assert faces, "the Haar cascade should find a frontal cartoon face"
-    box = faces[0]
-    expected = 384 / 1.8
-    assert abs(box.w - expected) / expected < 0.15
-    assert abs(box.center[0] - 192) < 20 and abs(box.center[1] - 192) < 20
+def test_rendered_face_aligned_through_landmarks_matches_the_renderer(face_rgb):
+    """The framing contract is one: a cartoon aligned from its landmarks is the renderer's own crop."""
     p = prepare_portrait(face_rgb, 128, mode="face")
+    assert p.landmarks is not None and not p.notes
     direct = torch.from_numpy(render_frame(identity_from_id(3), FramePose(), 128)).float() / 255
     mse = ((p.image.permute(1, 2, 0) - direct) ** 2).mean()
-    assert 10 * torch.log10(1 / mse) > 18  # same framing within a few pixels
+    assert 10 * torch.log10(1 / mse) > 22  # within about a pixel
+    x, y, scale = p.mouth_anchor.tolist()
+    assert abs(x) < 0.05 and abs(y - framing.MOUTH_CENTRE_Y) < 0.05 and 0.8 < scale < 1.25
+
+
+def test_contract_targets_are_what_the_mesh_reads_on_rendered_faces():
+    rows = []
+    for ident in range(5, 400, 40):
+        face = find_faces(render_frame(identity_from_id(ident), FramePose(), 384))[0]
+        a, b = (framing.to_units([p], 384)[0] for p in face.eye_centres())
+        m = framing.to_units([face.mouth_centre()], 384)[0]
+        rows.append([(b[0] - a[0]) / 2, (a[1] + b[1]) / 2, m[1], face.mouth_width() / framing.unit(384)])
+    eye_x, eye_y, mouth_y, width = np.median(rows, 0)
+    assert abs(eye_x - framing.EYE_X) < 0.02 and abs(eye_y - framing.EYE_Y) < 0.02
+    assert abs(mouth_y - framing.LANDMARK_MOUTH_Y) < 0.02 and abs(width - framing.LANDMARK_MOUTH_WIDTH) < 0.04
+
+
+def test_real_photo_eyes_and_mouth_land_on_the_contract(photo):
+    p = prepare_portrait(photo, 128)
+    a, b = (p.alignment.to_crop([e])[0] for e in p.landmarks.eye_centres())
+    m = p.alignment.to_crop([p.landmarks.mouth_centre()])[0]
+    target = framing.to_pixels(framing.alignment_targets(), 128)
+    u = framing.unit(128)
+    assert np.hypot(*(a - target[0])) < 0.12 * u and np.hypot(*(b - target[1])) < 0.12 * u
+    assert np.hypot(*(m - target[2])) < 0.12 * u
+    assert p.valid.min() == 1.0  # the astronaut's face is well inside the picture
+
+
+def test_tilted_head_is_turned_upright(photo):
+    import cv2
+
+    h, w = photo.shape[:2]
+    tilted = cv2.warpAffine(photo, cv2.getRotationMatrix2D((w / 2, h / 2), 30, 1.0), (w, h),
+                            borderMode=cv2.BORDER_REFLECT)
+    upright = prepare_portrait(photo, 128)
+    turned = prepare_portrait(tilted, 128)
+    assert abs(abs(np.degrees(turned.alignment.params[1] - upright.alignment.params[1])) - 30) < 4
+    diff = (turned.image - upright.image).abs()[:, 30:100, 30:100].mean()
+    assert diff < 0.06  # the same face in the crop
+
+
+def test_similarity_fit_is_exact_for_similar_points():
+    rng = np.random.default_rng(0)
+    src = rng.normal(size=(5, 2)) * 50
+    m = Alignment.from_params(1.7, 0.4, 12.0, -3.0, 128).matrix
+    dst = src @ m[:, :2].T + m[:, 2]
+    assert np.allclose(fit_similarity(src, dst), m, atol=1e-9)
+
+
+def test_smoothing_removes_jitter_but_follows_motion(photo):
+    face = find_faces(photo)[0]
+    base = align_landmarks(face, 128)
+    rng = np.random.default_rng(0)
+    seq, truth = [], []
+    for k in range(40):
+        s, a, tx, ty = base.params
+        drift = 0.5 * k  # a slow pan of half a crop pixel per frame
+        truth.append(tx + drift)
+        seq.append(Alignment.from_params(s, a + rng.normal(0, 0.01), tx + drift + rng.normal(0, 1.0), ty, 128))
+    smooth = smooth_alignments(seq, 5)
+    raw_err = np.std([al.params[2] - t for al, t in zip(seq, truth)][3:-3])
+    smooth_err = np.std([al.params[2] - t for al, t in zip(smooth, truth)][3:-3])
+    assert smooth_err < 0.6 * raw_err
 
 
 def test_no_face_modes():
@@ -81,41 +150,62 @@ def test_no_face_modes():
     with pytest.raises(PortraitError, match="whole"):
         prepare_portrait(flat, 128, mode="face")
     p = prepare_portrait(flat, 128, mode="auto")
-    assert p.face_box is None and "no face found" in p.notes[0]
-    assert p.crop_box == (50, 0, 250, 200)
+    assert p.face_box is None and p.landmarks is None and "no face found" in p.notes[-1]
+    corners = p.alignment.crop_corners()
+    assert np.allclose(corners[0], [50, 0]) and np.allclose(corners[2], [250, 200])
     with pytest.raises(PortraitError, match="crop mode"):
         prepare_portrait(flat, 128, mode="zoom")
 
 
-def test_several_faces_use_the_largest(face_rgb):
+def test_several_faces_use_the_largest(photo):
     import cv2
 
-    small = cv2.resize(face_rgb, (256, 256), interpolation=cv2.INTER_AREA)
-    canvas = np.full((420, 700, 3), 200, np.uint8)
-    canvas[10:394, 0:384] = face_rgb
-    canvas[80:336, 420:676] = small
+    small = cv2.resize(photo, (400, 400), interpolation=cv2.INTER_AREA)
+    canvas = np.full((560, 940, 3), 200, np.uint8)
+    canvas[20:532, 0:512] = photo
+    canvas[100:500, 530:930] = small
     p = prepare_portrait(canvas, 128, mode="face")
-    assert p.face_box.center[0] < 384
+    assert p.landmarks.mouth_centre()[0] < 512
     assert any("used the largest" in n for n in p.notes)
 
 
-def test_crop_contract_and_mask():
-    rgb = np.zeros((400, 400, 3), np.uint8)
-    p = crop_portrait(rgb, 128, face=FaceBox(150, 100, 100, 100), face_scale=1.8)
-    x0, y0, x1, y1 = p.crop_box
-    assert (x1 - x0) == 180 and abs((x0 + x1) / 2 - 200) <= 1 and abs((y0 + y1) / 2 - 150) <= 1
-    mask = default_face_mask(128, 1.8)
-    expected_area = np.pi / 4 * (1.1 * 128 / 1.8) ** 2
-    assert abs(float(mask.sum()) - expected_area) / expected_area < 0.03
-    assert torch.equal(p.face_mask, mask)
+def test_face_at_the_edge_is_noted_and_never_pastes_invented_pixels(photo):
+    cut = np.ascontiguousarray(photo[:230, 160:])  # the chin near the bottom: the crop reaches past the edges
+    p = prepare_portrait(cut, 128)
+    assert p.valid.min() < 0.5, "the crop should reach past the picture"
+    comp = Compositor(p)
+    bright = np.full((1, 128, 128, 3), 255, np.uint8)
+    out = comp.composite(bright)[0].astype(int)
+    changed = np.abs(out - cut.astype(int)).max(-1) > 0
+    mask = face_paste_mask(p, cut.shape[1], cut.shape[0])
+    assert not changed[mask == 0].any()  # only inside the face mask, which lies inside the picture
+    crop = crop_frames(bright, p)[0]
+    assert (crop[p.valid < 0.01] == 0).all()  # the crop video shows black, not smeared edges
 
 
-def test_paste_back_round_trip(face_rgb):
-    p = prepare_portrait(face_rgb, 128, mode="face")
-    frames = p.image.permute(1, 2, 0)[None].repeat(2, 1, 1, 1)
-    full = paste_back(frames, p, face_rgb)
-    assert full.shape == (2, 384, 384, 3)
-    x0, y0, x1, y1 = p.crop_box
-    inner = full[0, max(0, y0) + 30:min(384, y1) - 30, max(0, x0) + 30:min(384, x1) - 30]
-    src = torch.from_numpy(face_rgb).float()[max(0, y0) + 30:min(384, y1) - 30, max(0, x0) + 30:min(384, x1) - 30] / 255
-    assert (inner - src).abs().mean() < 0.05
+def test_paste_back_keeps_every_pixel_outside_the_face_mask(photo):
+    p = prepare_portrait(photo, 128)
+    comp = Compositor(p, max_size=None)
+    assert comp.size == (512, 512)
+    frames = torch.rand(3, 128, 128, 3)
+    out = comp.composite(frames)
+    assert out.shape == (3, 512, 512, 3) and out.dtype == np.uint8
+    mask = face_paste_mask(p, 512, 512)
+    outside = mask == 0
+    assert outside.mean() > 0.6  # the mask follows the face, not a square
+    assert (out[:, outside] == photo[outside]).all()
+    inside = mask > 0.99
+    assert np.abs(out[:, inside].astype(int) - photo[inside].astype(int)).mean() > 30  # the noise went in
+    # the unchanged crop pasted back reproduces the photo (the warp there and back)
+    same = comp.composite(p.image.permute(1, 2, 0)[None])[0].astype(int)
+    assert np.abs(same - photo.astype(int))[inside].mean() < 12
+
+
+def test_output_size_caps_the_long_side(photo):
+    p = prepare_portrait(photo, 128)
+    assert output_size(p, 1024) == (512, 512)
+    assert output_size(p, 256) == (256, 256)
+    wide = prepare_portrait(np.ascontiguousarray(np.concatenate([photo, photo[:, ::-1]], 1)), 128)
+    assert output_size(wide, 512) == (512, 256)
+    comp = Compositor(wide, 512)
+    assert comp.composite(torch.zeros(1, 128, 128, 3)).shape == (1, 256, 512, 3)

@@ -65,7 +65,7 @@ def test_workflow_runs_end_to_end(name, tiny_model, tmp_path, monkeypatch):
     assert info["num_frames"] == expected and abs(info["audio_seconds"] - expected / 25) < 0.05
     video = read_video(saver.saved[0]).frames.float()
     assert video.std() > 1.0
-    assert any("first clip" in str(p.get("source", "")) for p in preview.seen)
+    assert any("first frame" in str(p.get("source", "")) for p in preview.seen)
 
 
 def test_live_workflow_starts_the_live_page(tiny_model, tmp_path, monkeypatch):

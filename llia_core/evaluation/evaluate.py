@@ -56,9 +56,7 @@ def features_for(audio_wave: torch.Tensor, num_frames: int, fps: float, config) 
 
 
 def portrait_for(clip: EvalClip) -> Portrait:
-    r = clip.reference.shape[0]
-    return Portrait(image=clip.reference.permute(2, 0, 1).float(), face_mask=clip.face_mask.float()[None],
-                    crop_box=(0, 0, r, r), face_box=None, source_size=(r, r), notes=[])
+    return Portrait.from_crop(clip.reference.permute(2, 0, 1).float(), clip.face_mask.float()[None])
 
 
 def make_eval_clips(identities: list[int], kinds: list[str], seconds: float, resolution: int,

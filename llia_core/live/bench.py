@@ -67,6 +67,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--eager", action="store_true", help="run the denoiser eagerly (no traced fast path)")
     p.add_argument("--browser", action="store_true", help="also open the page in headless Chromium")
     p.add_argument("--out", default="bench/live")
+    p.add_argument("--portrait", default=None, help="portrait (default: the bundled 512 px photo)")
+    p.add_argument("--output", default="full", choices=("full", "crop"))
+    p.add_argument("--max-size", type=int, default=1024)
     args = p.parse_args(argv)
 
     from ..checkpoints import load_model
@@ -78,10 +81,10 @@ def main(argv: list[str] | None = None) -> dict:
     from ..quantization import model_at_precision
 
     model, dtype = model_at_precision(load_model(args.model), args.dtype)
-    portrait = prepare_portrait(Path(__file__).parents[1] / "assets" / "portrait.png", model.config.resolution,
-                                mode="whole")
-    avatar = LiveAvatar(LLIAPipeline(model, dtype=dtype), portrait, steps=args.steps, clip_frames=args.clip_frames, lead=args.lead,
-                        frozen=not args.eager)
+    portrait = prepare_portrait(args.portrait or Path(__file__).parents[1] / "assets" / "portrait.png",
+                                model.config.resolution)
+    avatar = LiveAvatar(LLIAPipeline(model, dtype=dtype), portrait, steps=args.steps, clip_frames=args.clip_frames,
+                        lead=args.lead, frozen=not args.eager, output=args.output, max_size=args.max_size or None)
     server = LiveServer(avatar, "127.0.0.1", 0).start(args.threads, generator=False)
     browser = None
     if args.browser and shutil.which("chromium"):

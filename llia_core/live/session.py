@@ -37,7 +37,8 @@ from ..audio.io import resample
 from ..clips import ClipPlan
 from ..errors import AudioError
 from ..pipeline import LLIAPipeline, SamplerConfig
-from ..portrait import Portrait
+from ..pipeline.output import FrameRenderer
+from ..portrait import DEFAULT_MAX_SIZE, Portrait
 from ..states import IDLE, LISTENING, SPEAKING, STATE_NAMES
 
 RATE = 16000
@@ -124,12 +125,16 @@ class LiveAvatar:
         frozen: run the denoiser traced and frozen for the live clip shapes (``pipeline/frozen.py``),
             traced here before the clock starts; False runs it eagerly.
         on_frame: called with each :class:`LiveFrame` from the generator thread.
+        output, max_size: frames of the portrait's own size ("full", long side capped at
+            ``max_size``) or the model's crop ("crop"), as in the offline job.
     """
 
     def __init__(self, pipe: LLIAPipeline, portrait: Portrait, *, steps: int = 1, clip_frames: int = 2,
                  lead: float = 0.08, user_hold: float = 0.6, seed: int = 0, motion_frames: int = 1,
-                 frozen: bool = True, on_frame: Callable[[LiveFrame], None] | None = None):
+                 frozen: bool = True, on_frame: Callable[[LiveFrame], None] | None = None,
+                 output: str = "full", max_size: int | None = DEFAULT_MAX_SIZE):
         self.pipe, self.portrait = pipe, portrait
+        self.renderer = FrameRenderer(portrait, output, max_size)
         cfg = pipe.config
         self.fps = float(cfg.fps)
         self.sampler = SamplerConfig(steps=steps, seed=seed, first_clip=clip_frames, clip_frames=clip_frames)
@@ -282,7 +287,7 @@ class LiveAvatar:
         sampler = dataclasses.replace(self.sampler, seed=self.sampler.seed * 1_000_003 + start)  # fresh noise per clip
         job = pipe.new_job(clip, audio, states, motion, sampler)
         pipe.advance(job, self.reference, sampler)
-        images = (pipe.decode_clip(job.latents).clamp(0, 1).numpy() * 255 + 0.5).astype(np.uint8)
+        images = self.renderer(pipe.decode_clip(job.latents))  # the portrait's own size (or the crop)
         return images, pipe.motion_after(job.latents, self.motion_frames)
 
     @torch.no_grad()

@@ -60,6 +60,7 @@ class LLIADenoiser(nn.Module):
         motion_flags: torch.Tensor,
         audio_keep: torch.Tensor | None = None,
         reference_keep: torch.Tensor | None = None,
+        mouth_anchor: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -72,6 +73,8 @@ class LLIADenoiser(nn.Module):
             face_mask: (B, 1, H, W) face-region mask at pixel resolution.
             motion_flags: (B, F) 1 for motion frames, 0 for frames to generate.
             audio_keep / reference_keep: (B, F) bool, False drops that condition (guidance).
+            mouth_anchor: (B, 3) the portrait's mouth in its crop (``framing.py``) for the mouth
+                map and paint; None = the framing contract's mouth (the synthetic training data).
         Returns:
             (B, C, F, h, w) model prediction.
         """
@@ -83,8 +86,9 @@ class LLIADenoiser(nn.Module):
         mouth = None
         if self.mouth_map is not None or self.mouth_paint is not None:
             mouth = self.audio_encoder.predict_mouth(tokens).detach()  # trained by its own loss only
+        anchor = None if mouth_anchor is None else mouth_anchor.reshape(b, 1, 3).expand(b, f, 3).reshape(b * f, 3)
         if self.mouth_map is not None:
-            x = x + self.mouth_map(mouth, h).to(sample.dtype).reshape(b, f, c, h, w).transpose(1, 2)
+            x = x + self.mouth_map(mouth, h, anchor).to(sample.dtype).reshape(b, f, c, h, w).transpose(1, 2)
         parts = [x]
         if self.config.concat_reference:
             parts.append(reference_latent[:, :, None].expand(-1, -1, f, -1, -1).to(sample.dtype))
@@ -109,5 +113,5 @@ class LLIADenoiser(nn.Module):
             if self.mouth_paint is not None:
                 ref = skip.expand(-1, -1, f, -1, -1).transpose(1, 2).reshape(b * f, c, h, w)
                 flat = out.transpose(1, 2).reshape(b * f, c, h, w)
-                out = self.mouth_paint(mouth, ref, flat).to(out.dtype).reshape(b, f, c, h, w).transpose(1, 2)
+                out = self.mouth_paint(mouth, ref, flat, anchor).to(out.dtype).reshape(b, f, c, h, w).transpose(1, 2)
         return out

@@ -18,17 +18,21 @@ class ReferenceState:
     """Everything the denoiser needs about one portrait; computed once and cached.
 
     latent: (1, C, h, w) encoded portrait. bank: ReferenceNet features. face_mask: (1, 1, H, W).
+    mouth_anchor: (1, 3) where the portrait's mouth is in its crop (``framing.py``); None = the
+    framing contract's mouth.
     """
 
     latent: torch.Tensor
     bank: dict[str, torch.Tensor]
     face_mask: torch.Tensor
+    mouth_anchor: torch.Tensor | None = None
 
     def to(self, device=None, dtype=None) -> "ReferenceState":
         return ReferenceState(
             self.latent.to(device=device, dtype=dtype),
             {k: v.to(device=device, dtype=dtype) for k, v in self.bank.items()},
             self.face_mask.to(device=device, dtype=dtype),
+            None if self.mouth_anchor is None else self.mouth_anchor.to(device=device),
         )
 
 
@@ -67,7 +71,8 @@ class LLIAModel(nn.Module):
         pixels = self.autoencoder.decode(latents)
         return ((pixels + 1) / 2).clamp(0, 1).permute(0, 2, 3, 1)
 
-    def encode_reference(self, image: torch.Tensor, face_mask: torch.Tensor) -> ReferenceState:
-        """image (B, 3, R, R) 0..1 and face_mask (B, 1, R, R) -> cached ReferenceState."""
+    def encode_reference(self, image: torch.Tensor, face_mask: torch.Tensor,
+                         mouth_anchor: torch.Tensor | None = None) -> ReferenceState:
+        """image (B, 3, R, R) 0..1, face_mask (B, 1, R, R), mouth_anchor (B, 3) -> ReferenceState."""
         latent = self.encode_pixels(image)
-        return ReferenceState(latent, self.reference_net(latent), face_mask)
+        return ReferenceState(latent, self.reference_net(latent), face_mask, mouth_anchor)

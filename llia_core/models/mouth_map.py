@@ -15,27 +15,32 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..config import MOUTH_CENTRE_Y
+from ..framing import neutral_mouth_anchor
 
 SUPERSAMPLE = 4  # coverage is measured on a 4x finer grid, then averaged per latent cell
 
 
-def mouth_ellipses(mouth: torch.Tensor, size: int, face_scale: float) -> torch.Tensor:
+def mouth_ellipses(mouth: torch.Tensor, size: int, face_scale: float,
+                   anchor: torch.Tensor | None = None) -> torch.Tensor:
     """mouth (N, 3) opening, width, roundness in 0..1 -> (N, 2, size, size) coverage of the mouth
     opening and of the lips, each cell's share inside the ellipse (0..1).
 
-    Geometry in face-box units (the face box spans [-1, 1] and is centred with side R / face_scale),
-    the same proportions the training data draws with; a portrait's own mouth may differ a little,
-    which the denoiser corrects from the reference.
+    Geometry in face-box units of the framing contract (`framing.py`), the proportions the training
+    data draws with. ``anchor`` (N, 3) or (3,): where this portrait's mouth is (centre x, centre y of
+    the closed lip line) and how wide it is against the drawn mouth, from its landmarks; None = the
+    contract's own mouth (the training data).
     """
     o, w, rnd = mouth.float().clamp(0, 1).unbind(-1)
-    half_w = 0.25 * (0.85 + 0.3 * w - 0.35 * rnd * (3 * o).clamp(max=1.0))
+    if anchor is None:
+        anchor = neutral_mouth_anchor()
+    ax, ay, scale = anchor.to(mouth.device, torch.float32).expand(mouth.shape[0], 3).unbind(-1)
+    half_w = 0.25 * (0.85 + 0.3 * w - 0.35 * rnd * (3 * o).clamp(max=1.0)) * scale
     gap = o * 0.26 * (1 + 0.3 * rnd)
-    centre = MOUTH_CENTRE_Y + 0.15 * gap
+    centre = ay + 0.15 * gap
     fine = size * SUPERSAMPLE
     # cell centres of the fine grid in face-box units (the image spans +-face_scale)
     axis = ((torch.arange(fine, device=mouth.device, dtype=torch.float32) + 0.5) / fine * 2 - 1) * face_scale
-    x = axis[None, None, :]
+    x = axis[None, None, :] - ax[:, None, None]
     y = axis[None, :, None] - centre[:, None, None]
     hw = half_w[:, None, None]
     opening = (x / hw) ** 2 + (y / (gap[:, None, None] / 2).clamp_min(1e-4)) ** 2 <= 1
@@ -58,8 +63,8 @@ class MouthMap(nn.Module):
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def forward(self, mouth: torch.Tensor, size: int) -> torch.Tensor:
-        maps = mouth_ellipses(mouth, size, self.face_scale).to(self.proj_out.weight.dtype)
+    def forward(self, mouth: torch.Tensor, size: int, anchor: torch.Tensor | None = None) -> torch.Tensor:
+        maps = mouth_ellipses(mouth, size, self.face_scale, anchor).to(self.proj_out.weight.dtype)
         return self.proj_out(self.net(maps))
 
 
@@ -93,11 +98,12 @@ class MouthPaint(nn.Module):
         nn.init.zeros_(self.proj_out.weight)
         nn.init.zeros_(self.proj_out.bias)
 
-    def propose(self, mouth: torch.Tensor, reference_latent: torch.Tensor, prediction: torch.Tensor):
+    def propose(self, mouth: torch.Tensor, reference_latent: torch.Tensor, prediction: torch.Tensor,
+                anchor: torch.Tensor | None = None):
         """-> (painted, gate, lips): the proposed cells (N, C, h, w), the gate (N, C, h, w) and the
         (dilated) lips cells (N, 1, h, w) it is confined to."""
         h, c, ds = reference_latent.shape[-1], reference_latent.shape[1], self.downscale
-        cover = mouth_ellipses(mouth, h * ds, self.face_scale)
+        cover = mouth_ellipses(mouth, h * ds, self.face_scale, anchor)
         dtype = self.proj_out.weight.dtype
         lips = F.max_pool2d((F.max_pool2d(cover[:, 1:], ds) > 0).float(), 3, 1, 1).to(dtype)
         ref, pred = reference_latent.to(dtype), prediction.to(dtype)
@@ -120,8 +126,10 @@ class MouthPaint(nn.Module):
         gate = (gate + (gate.clamp(0, 1) - gate).detach()) * lips
         return painted, gate, lips
 
-    def forward(self, mouth: torch.Tensor, reference_latent: torch.Tensor, prediction: torch.Tensor) -> torch.Tensor:
-        """mouth (N, 3); reference_latent, prediction (N, C, h, w) -> prediction with the mouth repainted."""
-        painted, gate, _ = self.propose(mouth, reference_latent, prediction)
+    def forward(self, mouth: torch.Tensor, reference_latent: torch.Tensor, prediction: torch.Tensor,
+                anchor: torch.Tensor | None = None) -> torch.Tensor:
+        """mouth (N, 3); reference_latent, prediction (N, C, h, w); anchor (N, 3) or None -> the
+        prediction with the mouth repainted."""
+        painted, gate, _ = self.propose(mouth, reference_latent, prediction, anchor)
         pred = prediction.to(painted.dtype)
         return pred + gate * (painted - pred)

@@ -25,9 +25,11 @@ class _FixedReference(torch.nn.Module):
         self.latent = reference.latent.to(dtype)
         self.mask = reference.face_mask.to(dtype)
         self.bank = {k: v.to(dtype) for k, v in reference.bank.items()}
+        self.anchor = reference.mouth_anchor
 
     def forward(self, sample, timestep, windows, states, flags):
-        return self.denoiser(sample, timestep, windows, states, self.latent, self.bank, self.mask, flags)
+        return self.denoiser(sample, timestep, windows, states, self.latent, self.bank, self.mask, flags,
+                             mouth_anchor=self.anchor)
 
 
 class FrozenDenoiser:

@@ -177,12 +177,15 @@ class LLIAPipeline:
         if tuple(image.shape) != (3, r, r):
             raise LLIAError(f"the portrait is {tuple(image.shape)} but this model needs (3, {r}, {r}); "
                             f"prepare it with resolution={r}")
-        key = (hash(image.numpy().tobytes()), hash(portrait.face_mask.numpy().tobytes()))
+        anchor = portrait.mouth_anchor
+        key = (hash(image.numpy().tobytes()), hash(portrait.face_mask.numpy().tobytes()),
+               None if anchor is None else tuple(anchor.tolist()))
         if key not in self._reference_cache:
             image = image[None].to(self.device, self.dtype)
             mask = portrait.face_mask[None].to(self.device, self.dtype)
             self._reference_cache.clear()  # one portrait at a time keeps memory flat
-            self._reference_cache[key] = self.model.encode_reference(image, mask)
+            self._reference_cache[key] = self.model.encode_reference(
+                image, mask, None if anchor is None else anchor[None].to(self.device))
         return self._reference_cache[key]
 
     # 2. Clip plan
@@ -208,6 +211,7 @@ class LLIAPipeline:
         bank = {k: v.expand(n, -1, -1) for k, v in reference.bank.items()}
         ref_latent = reference.latent.expand(n, -1, -1, -1)
         mask = reference.face_mask.expand(n, -1, -1, -1)
+        anchor = None if reference.mouth_anchor is None else reference.mouth_anchor.expand(n, -1)
         windows_n = windows.expand(n, -1, -1, -1)
         states_n = states.expand(n, -1)
         flags_n = flags.expand(n, -1)
@@ -223,6 +227,7 @@ class LLIAPipeline:
             out = self.model.denoiser(
                 sample, t.reshape(1).expand(n), windows_n, states_n, ref_latent, bank, mask, flags_n,
                 audio_keep=a_keep if n > 1 else None, reference_keep=r_keep if n > 1 else None,
+                mouth_anchor=anchor,
             )[:, :, m:].float()
             if n == 1:
                 return out

@@ -1,7 +1,9 @@
-"""Crop and mask: the framing contract shared with the training-data renderer.
+"""Portrait preparation: find the face, align it to the framing contract, crop, mask.
 
-The model sees a square crop with the face box centred, the box side = crop side / face_scale;
-its face-locator mask is the ellipse inscribed in the face box, scaled by 1.1.
+The model sees a square crop in which the face sits where `llia_core/framing.py` says (the same
+place the training renderer draws it). The crop is an affine warp of the picture (rotation and
+scale from the landmarks); where it reaches past the picture's edges the edge pixels are repeated
+for the model only: `Portrait.valid` marks them, and nothing from there reaches a video.
 """
 
 from __future__ import annotations
@@ -11,62 +13,115 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from .. import framing
 from ..errors import PortraitError
+from .align import Alignment, align_box, align_landmarks, align_whole
 from .face_detect import FaceBox, detect_faces
 from .image_io import load_image
+from .landmarks import FaceLandmarks, find_faces
 
 CROP_MODES = ("auto", "face", "whole")
+TINY_FACE = 48  # eye-to-mouth + eye-to-eye distance (source px) under which the face is upscaled a lot
+TURNED_HEAD = 0.55  # eye distance / eye-to-mouth distance under which the head is turned away
 
 
 @dataclass
 class Portrait:
-    """image: (3, R, R) float 0..1; face_mask: (1, R, R) 0/1; crop_box in source pixels (x0, y0, x1, y1)."""
+    """One portrait as the model sees it, and how that maps back onto the picture.
+
+    image: (3, R, R) float 0..1, the aligned crop. face_mask: (1, R, R) 0/1 face-locator mask.
+    alignment: source pixels -> crop pixels. source: (H, W, 3) uint8, the picture as loaded.
+    landmarks: the face's 468 points in source pixels (None without a face or from the Haar
+    fallback). valid: (R, R) float 1 where the crop saw the picture, 0 past its edges.
+    mouth_anchor: (3,) the mouth in the crop (``framing.mouth_anchor_from_landmarks``) or None.
+    """
 
     image: torch.Tensor
     face_mask: torch.Tensor
-    crop_box: tuple[int, int, int, int]
-    face_box: FaceBox | None
-    source_size: tuple[int, int]
+    alignment: Alignment
+    source: np.ndarray
+    valid: np.ndarray
+    face_box: FaceBox | None = None
+    landmarks: FaceLandmarks | None = None
+    mouth_anchor: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)
 
+    @property
+    def source_size(self) -> tuple[int, int]:
+        """(width, height) of the picture."""
+        return self.source.shape[1], self.source.shape[0]
 
-def default_face_mask(resolution: int, face_scale: float = 1.8, face_offset_y: float = 0.0) -> torch.Tensor:
-    """(1, R, R) ellipse where the face sits in a correctly framed crop."""
-    r = resolution
-    yy, xx = torch.meshgrid(torch.arange(r) + 0.5, torch.arange(r) + 0.5, indexing="ij")
-    radius = 1.1 * r / face_scale / 2
-    cy = r * (0.5 + face_offset_y)
-    inside = ((xx - r / 2) / radius) ** 2 + ((yy - cy) / radius) ** 2 <= 1.0
-    return inside.float()[None]
+    @property
+    def resolution(self) -> int:
+        return self.image.shape[-1]
+
+    @classmethod
+    def from_crop(cls, image: torch.Tensor, face_mask: torch.Tensor | None = None) -> "Portrait":
+        """An image that already is an aligned crop (training clips, the evaluation)."""
+        r = image.shape[-1]
+        src = (image.permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
+        mask = framing.face_locator_mask(r) if face_mask is None else face_mask
+        return cls(image.float(), mask.float(), align_whole(r, r, r), src, np.ones((r, r), np.float32))
 
 
-def crop_portrait(rgb: np.ndarray, resolution: int, *, face: FaceBox | None, face_scale: float = 1.8,
-                  face_offset_y: float = 0.0) -> Portrait:
+def crop_image(rgb: np.ndarray, alignment: Alignment) -> tuple[np.ndarray, np.ndarray]:
+    """-> (crop (R, R, 3) uint8, valid (R, R) float32): the aligned crop and where it saw the picture.
+
+    A big picture is first reduced with area averaging to about the crop's scale, so the warp
+    never skips pixels (no aliasing); edges are repeated past the picture for the model's sake.
+    """
     import cv2
 
+    r = alignment.resolution
+    scale = alignment.params[0]
+    src, al = rgb, alignment
+    if scale < 1.0:
+        h, w = rgb.shape[:2]
+        factor = max(scale, 8.0 / min(h, w))
+        src = cv2.resize(rgb, (max(1, round(w * factor)), max(1, round(h * factor))), interpolation=cv2.INTER_AREA)
+        al = alignment.scaled_source(src.shape[1] / w)
+    patch = cv2.warpAffine(src, al.matrix, (r, r), flags=cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
+    ones = np.ones(src.shape[:2], np.float32)
+    valid = cv2.warpAffine(ones, al.matrix, (r, r), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT)
+    return patch, valid
+
+
+def _face_notes(face: FaceLandmarks, rgb: np.ndarray, alignment: Alignment) -> list[str]:
+    notes = []
+    a, b = face.eye_centres()
+    m = face.mouth_centre()
+    eyes = float(np.hypot(*(b - a)))
+    eye_mouth = float(np.hypot(*(m - (a + b) / 2)))
+    if eyes + eye_mouth < TINY_FACE:
+        notes.append(f"the face is small ({eyes + eye_mouth:.0f} px from eye to eye to mouth); the animated "
+                     "face will look soft; use a closer or larger photo")
+    if eyes < TURNED_HEAD * eye_mouth:
+        notes.append("the head is turned away from the camera; lip sync and the crop work best on faces "
+                     "looking into the camera")
+    x0, y0, x1, y1 = face.box()
     h, w = rgb.shape[:2]
-    if face is None:
-        side = min(h, w)
-        x0, y0 = (w - side) // 2, (h - side) // 2
-    else:
-        side = max(face.w, face.h) * face_scale
-        cx, cy = face.center
-        x0 = int(round(cx - side / 2))
-        y0 = int(round(cy - side * (0.5 + face_offset_y)))
-        side = int(round(side))
-    x1, y1 = x0 + side, y0 + side
-    pad = max(0, -x0, -y0, x1 - w, y1 - h)
-    src = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_REPLICATE) if pad else rgb
-    patch = src[y0 + pad:y1 + pad, x0 + pad:x1 + pad]
-    interp = cv2.INTER_AREA if side > resolution else cv2.INTER_CUBIC
-    patch = np.clip(cv2.resize(patch, (resolution, resolution), interpolation=interp), 0, 255).astype(np.uint8)
-    image = torch.from_numpy(patch).permute(2, 0, 1).float() / 255.0
-    return Portrait(image, default_face_mask(resolution, face_scale, face_offset_y), (x0, y0, x1, y1), face, (w, h))
+    if x0 < 0 or y0 < 0 or x1 > w or y1 > h:
+        notes.append("the face reaches past the picture's edge; only the part inside is animated")
+    return notes
 
 
-def prepare_portrait(source, resolution: int, *, mode: str = "auto", face_scale: float = 1.8,
-                     face_offset_y: float = 0.0) -> Portrait:
-    """Load, find the face (largest), crop and mask. mode: auto | face | whole."""
+def _landmark_portrait(rgb, face: FaceLandmarks, resolution: int, face_scale: float):
+    alignment = align_landmarks(face, resolution, face_scale)
+    centre = framing.to_units(alignment.to_crop([face.mouth_centre()]), resolution)[0]
+    corners = alignment.to_crop(face.xy[[61, 291]])
+    width = float(np.hypot(*(corners[1] - corners[0]))) / framing.unit(resolution)
+    x0, y0, x1, y1 = face.box()
+    box = FaceBox(x0, y0, x1 - x0, y1 - y0, 1.0)
+    return alignment, box, framing.mouth_anchor_from_landmarks(centre, width)
+
+
+def prepare_portrait(source, resolution: int, *, mode: str = "auto",
+                     face_scale: float = framing.FACE_SCALE) -> Portrait:
+    """Load, find the face (largest), align, crop and mask. mode: auto | face | whole.
+
+    auto: landmarks, else OpenCV's Haar cascade, else the centred square (with a note).
+    face: as auto, but no face is an error. whole: the centred square, no face finding.
+    """
     if mode not in CROP_MODES:
         raise PortraitError(f"unknown crop mode '{mode}'; use one of {', '.join(CROP_MODES)}")
     if not 16 <= int(resolution) <= 4096:
@@ -74,43 +129,52 @@ def prepare_portrait(source, resolution: int, *, mode: str = "auto", face_scale:
     if not 1.0 <= face_scale <= 6.0:
         raise PortraitError(f"face scale {face_scale:g} is out of range; use 1.0 (tight) to 6.0 (wide)")
     rgb = load_image(source)
+    h, w = rgb.shape[:2]
     notes: list[str] = []
-    face = None
+    face, box, anchor, alignment = None, None, None, None
     if mode != "whole":
-        faces = detect_faces(rgb)
+        faces = find_faces(rgb)
         if faces:
             face = faces[0]
-            if len(faces) > 1:
-                notes.append(f"{len(faces)} faces found; used the largest")
-        elif mode == "face":
-            raise PortraitError(
-                "no face found in the portrait; use a frontal, well-lit photo or set crop mode to "
-                "'whole' to use the whole image"
-            )
+            alignment, box, anchor = _landmark_portrait(rgb, face, resolution, face_scale)
+            notes += _face_notes(face, rgb, alignment)
         else:
+            boxes = detect_faces(rgb)  # the Haar fallback: no landmarks, no rotation
+            if boxes:
+                box = boxes[0]
+                faces = boxes
+                alignment = align_box(box.center, max(box.w, box.h), resolution, face_scale)
+                notes.append("face landmarks not found; framed the face from a face box (no rotation)")
+        if len(faces) > 1:
+            notes.append(f"{len(faces)} faces found; used the largest")
+        if alignment is None:
+            if mode == "face":
+                raise PortraitError(
+                    "no face found in the portrait; use a photo in which a face looks into the camera, or "
+                    "set crop mode to 'whole' to animate the whole image"
+                )
             notes.append("no face found; used the whole image (centre square)")
-    portrait = crop_portrait(rgb, resolution, face=face, face_scale=face_scale, face_offset_y=face_offset_y)
-    portrait.notes = notes
-    return portrait
+    if alignment is None:
+        alignment = align_whole(w, h, resolution)
+    patch, valid = crop_image(rgb, alignment)
+    image = torch.from_numpy(patch).permute(2, 0, 1).float() / 255.0
+    mask = framing.face_locator_mask(resolution, face_scale)
+    return Portrait(image, mask, alignment, rgb, valid, box, face, anchor, notes)
 
 
-def paste_back(frames: torch.Tensor, portrait: Portrait, background: np.ndarray, feather: float = 0.06) -> torch.Tensor:
-    """frames (F, R, R, 3) 0..1 -> (F, H, W, 3): the crop pasted into the source image, soft edges."""
+def crop_preview(portrait: Portrait) -> torch.Tensor:
+    """(R, R, 3) float: the crop as the model sees it, the mouth it animates outlined in green and
+    the parts past the picture's edges darkened."""
     import cv2
 
-    h, w = background.shape[:2]
-    x0, y0, x1, y1 = portrait.crop_box
-    side = x1 - x0
-    out = torch.from_numpy(background).float().div(255).expand(frames.shape[0], h, w, 3).clone()
-    big = torch.nn.functional.interpolate(frames.permute(0, 3, 1, 2), size=(side, side), mode="bilinear",
-                                          align_corners=False).permute(0, 2, 3, 1).clamp(0, 1)
-    ramp = np.minimum(np.arange(side) + 0.5, side - np.arange(side) - 0.5) / max(1.0, feather * side)
-    ramp = np.clip(ramp, 0, 1)
-    alpha = torch.from_numpy(np.minimum(ramp[:, None], ramp[None, :])).float()[..., None]
-    ax0, ay0, ax1, ay1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
-    if ax1 <= ax0 or ay1 <= ay0:
-        return out
-    sub = big[:, ay0 - y0:ay1 - y0, ax0 - x0:ax1 - x0]
-    a = alpha[ay0 - y0:ay1 - y0, ax0 - x0:ax1 - x0]
-    out[:, ay0:ay1, ax0:ax1] = sub * a + out[:, ay0:ay1, ax0:ax1] * (1 - a)
-    return out
+    r = portrait.resolution
+    img = (portrait.image.permute(1, 2, 0).numpy() * 255).astype(np.uint8)
+    img = (img * (0.35 + 0.65 * portrait.valid[..., None])).astype(np.uint8)
+    anchor = framing.neutral_mouth_anchor() if portrait.mouth_anchor is None else portrait.mouth_anchor
+    x, y, scale = anchor.tolist()
+    centre = framing.to_pixels([[x, y]], r)[0]
+    u = framing.unit(r)
+    axes = (max(1, round(framing.MOUTH_HALF_WIDTH * scale * u * 16)), max(1, round(0.06 * u * 16)))
+    cv2.ellipse(img, tuple(int(v) for v in np.round(centre * 16)), axes, 0, 0, 360, (60, 255, 80),
+                max(1, r // 128), cv2.LINE_AA, 4)
+    return torch.from_numpy(img).float() / 255.0

@@ -174,7 +174,7 @@ class PaintInputs:
         """MSE of the proposal against x0 (B, C, F, h, w) over the lips cells of generated frames."""
         if self.inputs is None:
             return torch.zeros(())
-        painted, _, lips = self.paint.propose(*(a.detach() for a in self.inputs))  # the paint alone
+        painted, _, lips = self.paint.propose(*(None if a is None else a.detach() for a in self.inputs))  # alone
         b, c, f, h, w = x0.shape
         truth = x0.transpose(1, 2).reshape(b * f, c, h, w)
         lips = lips * (1 - motion_flags.reshape(b * f).to(lips.dtype))[:, None, None, None]

@@ -1,7 +1,7 @@
 """Draw a cartoon talking head for one pose. Framing matches the model's portrait crop.
 
-Coordinates are in face-box units: the face box (brow-to-chin, cheek-to-cheek; what a face
-detector reports) spans [-1, 1] on both axes and is centred in the image with side R / 1.8.
+Coordinates are in face-box units of the framing contract (`llia_core/framing.py`): the face box
+spans [-1, 1] on both axes and is centred in the image with side R / FACE_SCALE.
 Drawing happens at 4x and is reduced with area interpolation (anti-aliasing).
 """
 
@@ -12,12 +12,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...config import MOUTH_CENTRE_Y
+from ...framing import DRAWN_EYE_X, DRAWN_EYE_Y, FACE_SCALE, MOUTH_CENTRE_Y, face_locator_mask
 from .identity import IdentityParams
 
-FACE_SCALE = 1.8
 SS = 4  # supersampling factor
-MOUTH_Y = MOUTH_CENTRE_Y
 
 
 @dataclass(frozen=True)
@@ -136,9 +134,9 @@ def _draw_head(img, cv, ident: IdentityParams, pose: FramePose):
         _ellipse(img, cv, 0, -0.95, w * 1.0, 0.42 * v, ident.hair_color, start=180, end=360)
     nod = 0.08 * pose.head_nod
     # eyes
-    ey = -0.3 + nod
+    ey = DRAWN_EYE_Y + nod
     for s in (-1, 1):
-        ex = s * 0.38 * ident.eye_spacing
+        ex = s * DRAWN_EYE_X * ident.eye_spacing
         a, b = 0.17 * ident.eye_size, 0.1 * ident.eye_size
         _ellipse(img, cv, ex, ey, a, b, (250, 250, 250))
         _ellipse(img, cv, ex, ey, 0.075 * ident.eye_size, 0.075 * ident.eye_size, ident.iris)
@@ -156,7 +154,7 @@ def _draw_head(img, cv, ident: IdentityParams, pose: FramePose):
     if ident.glasses:
         t = max(1, int(0.025 * cv.u))
         for s in (-1, 1):
-            ex = s * 0.38 * ident.eye_spacing
+            ex = s * DRAWN_EYE_X * ident.eye_spacing
             _ellipse(img, cv, ex, ey, 0.25, 0.17, ident.glasses_color, thickness=t)
         _line(img, cv, [-0.13, 0.13], [ey - 0.02, ey - 0.02], ident.glasses_color, 0.025)
     # nose
@@ -164,7 +162,7 @@ def _draw_head(img, cv, ident: IdentityParams, pose: FramePose):
     _line(img, cv, [0.02, 0.06 * ns, -0.04 * ns], [-0.15 + nod, 0.18 + nod, 0.22 + nod], dark, 0.025)
     _ellipse(img, cv, -0.07 * ns, 0.21 + nod, 0.035, 0.02, _shade(skin, 0.6))
     _ellipse(img, cv, 0.07 * ns, 0.21 + nod, 0.035, 0.02, _shade(skin, 0.6))
-    _draw_mouth(img, cv, ident, pose, MOUTH_Y + nod)
+    _draw_mouth(img, cv, ident, pose, MOUTH_CENTRE_Y + nod)
 
 
 def _draw_mouth(img, cv, ident: IdentityParams, pose: FramePose, my: float):
@@ -233,10 +231,7 @@ def _draw_head_silhouette(img, cv, ident):
 
 def face_mask(resolution: int = 128) -> np.ndarray:
     """(R, R) uint8 0/1: the face-locator ellipse of the framing contract (same for everyone)."""
-    r = resolution
-    yy, xx = np.mgrid[0:r, 0:r] + 0.5
-    radius = 1.1 * r / FACE_SCALE / 2
-    return ((((xx - r / 2) / radius) ** 2 + ((yy - r / 2) / radius) ** 2) <= 1).astype(np.uint8)
+    return face_locator_mask(resolution).numpy()[0].astype(np.uint8)
 
 
 def mouth_box(resolution: int = 128) -> tuple[int, int, int, int]:

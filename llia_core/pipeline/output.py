@@ -1,0 +1,112 @@
+"""The pipeline's output stage: clips -> the portrait's own frames -> mp4 and / or kept frames.
+
+One loop shared by the CLI, the ComfyUI sampler node and the evaluation: each decoded clip is
+composited back into the picture (``output="full"``) or kept as the model's crop (``"crop"``),
+written to a streaming mp4 as soon as it exists, and kept whole, as a tail or not at all. A failure
+or a cancel closes the mp4 as a playable partial file before it propagates.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Iterable
+
+import numpy as np
+
+from ..errors import LLIAError
+from ..portrait import DEFAULT_MAX_SIZE, OUTPUTS, Compositor, Portrait, crop_frames
+from .pipeline import ClipOutput
+
+KEEP = ("all", "tail", "none")
+
+
+@dataclass
+class RenderedVideo:
+    """frames: (N, H, W, 3) uint8 (all kept frames, the tail, or None); path: the mp4 or None."""
+
+    frames: np.ndarray | None
+    frames_done: int
+    size: tuple[int, int]
+    first_frame_seconds: float | None
+    seconds: float
+    path: Path | None
+
+    @property
+    def fps(self) -> float:
+        return self.frames_done / self.seconds if self.seconds else 0.0
+
+
+class FrameRenderer:
+    """Turns model crops into the frames a user sees: full-size composites or the crop."""
+
+    def __init__(self, portrait: Portrait, output: str = "full", max_size: int | None = DEFAULT_MAX_SIZE):
+        if output not in OUTPUTS:
+            raise LLIAError(f"unknown output '{output}'; use one of {', '.join(OUTPUTS)}")
+        self.portrait, self.output = portrait, output
+        self.compositor = Compositor(portrait, max_size) if output == "full" else None
+        r = portrait.resolution
+        self.size = self.compositor.size if self.compositor is not None else (r, r)
+
+    def __call__(self, crops) -> np.ndarray:
+        """(F, R, R, 3) float 0..1 -> (F, H, W, 3) uint8."""
+        if self.compositor is not None:
+            return self.compositor.composite(crops)
+        return crop_frames(crops, self.portrait)
+
+
+def render_clips(clips: Iterable[ClipOutput], renderer: FrameRenderer, *, total_frames: int,
+                 mp4: str | Path | None = None, fps: float = 25.0, audio=None, sample_rate: int = 16000,
+                 keep: str = "all", tail: int = 16,
+                 on_clip: Callable[[ClipOutput, np.ndarray, int], None] | None = None) -> RenderedVideo:
+    """Run the output stage over a clip stream.
+
+    Args:
+        clips: decoded clips in order (``LLIAPipeline.stream`` or ``PipelinedLLIA.stream``).
+        renderer: what each crop becomes (``FrameRenderer``).
+        total_frames: frames the stream will produce (the audio's frame count), checked at the end.
+        mp4: write a streaming mp4 here (``NAME.partial.mp4`` until complete), with ``audio``
+            (1-D waveform at ``sample_rate``, trimmed or padded to the video by the writer).
+        keep: "all" frames, the last ``tail`` frames ("tail": previews of long runs), or "none".
+        on_clip: called with (clip, its frames as shown, frames done so far) after each clip.
+    """
+    if keep not in KEEP:
+        raise LLIAError(f"unknown keep '{keep}'; use one of {', '.join(KEEP)}")
+    writer = None
+    if mp4 is not None:
+        from ..video_io import Mp4Writer
+
+        writer = Mp4Writer(mp4, fps, *renderer.size, audio=audio, sample_rate=sample_rate)
+    kept: list[np.ndarray] = []
+    first, done = None, 0
+    t0 = time.perf_counter()
+    try:
+        for clip in clips:
+            frames = renderer(clip.frames)
+            done += frames.shape[0]
+            if writer is not None:
+                writer.write(frames)
+            first = time.perf_counter() - t0 if first is None else first  # shown, not just generated
+            if keep == "all":
+                kept.append(frames)
+            elif keep == "tail":
+                kept = (kept + [frames])[-(tail // max(1, frames.shape[0]) + 2):]
+            if on_clip is not None:
+                on_clip(clip, frames, done)
+    except BaseException:
+        if writer is not None:
+            writer.close(keep_partial=True)
+        raise
+    if done != total_frames:
+        if writer is not None:
+            writer.close(keep_partial=True)
+        raise LLIAError(f"generated {done} frames for {total_frames} audio frames; please report this bug")
+    path = writer.close() if writer is not None else None
+    seconds = time.perf_counter() - t0
+    frames = None
+    if kept:
+        frames = np.concatenate(kept)
+        if keep == "tail":
+            frames = frames[-tail:]
+    return RenderedVideo(frames, done, renderer.size, first, seconds, path)
