@@ -112,7 +112,7 @@ def _clip_source(args, pipe, sampler):
     return PipelinedLLIA(pipe, threads_per_stage=per_stage).stream, pipelined_sampler(sampler), True
 
 
-KERNEL_CACHE = "256"  # oneDNN kernels kept by a generate run (see run_generate)
+KERNEL_CACHE = "512"  # oneDNN kernels kept by a generate run (see run_generate)
 
 
 def run_generate(args) -> dict:
@@ -128,7 +128,9 @@ def run_generate(args) -> dict:
 
     # oneDNN caches up to 1024 compiled kernels, each holding its own reordered (bf16) weights, and
     # clip lengths vary (short after every state switch): 400 random clip shapes grew the process by
-    # 570 MB with the default cache and stayed flat with 256 (3% slower over 150 s of audio, measured).
+    # 570 MB with the default cache and stayed flat with 256 (3% slower over 150 s of audio, measured
+    # with the session-5 model). With the mouth-paint model 256 is too few: the main job ran 13% slower
+    # (23.7 vs 27.1 FPS in one process, 512 px output); 512 runs as fast as 1024 (26.0 vs 26.3).
     # oneDNN reads this once, at its first kernel, so it only applies when generate starts the process.
     os.environ.setdefault("ONEDNN_PRIMITIVE_CACHE_CAPACITY", KERNEL_CACHE)
     if args.threads:
@@ -156,6 +158,8 @@ def run_generate(args) -> dict:
                             first_clip=args.first_clip, clip_frames=args.clip_frames)
     pipe = LLIAPipeline(model, device=args.device, dtype=_dtype(args.dtype, args.device))
     stream, sampler, writes = _clip_source(args, pipe, sampler)
+    if writes and not args.distributed:  # kernels picked and the reference cached before the clock starts
+        pipe.warm_up(portrait, sampler, stream=stream)
     load_seconds = time.perf_counter() - t_load
     # 2. Generate clip by clip, composited into the portrait, straight into the mp4
     out = Path(args.out)
@@ -167,7 +171,7 @@ def run_generate(args) -> dict:
     # the writer trims or pads the audio to the video's length and reads it a few seconds at a time
     video = render_clips(stream(portrait, audio, states, sampler), renderer, total_frames=audio.num_frames,
                          mp4=out, fps=fps, audio=audio.audio.waveform, keep="none",
-                         on_clip=lambda clip, frames, done: bar.update(frames.shape[0]))
+                         on_clip=lambda clip, last, done: bar.update(clip.frames.shape[0]))
     bar.close()
     width, height = video.size
     report = {"frames": video.frames_done, "seconds": round(video.seconds, 3), "fps": round(video.fps, 2),

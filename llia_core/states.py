@@ -78,8 +78,9 @@ def parse_timeline(text: str, num_frames: int, fps: float, *, tolerance: float =
             f"the timeline ends at {last_end:g} s but the audio lasts {duration:.2f} s; extend the last "
             "segment to 'end'"
         )
-    labels = torch.empty(num_frames, dtype=torch.long)
-    for start, end, idx, _ in segments:
+    # the first segment covers frame 0 even if it starts within the tolerance after 0
+    labels = torch.full((num_frames,), segments[0][2], dtype=torch.long)
+    for start, end, idx, _ in segments[1:]:
         a = max(0, int(math.floor(start * fps + 1e-6)))
         labels[a:] = idx  # later segments overwrite from their start on
     return labels

@@ -63,8 +63,8 @@ class LLIAVariableLengthSampler:
         path = _output_path(filename_prefix) if output != OUTPUTS[0] else None
         progress = comfy_bridge.Progress(n)
 
-        def on_clip(clip, frames, done):
-            progress.update(done, frames[-1])
+        def on_clip(clip, last, done):
+            progress.update(done, last)
             comfy_bridge.send_event("llia.clip", {"clip": clip.clip.index, "frames_done": done,
                                                   "frames_total": n, "elapsed_ms": round(clip.elapsed * 1000)})
 

@@ -51,7 +51,7 @@ def test_generate_writes_frames_and_audio(tiny_ckpt, speech, tmp_path, capsys):
     mask = torch.from_numpy(face_paste_mask(prepare_portrait(DEFAULT_PORTRAIT, 32), 512, 512))
     outside, inside = mask == 0, mask > 0.99
     assert outside.float().mean() > 0.6
-    assert (frames[:, outside] - photo[outside]).abs().mean() < 2.5  # H.264 at crf 18 only
+    assert (frames[:, outside] - photo[outside]).abs().mean() < 3.5  # H.264 at crf 18 only (2.8 on a still)
     assert (frames[:, inside] - photo[inside]).abs().mean() > 10
     assert (frames[1:, inside] - frames[:-1, inside]).abs().mean() > 0.5  # real, changing frames
     printed = capsys.readouterr().out

@@ -83,6 +83,7 @@ class Audio:
     """A mono waveform at :data:`SAMPLE_RATE`; the one audio type the engine passes around."""
 
     waveform: torch.Tensor | WaveformFile  # (T,) float32, 16 kHz mono (long files: on disk)
+    source_seconds: float | None = None  # the source's own length, where it was resampled
 
     @property
     def sample_rate(self) -> int:
@@ -90,7 +91,11 @@ class Audio:
 
     @property
     def duration(self) -> float:
-        """Length in seconds."""
+        """Length in seconds: the source's own where known (resampling to 16 kHz rounds the sample
+        count up: 3,675 samples at 11,025 Hz are 1/3 s, 5,334 at 16 kHz a little more, which at
+        12 fps would ask for a fifth frame)."""
+        if self.source_seconds is not None:
+            return self.source_seconds
         return self.waveform.shape[-1] / SAMPLE_RATE
 
 
@@ -449,7 +454,7 @@ def _read_file(path: Path, start: float, duration: float | None, make_sink):
         sink.discard()
         sink = make_sink()
         sr = _read_pyav(path, start, duration, sink)
-    return sink.waveform(sr)
+    return Audio(sink.waveform(sr), sink.count / sr)
 
 
 def load_audio(source, *, start: float = 0.0, duration: float | None = None,
@@ -486,11 +491,11 @@ def load_audio(source, *, start: float = 0.0, duration: float | None = None,
     elif isinstance(source, (str, os.PathLike)):
         path = Path(source).expanduser()
         make_sink = _MemorySink if spill_after is None else (lambda: _SpillSink(float(spill_after)))
-        return Audio(_read_file(path, start, duration, make_sink))
+        return _read_file(path, start, duration, make_sink)
     else:
         raise AudioError(f"cannot read audio from a {type(source).__name__}; pass a file path, a "
                          "(waveform, sample_rate) pair or a ComfyUI AUDIO")
     if not np.isfinite(mono).all():
         raise AudioError("the audio contains NaN or infinite samples; fix or re-export the audio")
     wave = resample(torch.from_numpy(np.ascontiguousarray(mono)), sr, SAMPLE_RATE)
-    return Audio(wave.contiguous())
+    return Audio(wave.contiguous(), mono.shape[0] / sr)

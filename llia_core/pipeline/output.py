@@ -17,6 +17,7 @@ import numpy as np
 
 from ..errors import LLIAError
 from ..portrait import DEFAULT_MAX_SIZE, OUTPUTS, Compositor, Portrait, crop_frames
+from ..video_io import to_uint8
 from .pipeline import ClipOutput
 
 KEEP = ("all", "tail", "none")
@@ -48,12 +49,24 @@ class FrameRenderer:
         self.compositor = Compositor(portrait, max_size) if output == "full" else None
         r = portrait.resolution
         self.size = self.compositor.size if self.compositor is not None else (r, r)
+        self._buffer: np.ndarray | None = None
 
     def __call__(self, crops) -> np.ndarray:
-        """(F, R, R, 3) float 0..1 -> (F, H, W, 3) uint8."""
+        """(F, R, R, 3) float 0..1 -> (F, H, W, 3) uint8, new arrays (to keep)."""
         if self.compositor is not None:
             return self.compositor.composite(crops)
         return crop_frames(crops, self.portrait)
+
+    def stream(self, crops):
+        """The same frames one at a time, (H, W, 3) uint8, drawn into one reused buffer: each is valid
+        until the next (for a writer that copies it), so a full-size background is not copied per frame."""
+        if self.compositor is None:
+            yield from crop_frames(crops, self.portrait)
+            return
+        if self._buffer is None:
+            self._buffer = self.compositor.new_frame()
+        for crop in to_uint8(crops):
+            yield self.compositor.paste(crop, self._buffer)
 
 
 def render_clips(clips: Iterable[ClipOutput], renderer: FrameRenderer, *, total_frames: int,
@@ -69,7 +82,7 @@ def render_clips(clips: Iterable[ClipOutput], renderer: FrameRenderer, *, total_
         mp4: write a streaming mp4 here (``NAME.partial.mp4`` until complete), with ``audio``
             (1-D waveform at ``sample_rate``, trimmed or padded to the video by the writer).
         keep: "all" frames, the last ``tail`` frames ("tail": previews of long runs), or "none".
-        on_clip: called with (clip, its frames as shown, frames done so far) after each clip.
+        on_clip: called with (clip, its last frame as shown (H, W, 3), frames done so far) after each clip.
     """
     if keep not in KEEP:
         raise LLIAError(f"unknown keep '{keep}'; use one of {', '.join(KEEP)}")
@@ -83,17 +96,20 @@ def render_clips(clips: Iterable[ClipOutput], renderer: FrameRenderer, *, total_
     t0 = time.perf_counter()
     try:
         for clip in clips:
-            frames = renderer(clip.frames)
-            done += frames.shape[0]
-            if writer is not None:
-                writer.write(frames)
+            if keep == "none":  # stream through one buffer
+                for last in renderer.stream(clip.frames):
+                    if writer is not None:
+                        writer.write(last[None])
+            else:
+                frames = renderer(clip.frames)
+                if writer is not None:
+                    writer.write(frames)
+                kept = kept + [frames] if keep == "all" else (kept + [frames])[-(tail // frames.shape[0] + 2):]
+                last = frames[-1]
+            done += clip.frames.shape[0]
             first = time.perf_counter() - t0 if first is None else first  # shown, not just generated
-            if keep == "all":
-                kept.append(frames)
-            elif keep == "tail":
-                kept = (kept + [frames])[-(tail // max(1, frames.shape[0]) + 2):]
             if on_clip is not None:
-                on_clip(clip, frames, done)
+                on_clip(clip, last, done)
     except BaseException:
         if writer is not None:
             writer.close(keep_partial=True)

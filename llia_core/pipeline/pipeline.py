@@ -9,10 +9,12 @@ so both give identical frames for the same seed and clip plan. Per clip:
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass, field
 from typing import Callable, Iterator
 
+import numpy as np
 import torch
 
 from ..audio import AudioFeatures
@@ -319,6 +321,26 @@ class LLIAPipeline:
             # 5. Decode
             frames = self.decode_clip(job.latents)
             yield ClipOutput(clip, frames, job.latents.cpu(), time.perf_counter() - t0)
+
+    def warm_up(self, portrait: Portrait, sampler: SamplerConfig = SamplerConfig(), *,
+                stream: Callable | None = None) -> None:
+        """Prepare the portrait's reference and run the first clip's shapes once on silence.
+
+        The first call of each shape allocates and picks kernels (about 150 ms for the bundled
+        model on a 2-core CPU); a session that warms up at load, as live mode does, shows its first
+        real frame without that. ``stream`` as in :meth:`generate`.
+        """
+        from ..audio import encode_audio
+
+        self.prepare_reference(portrait)
+        a, fps = self.config.audio, float(self.config.fps)
+        frames = max(1, min(sampler.first_clip, self.config.max_clip_frames))
+        silence = np.zeros(int(np.ceil(frames / fps * 16000)), np.float32)
+        audio = encode_audio((silence, 16000), fps, n_mels=a.n_mels, context=a.context,
+                             mel_per_token=a.mel_per_token, token_seconds=a.token_seconds)
+        warm = dataclasses.replace(sampler, first_clip=frames)
+        for _ in (stream or self.stream)(portrait, audio, None, warm):
+            pass
 
     def generate(self, portrait: Portrait, audio: AudioFeatures, states: torch.Tensor | None = None,
                  sampler: SamplerConfig = SamplerConfig(), *, step_callback: Callable | None = None,

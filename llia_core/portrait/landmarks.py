@@ -92,10 +92,26 @@ class FaceLandmarks:
 
 
 @functools.lru_cache(maxsize=None)
-def _graph(name: str):
+def _load(name: str):
     from .lite_graph import LiteGraph
 
     return LiteGraph(WEIGHTS / f"{name}.safetensors").eval()
+
+
+def _graph(name: str):
+    """The model, run on one thread: oneDNN picks other kernels for other thread counts, which moved
+    landmarks by 0.01 px, and the same photo must give the same crop in any process (a few ms)."""
+    graph = _load(name)
+
+    def run(x):
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)
+        try:
+            return graph(x)
+        finally:
+            torch.set_num_threads(threads)
+
+    return run
 
 
 def _anchors(size: int, strides: tuple[int, ...], per_cell: tuple[int, ...]) -> np.ndarray:

@@ -92,8 +92,9 @@ class Compositor:
             return
         x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
         self.box = (int(x0), int(y0), int(x1), int(y1))
-        self.alpha = mask[y0:y1, x0:x1, None].astype(np.float32)
-        self.base = self.background[y0:y1, x0:x1].astype(np.float32)
+        self.alpha = np.ascontiguousarray(mask[y0:y1, x0:x1], np.float32)
+        self.beta = 1.0 - self.alpha
+        self.base = np.ascontiguousarray(self.background[y0:y1, x0:x1])
         # crop pixels -> output pixels of the box
         inv = portrait.alignment.inverse
         scale = np.array([[self.width / w0, 0], [0, self.height / h0]])
@@ -105,20 +106,29 @@ class Compositor:
     def size(self) -> tuple[int, int]:
         return self.width, self.height
 
-    def composite(self, frames) -> np.ndarray:
-        """frames: (F, R, R, 3) float 0..1 (torch or numpy) or uint8 -> (F, H, W, 3) uint8."""
+    def new_frame(self) -> np.ndarray:
+        """A (H, W, 3) frame holding the background, for ``paste`` to draw the face into."""
+        return self.background.copy()
+
+    def paste(self, crop: np.ndarray, frame: np.ndarray) -> np.ndarray:
+        """Draw one generated crop (R, R, 3) uint8 into ``frame`` (from ``new_frame``, or a frame this
+        compositor drew before: only the face box changes) and return it."""
         import cv2
 
-        crops = to_uint8(frames)
-        out = np.repeat(self.background[None], len(crops), axis=0)
         x0, y0, x1, y1 = self.box
-        if x1 <= x0:
-            return out
-        for i, crop in enumerate(crops):
+        if x1 > x0:
             warped = cv2.warpAffine(crop, self.to_box, (x1 - x0, y1 - y0), flags=cv2.INTER_CUBIC,
                                     borderMode=cv2.BORDER_REPLICATE)
-            blended = self.base + (warped.astype(np.float32) - self.base) * self.alpha
-            out[i, y0:y1, x0:x1] = np.clip(blended + 0.5, 0, 255).astype(np.uint8)
+            frame[y0:y1, x0:x1] = cv2.blendLinear(warped, self.base, self.alpha, self.beta)
+        return frame
+
+    def composite(self, frames) -> np.ndarray:
+        """frames: (F, R, R, 3) float 0..1 (torch or numpy) or uint8 -> (F, H, W, 3) uint8."""
+        crops = to_uint8(frames)
+        out = np.empty((len(crops), self.height, self.width, 3), np.uint8)
+        out[:] = self.background
+        for crop, frame in zip(crops, out):
+            self.paste(crop, frame)
         return out
 
 
