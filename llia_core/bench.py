@@ -322,7 +322,9 @@ def plot(results: dict, path: Path) -> None:
     import matplotlib.pyplot as plt
 
     configs = [k for k in results if k.startswith("config:")]
-    extra = [k for k in ("memory", "resolution") if k in results]
+    extra = [k for k in ("memory", "resolution") if k in results] + (["end_to_end"] * 2 if "end_to_end" in results else [])
+    if not configs and not extra:
+        return
     fig, axes = plt.subplots(1, 2 * len(configs) + len(extra), figsize=(5 * (2 * len(configs) + len(extra)), 4))
     axes = np.atleast_1d(axes)
     i = 0
@@ -348,6 +350,19 @@ def plot(results: dict, path: Path) -> None:
         ax.set_ylabel("peak RSS, MB")
         ax.set_ylim(0, max(m["peak_rss_mb"] for m in mem) * 1.3)
         ax.set_title("memory vs audio length")
+    if "end_to_end" in results:  # the main job as run from the command line, per output size
+        rows = results["end_to_end"]
+        names = list(rows)
+        for metric, label, goal in (("fps", "frames per second", 25), ("first_frame_ms", "time to first frame, ms", 250)):
+            ax = axes[i]
+            i += 1
+            vals = [rows[n][metric] for n in names]
+            ax.barh(names, vals, color="#37a")
+            ax.axvline(goal, color="#c44", ls="--", lw=1)
+            ax.set_xlabel(f"{label} (goal {goal})")
+            ax.set_title("main job end to end (CLI, 2 cores)")
+            for y, v in enumerate(vals):
+                ax.text(v, y, f" {v:.3g}", va="center", fontsize=8)
     if "resolution" in results:
         ax = axes[i]
         res = results["resolution"]

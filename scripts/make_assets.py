@@ -1,6 +1,9 @@
-"""Regenerate the bundled sample assets (portrait and speech) with the project's own generator.
+"""Regenerate the bundled sample assets: the portrait and the speech.
 
-Usage: .venv/bin/python scripts/make_assets.py   (needs espeak-ng for the speech)
+The portrait is NASA's public-domain photo of astronaut Eileen Collins as scikit-image ships it
+(skimage/data/astronaut.png, 512x512); the speech is made by the project's own generator.
+Usage: pip install --no-deps scikit-image && .venv/bin/python scripts/make_assets.py
+(needs espeak-ng for the speech)
 """
 
 from __future__ import annotations
@@ -13,25 +16,30 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from llia_core.training.data.identity import identity_from_id, split_of  # noqa: E402
-from llia_core.training.data.render import FramePose, render_frame  # noqa: E402
 from llia_core.training.data.speech import espeak_speech  # noqa: E402
-
-PORTRAIT_IDENTITY = 40  # a held-out (test split) identity: never seen in training
 SENTENCES = [
     "Hello! I am a talking portrait, generated in real time on a plain computer.",
     "When you speak, I listen. When nobody talks, I wait quietly.",
 ]
 
 
+def astronaut() -> Path:
+    """skimage/data/astronaut.png, found without importing scikit-image."""
+    import importlib.util
+
+    spec = importlib.util.find_spec("skimage")
+    if spec is None or not spec.submodule_search_locations:
+        raise SystemExit("install the photo first: pip install --no-deps scikit-image")
+    return Path(list(spec.submodule_search_locations)[0]) / "data" / "astronaut.png"
+
+
 def main() -> None:
+    import shutil
+
     import soundfile as sf
-    from PIL import Image
 
     assets = ROOT / "llia_core" / "assets"
-    assert split_of(PORTRAIT_IDENTITY) == "test"
-    img = render_frame(identity_from_id(PORTRAIT_IDENTITY), FramePose(), 512)
-    Image.fromarray(img).save(assets / "portrait.png", optimize=True)
+    shutil.copyfile(astronaut(), assets / "portrait.png")
     rng = np.random.default_rng(0)
     parts = []
     for s in SENTENCES:

@@ -1,9 +1,10 @@
 """The pipeline's output stage: clips -> the portrait's own frames -> mp4 and / or kept frames.
 
-One loop shared by the CLI, the ComfyUI sampler node and the evaluation: each decoded clip is
-composited back into the picture (``output="full"``) or kept as the model's crop (``"crop"``),
-written to a streaming mp4 as soon as it exists, and kept whole, as a tail or not at all. A failure
-or a cancel closes the mp4 as a playable partial file before it propagates.
+One loop shared by the CLI and the ComfyUI sampler node (the live engine uses its FrameRenderer
+per clip): each decoded clip is composited back into the picture (``output="full"``) or kept as
+the model's crop (``"crop"``), written to a streaming mp4 as soon as it exists, and kept whole, as
+a tail or not at all. A failure or a cancel closes the mp4 as a playable partial file before it
+propagates.
 """
 
 from __future__ import annotations
