@@ -1,4 +1,5 @@
-"""python -m llia_core.training.data --out DIR --identities N --clips K [--preview sheet.png]"""
+"""python -m llia_core.training.data --out DIR --identities N --clips K [--preview sheet.png]
+python -m llia_core.training.data --videos DIR --out DATA [--val name1,name2]   (real videos)"""
 
 from __future__ import annotations
 
@@ -42,7 +43,18 @@ def main(argv=None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--preview", default=None, help="also write a contact sheet PNG here")
+    p.add_argument("--videos", default=None, help="a folder of real talking-head videos to turn into clips "
+                   "(instead of synthetic ones)")
+    p.add_argument("--val", default="", help="with --videos: comma list of video names (without suffix) for the val split")
+    p.add_argument("--clip-seconds", type=float, default=3.0, help="with --videos: clip length")
+    p.add_argument("--max-seconds", type=float, default=None, help="with --videos: read at most this much of each video")
     a = p.parse_args(argv)
+    if a.videos:
+        from .videos import ingest_videos
+
+        ingest_videos(a.videos, a.out, val_names=tuple(filter(None, a.val.split(","))), fps=a.fps,
+                      resolution=a.resolution, clip_seconds=a.clip_seconds, max_seconds=a.max_seconds)
+        return 0
     if a.preview:
         write_preview(a.preview, resolution=a.resolution)
     if a.identities > 0:
