@@ -64,9 +64,21 @@ def mouth_anchor_from_landmarks(mouth_centre_units, mouth_width_units: float) ->
     return torch.tensor([float(x), float(y) + MOUTH_CENTRE_Y - LANDMARK_MOUTH_Y, scale], dtype=torch.float32)
 
 
-def face_locator_mask(resolution: int, face_scale: float = FACE_SCALE) -> torch.Tensor:
-    """(1, R, R) 0/1: the ellipse inscribed in the contract's face box, scaled by 1.1."""
+def face_locator_mask(resolution: int, face_scale: float = FACE_SCALE, oval=None) -> torch.Tensor:
+    """(1, R, R) 0/1 face region for the face locator.
+
+    ``oval``: (N, 2) the face mesh's outline of this face in crop pixels -> the ellipse fitted to
+    it, scaled by 1.1 (photos and rendered faces alike: the training data reads its faces with the
+    same mesh). None: the ellipse inscribed in the contract's face box, scaled by 1.1.
+    """
     r = resolution
+    if oval is not None and len(oval) >= 5:
+        import cv2
+
+        (cx, cy), (w, h), angle = cv2.fitEllipse(np.asarray(oval, np.float32))
+        mask = np.zeros((r, r), np.uint8)
+        cv2.ellipse(mask, ((cx, cy), (1.1 * w, 1.1 * h), angle), 1, -1)
+        return torch.from_numpy(mask).float()[None]
     yy, xx = torch.meshgrid(torch.arange(r) + 0.5, torch.arange(r) + 0.5, indexing="ij")
     radius = 1.1 * unit(r, face_scale)
     inside = ((xx - r / 2) / radius) ** 2 + ((yy - r / 2) / radius) ** 2 <= 1.0

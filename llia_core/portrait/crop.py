@@ -18,7 +18,7 @@ from ..errors import PortraitError
 from .align import Alignment, align_box, align_landmarks, align_whole
 from .face_detect import FaceBox, detect_faces
 from .image_io import load_image
-from .landmarks import FaceLandmarks, find_faces
+from .landmarks import FACE_OVAL, FaceLandmarks, find_faces
 
 CROP_MODES = ("auto", "face", "whole")
 TINY_FACE = 48  # eye-to-mouth + eye-to-eye distance (source px) under which the face is upscaled a lot
@@ -29,7 +29,8 @@ TURNED_HEAD = 0.55  # eye distance / eye-to-mouth distance under which the head 
 class Portrait:
     """One portrait as the model sees it, and how that maps back onto the picture.
 
-    image: (3, R, R) float 0..1, the aligned crop. face_mask: (1, R, R) 0/1 face-locator mask.
+    image: (3, R, R) float 0..1, the aligned crop. face_mask: (1, R, R) 0/1 face-locator mask (from
+    the landmarks' face outline; the contract's ellipse without landmarks).
     alignment: source pixels -> crop pixels. source: (H, W, 3) uint8, the picture as loaded.
     landmarks: the face's 468 points in source pixels (None without a face or from the Haar
     fallback). valid: (R, R) float 1 where the crop saw the picture, 0 past its edges.
@@ -62,6 +63,15 @@ class Portrait:
         src = (image.permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
         mask = framing.face_locator_mask(r) if face_mask is None else face_mask
         return cls(image.float(), mask.float(), align_whole(r, r, r), src, np.ones((r, r), np.float32))
+
+
+def face_mask_of_crop(crop: np.ndarray, face_scale: float = framing.FACE_SCALE) -> np.ndarray:
+    """(R, R) uint8 face-locator mask of an image that already is an aligned crop (the training
+    clips' references), read with the same face mesh as a photo; the contract's ellipse if the
+    mesh finds no face there."""
+    faces = find_faces(crop, max_faces=1, upright=True)
+    oval = faces[0].xy[list(FACE_OVAL)] if faces else None
+    return framing.face_locator_mask(crop.shape[0], face_scale, oval).numpy()[0].astype(np.uint8)
 
 
 def crop_image(rgb: np.ndarray, alignment: Alignment) -> tuple[np.ndarray, np.ndarray]:
@@ -158,7 +168,8 @@ def prepare_portrait(source, resolution: int, *, mode: str = "auto",
         alignment = align_whole(w, h, resolution)
     patch, valid = crop_image(rgb, alignment)
     image = torch.from_numpy(patch).permute(2, 0, 1).float() / 255.0
-    mask = framing.face_locator_mask(resolution, face_scale)
+    oval = None if face is None else alignment.to_crop(face.xy[list(FACE_OVAL)])
+    mask = framing.face_locator_mask(resolution, face_scale, oval)
     return Portrait(image, mask, alignment, rgb, valid, box, face, anchor, notes)
 
 

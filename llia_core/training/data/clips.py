@@ -9,7 +9,8 @@ import numpy as np
 from ...states import IDLE, LISTENING, SPEAKING
 from .identity import identity_from_id
 from .mouth import mouth_params_from_audio
-from .render import FramePose, face_mask, render_frame
+from ...portrait.crop import face_mask_of_crop
+from .render import FramePose, render_frame
 from .speech import random_voice, room_noise, speech_with_pauses
 
 KINDS = ("speaking", "listening", "idle", "switch")
@@ -103,5 +104,5 @@ def make_clip(identity_id: int, clip_seed: int, *, seconds: float = 3.0, fps: in
                                       head_nod=float(nod[i]), breath=float(breath[i])), resolution)
         for i in range(n)])
     reference = render_frame(ident, FramePose(), resolution)
-    return ClipData(frames, audio, m["open"], m["width"], m["round"], states, reference, face_mask(resolution),
+    return ClipData(frames, audio, m["open"], m["width"], m["round"], states, reference, face_mask_of_crop(reference),
                     int(identity_id), float(fps), kind)

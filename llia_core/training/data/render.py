@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...framing import DRAWN_EYE_X, DRAWN_EYE_Y, FACE_SCALE, MOUTH_CENTRE_Y, face_locator_mask
+from ...framing import DRAWN_EYE_X, DRAWN_EYE_Y, FACE_SCALE, MOUTH_CENTRE_Y
 from .identity import IdentityParams
 
 SS = 4  # supersampling factor
@@ -227,11 +227,6 @@ def _draw_head_silhouette(img, cv, ident):
         _poly(img, cv, [-w * 0.98, w * 0.98, w * (0.55 + 0.2 * k), -w * (0.55 + 0.2 * k)], [0.2, 0.2, 0.92, 0.92], c)
     if ident.hair_style != "bald":
         _ellipse(img, cv, 0, -0.95, w, 0.42 * ident.hair_volume, c, start=180, end=360)
-
-
-def face_mask(resolution: int = 128) -> np.ndarray:
-    """(R, R) uint8 0/1: the face-locator ellipse of the framing contract (same for everyone)."""
-    return face_locator_mask(resolution).numpy()[0].astype(np.uint8)
 
 
 def mouth_box(resolution: int = 128) -> tuple[int, int, int, int]:

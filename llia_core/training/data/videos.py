@@ -10,7 +10,7 @@ and codec; its own audio track, or a same-named audio file beside it):
 3. crop the kept runs, cut them into clips, and write each with its 16 kHz audio, the per-frame
    mouth opening / width / roundness read from the landmarks (targets for the mouth head), the
    speech activity as states (speaking / idle), and a reference frame of the same person with the
-   mouth closed.
+   mouth closed, and the face-locator mask from that frame's face outline.
 
 One video is read twice (landmarks first, then crops), never held in memory; each finished video
 leaves a marker, so a killed run resumes where it stopped.
@@ -109,6 +109,7 @@ def _track(path: Path, fps: float, resolution: int, max_frames: int | None):
     """Pass 1: per target frame the raw alignment (or None), face size, mouth measures, sharpness;
     plus the crop of the most closed mouth (the reference)."""
     from ...portrait import FaceTracker, align_landmarks, crop_image
+    from ...portrait.landmarks import FACE_OVAL
 
     tracker = FaceTracker()
     rows, reference, best = [], None, math.inf
@@ -132,7 +133,7 @@ def _track(path: Path, fps: float, resolution: int, max_frames: int | None):
         # the reference: the most closed mouth, preferring crops that saw more of the picture
         score = gap + 0.05 * (1.0 - float(valid.mean()))
         if inside and score < best:
-            best, reference = score, crop
+            best, reference = score, (crop, al.to_crop(face.xy[list(FACE_OVAL)]))
     return rows, reference
 
 
@@ -222,7 +223,8 @@ def ingest_video(path: Path, root: Path, video_id: int, *, split: str = "train",
     wave = load_audio(_audio_for(path), duration=report.frames / fps).waveform.numpy().astype(np.float32)
     wave = np.pad(wave, (0, max(0, int(round(report.frames / fps * 16000)) - len(wave))))
     speech = detect_speech(torch.from_numpy(wave), report.frames, fps).numpy()
-    mask = framing.face_locator_mask(resolution).numpy()[0].astype(np.uint8)
+    reference, oval = reference
+    mask = framing.face_locator_mask(resolution, oval=oval).numpy()[0].astype(np.uint8)
     # pass 2: the crops of the kept frames, written clip by clip
     starts = {a: (a, b) for a, b in clips}
     current, frames = None, []
