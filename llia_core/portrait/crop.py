@@ -18,7 +18,7 @@ from ..errors import PortraitError
 from .align import Alignment, align_box, align_landmarks, align_whole
 from .face_detect import FaceBox, detect_faces
 from .image_io import load_image
-from .landmarks import FACE_OVAL, FaceLandmarks, find_faces
+from .landmarks import FACE_OVAL, MOUTH_CORNERS, FaceLandmarks, find_faces
 
 CROP_MODES = ("auto", "face", "whole")
 TINY_FACE = 48  # eye-to-mouth + eye-to-eye distance (source px) under which the face is upscaled a lot
@@ -96,7 +96,7 @@ def crop_image(rgb: np.ndarray, alignment: Alignment) -> tuple[np.ndarray, np.nd
     return patch, valid
 
 
-def _face_notes(face: FaceLandmarks, rgb: np.ndarray, alignment: Alignment) -> list[str]:
+def _face_notes(face: FaceLandmarks, rgb: np.ndarray) -> list[str]:
     notes = []
     a, b = face.eye_centres()
     m = face.mouth_centre()
@@ -118,7 +118,7 @@ def _face_notes(face: FaceLandmarks, rgb: np.ndarray, alignment: Alignment) -> l
 def _landmark_portrait(rgb, face: FaceLandmarks, resolution: int, face_scale: float):
     alignment = align_landmarks(face, resolution, face_scale)
     centre = framing.to_units(alignment.to_crop([face.mouth_centre()]), resolution)[0]
-    corners = alignment.to_crop(face.xy[[61, 291]])
+    corners = alignment.to_crop(face.xy[list(MOUTH_CORNERS)])
     width = float(np.hypot(*(corners[1] - corners[0]))) / framing.unit(resolution)
     x0, y0, x1, y1 = face.box()
     box = FaceBox(x0, y0, x1 - x0, y1 - y0, 1.0)
@@ -147,7 +147,7 @@ def prepare_portrait(source, resolution: int, *, mode: str = "auto",
         if faces:
             face = faces[0]
             alignment, box, anchor = _landmark_portrait(rgb, face, resolution, face_scale)
-            notes += _face_notes(face, rgb, alignment)
+            notes += _face_notes(face, rgb)
         else:
             boxes = detect_faces(rgb)  # the Haar fallback: no landmarks, no rotation
             if boxes:

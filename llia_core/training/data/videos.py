@@ -79,8 +79,11 @@ def _frame_times(path: Path, fps: float):
 
 def mouth_measures(points_units: np.ndarray) -> tuple[float, float]:
     """(lip gap, mouth width) in face-box units from aligned landmarks (468, 2)."""
-    gap = float(np.hypot(*(points_units[14] - points_units[13])))
-    width = float(np.hypot(*(points_units[291] - points_units[61])))
+    from ...portrait.landmarks import LIP_INNER_DOWN, LIP_INNER_UP, MOUTH_CORNERS
+
+    gap = float(np.hypot(*(points_units[LIP_INNER_DOWN] - points_units[LIP_INNER_UP])))
+    a, b = MOUTH_CORNERS
+    width = float(np.hypot(*(points_units[b] - points_units[a])))
     return gap, width
 
 
