@@ -11,6 +11,8 @@ from .attention import ReferenceAttnProcessor
 from .audio_encoder import AudioEncoder
 from .face_locator import FaceLocator
 from .mouth_map import MouthMap, MouthPaint
+from .mouth_warp import warp_patch_latent
+from ..states import SPEAKING
 from .unet_blocks import processor_map, unet_kwargs
 
 
@@ -47,6 +49,27 @@ class LLIADenoiser(nn.Module):
             if not (config.audio.mouth_head and config.reference_skip and config.autoencoder.kind == "patch"):
                 raise ValueError("mouth_paint needs the mouth head, reference_skip and the 'patch' autoencoder")
             self.mouth_paint = MouthPaint(c, config.autoencoder.downscale, config.face_scale, gated=config.mouth_paint_gate)
+        if config.reference_warp and not (config.audio.mouth_head and config.reference_skip
+                                          and config.autoencoder.kind == "patch"):
+            raise ValueError("reference_warp needs the mouth head, reference_skip and the 'patch' autoencoder")
+
+    def mouth_shape(self, audio_windows: torch.Tensor, states: torch.Tensor,
+                    tokens: torch.Tensor | None = None) -> torch.Tensor:
+        """(N, T, D) windows + (N,) states -> (N, 3) the mouth shape the map, paint and warp draw.
+
+        For warp models the mouth is the portrait's own (opening 0, neutral width, not round)
+        outside the speaking state: listening to someone, or silent, it stays shut whatever the
+        audio holds. The renderer calls this too, to warp the full-resolution picture the same way.
+        """
+        enc = self.audio_encoder
+        if tokens is None and enc.config.mouth_head_input == "tokens":
+            tokens = enc(audio_windows, states)
+        mouth = enc.predict_mouth(tokens, audio_windows).detach()  # trained by its own loss only
+        if self.config.reference_warp:
+            speaking = (states == SPEAKING).to(mouth.dtype)[:, None]
+            neutral = torch.tensor([0.0, 0.5, 0.0], dtype=mouth.dtype, device=mouth.device)
+            mouth = mouth * speaking + neutral * (1 - speaking)
+        return mouth
 
     def forward(
         self,
@@ -61,6 +84,7 @@ class LLIADenoiser(nn.Module):
         audio_keep: torch.Tensor | None = None,
         reference_keep: torch.Tensor | None = None,
         mouth_anchor: torch.Tensor | None = None,
+        mouth: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -80,12 +104,13 @@ class LLIADenoiser(nn.Module):
         """
         b, c, f, h, w = sample.shape
         flat_keep = None if audio_keep is None else audio_keep.reshape(b * f)
-        tokens = self.audio_encoder(audio_windows.reshape(b * f, *audio_windows.shape[2:]).to(sample.dtype),
-                                    states.reshape(b * f), flat_keep)
+        flat_windows = audio_windows.reshape(b * f, *audio_windows.shape[2:]).to(sample.dtype)
+        tokens = self.audio_encoder(flat_windows, states.reshape(b * f), flat_keep)
         x = sample + self.face_locator(face_mask.to(sample.dtype))[:, :, None]
-        mouth = None
-        if self.mouth_map is not None or self.mouth_paint is not None:
-            mouth = self.audio_encoder.predict_mouth(tokens).detach()  # trained by its own loss only
+        if mouth is not None:
+            mouth = mouth.reshape(b * f, 3).to(sample.dtype)
+        elif self.mouth_map is not None or self.mouth_paint is not None or self.config.reference_warp:
+            mouth = self.mouth_shape(flat_windows, states.reshape(b * f), tokens)
         anchor = None if mouth_anchor is None else mouth_anchor.reshape(b, 1, 3).expand(b, f, 3).reshape(b * f, 3)
         if self.mouth_map is not None:
             x = x + self.mouth_map(mouth, h, anchor).to(sample.dtype).reshape(b, f, c, h, w).transpose(1, 2)
@@ -107,6 +132,11 @@ class LLIADenoiser(nn.Module):
         out = self.unet(x, timestep, encoder_hidden_states=tokens, cross_attention_kwargs=kwargs).sample
         if self.config.reference_skip:
             skip = reference_latent[:, :, None].to(out.dtype)
+            if self.config.reference_warp:
+                ref = reference_latent[:, None].expand(b, f, *reference_latent.shape[1:]).reshape(b * f, c, h, w)
+                warped = warp_patch_latent(ref.float(), mouth.float(), self.config.face_scale,
+                                           self.config.autoencoder.downscale, anchor)
+                skip = warped.to(out.dtype).reshape(b, f, c, h, w).transpose(1, 2)
             if reference_keep is not None:
                 skip = skip * reference_keep.to(out.dtype)[:, None, :, None, None]
             out = out + skip

@@ -1,0 +1,96 @@
+"""Mouth Warp: the portrait's own pixels moved to the predicted mouth shape.
+
+A small model trained on minutes of real video cannot invent lips, skin and stubble for unseen
+people; it can move the ones it is given. The warp takes the audio encoder's mouth shape (opening,
+width, roundness, on the training renderer's scales) and this portrait's mouth anchor and returns,
+for every output point, where in the reference to read it: the upper lip rises by 0.35 of the lip
+gap and the lower lip and jaw drop by 0.65 of it (the mouth map's opening ellipse, so the two
+agree), fading out towards the nose, the cheeks and below the chin; the mouth corners move
+outwards or inwards with the width. Inside the opening it reads the lip line; what the inside of a
+mouth looks like is the denoiser's residual.
+
+The map is analytic, so the same shape is applied to the model's 128 px crop (the denoiser's x0 is
+"the warped reference + a residual") and to the full-resolution picture (``portrait/paste_back.py``),
+which stays as sharp as the photo. Coordinates are the framing contract's face-box units
+(``framing.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from ..framing import neutral_mouth_anchor
+
+UPPER_SHARE = 0.35  # of the lip gap, above the closed lip line (as ``mouth_ellipses`` centres it)
+GAP_AT_OPEN = 0.26  # lip gap at opening 1, face-box units (the renderer's and the mouth map's)
+
+
+def _fall(d: torch.Tensor, inner: torch.Tensor | float, outer: torch.Tensor | float) -> torch.Tensor:
+    """1 for d <= inner, 0 for d >= outer, smoothstep between (d >= 0)."""
+    t = ((d - inner) / (outer - inner)).clamp(0, 1)
+    return 1 - t * t * (3 - 2 * t)
+
+
+def mouth_source(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
+                 anchor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each output point reads the reference.
+
+    Args:
+        x, y: (N, ...) or broadcastable output points in face-box units.
+        mouth: (N, 3) opening, width, roundness in 0..1.
+        anchor: (N, 3) or (3,) this portrait's mouth (centre x, lip-line y, width scale); None = the
+            framing contract's.
+    Returns:
+        (src_x, src_y) like x, y, in face-box units.
+    """
+    n = mouth.shape[0]
+    if anchor is None:
+        anchor = neutral_mouth_anchor()
+    anchor = anchor.to(mouth.device, torch.float32).expand(n, 3)
+    shape = (n,) + (1,) * (max(x.ndim, y.ndim) - 1)
+    o, w, rnd = (v.reshape(shape) for v in mouth.float().clamp(0, 1).unbind(-1))
+    ax, ay, s = (v.reshape(shape) for v in anchor.unbind(-1))
+    gap = o * GAP_AT_OPEN * (1 + 0.3 * rnd)
+    up, down = UPPER_SHARE * gap, (1 - UPPER_SHARE) * gap
+    hw0 = 0.25 * s
+    k = 0.85 + 0.3 * w - 0.35 * rnd * (3 * o).clamp(max=1.0)  # mouth width over the neutral one
+    dx, dy = x - ax, y - ay
+    adx = dx.abs()
+    # vertical: the upper lip up, the opening reads the lip line, the jaw down
+    upper = y + up * _fall(-dy - up, 0.0, 0.3 * s)
+    lower = y - down * _fall(dy - down, 0.45 * s, 0.75 * s)
+    target_y = torch.where(dy < -up, upper, torch.where(dy > down, lower, ay + torch.zeros_like(dy)))
+    reach = torch.where(dy < 0, _fall(adx, 1.1 * hw0, 2.0 * hw0), _fall(adx, 0.45 * s, 0.9 * s))
+    src_y = y + (target_y - y) * reach
+    # horizontal: each corner moves by the width change, the lips between follow linearly and the
+    # cheeks beyond fade out (slopes stay under 1, so the map never folds)
+    shift = hw0 * (k - 1)
+    profile = torch.where(adx < hw0, adx / hw0, _fall(adx, hw0, 2.2 * hw0))
+    g = _fall(dy.abs(), 0.12 * s + 0.5 * gap, 0.3 * s + gap)
+    src_x = x - torch.sign(dx) * shift * profile * g
+    return src_x, src_y
+
+
+def warp_grid(mouth: torch.Tensor, size: int, face_scale: float,
+              anchor: torch.Tensor | None = None) -> torch.Tensor:
+    """(N, size, size, 2) ``grid_sample`` grid (align_corners=False) of the mouth warp on a square crop."""
+    axis = ((torch.arange(size, device=mouth.device, dtype=torch.float32) + 0.5) / size * 2 - 1) * face_scale
+    x, y = axis[None, None, :], axis[None, :, None]
+    sx, sy = mouth_source(x, y, mouth, anchor)
+    sx, sy = torch.broadcast_tensors(sx, sy)
+    return torch.stack([sx, sy], -1) / face_scale
+
+
+def warp_pixels(pixels: torch.Tensor, mouth: torch.Tensor, face_scale: float,
+                anchor: torch.Tensor | None = None) -> torch.Tensor:
+    """pixels (N, 3, R, R) -> the same crops with the mouth moved to ``mouth`` (N, 3)."""
+    grid = warp_grid(mouth, pixels.shape[-1], face_scale, anchor).to(pixels.dtype)
+    return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
+
+
+def warp_patch_latent(latent: torch.Tensor, mouth: torch.Tensor, face_scale: float, downscale: int,
+                      anchor: torch.Tensor | None = None) -> torch.Tensor:
+    """The same warp for the lossless "patch" latent (N, 3 * f * f, h, w): unfold to pixels, warp, fold."""
+    pixels = F.pixel_shuffle(latent, downscale)
+    return F.pixel_unshuffle(warp_pixels(pixels, mouth, face_scale, anchor), downscale)
