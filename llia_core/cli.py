@@ -285,6 +285,15 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--settings", default=None, help="comma list of teacher-25,student-1,student-2,student-4")
     ev.add_argument("--drift-minutes", type=float, default=0.0, help="also measure drift over this many minutes")
     ev.add_argument("--threads", type=int, default=None)
+    ev.add_argument("--real", default=None, help="a folder with talking/, photos/ and speech/ (e.g. ../shared/realfaces): "
+                    "evaluate on real people instead (--val-videos, --val-photos)")
+    ev.add_argument("--val-videos", default="hdtf_WDA_KatieHill_000,mimictalk_German_20s,styletalk_reagan_clip1",
+                    help="with --real: comma list of talking/ videos (without suffix) the model never trained on")
+    ev.add_argument("--val-photos", default="hallo_1,hallo_4,genface_000007,genface_015270,liveportrait_s3,"
+                    "liveportrait_s9,dreamtalk_male_face,sadtalker_people_0", help="with --real: comma list of photos/")
+    ev.add_argument("--real-seconds", type=float, default=10.0, help="with --real: seconds of each video")
+    ev.add_argument("--figure", default=None, help="with --real: write the real-vs-generated figure here "
+                    "(it shows real people: keep it out of the repository)")
     from .bench import add_args as add_bench_args
 
     add_bench_args(sub.add_parser("bench", help="speed/latency/memory benchmark vs a Hallo-style baseline"))
@@ -302,6 +311,12 @@ def main(argv: list[str] | None = None) -> int:
             fields = {f.name for f in dataclasses.fields(TrainConfig)}
             path = train(TrainConfig(**{k: v for k, v in vars(args).items() if k in fields}))
             print(f"wrote {path}")
+        elif args.command == "eval" and args.real:
+            from .evaluation.real import run_real_eval
+
+            run_real_eval(args.model, args.real, args.out, videos=args.val_videos.split(","),
+                          photos=args.val_photos.split(","), seconds=args.real_seconds, figure=args.figure,
+                          threads=args.threads)
         elif args.command == "eval":
             from .evaluation.run import run_eval
 

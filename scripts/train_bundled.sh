@@ -1,7 +1,9 @@
 #!/usr/bin/env bash
-# Reproduce the bundled model from nothing: data -> base model -> consistency distillation -> eval.
-# About 1 h 46 min on a 2-core CPU (data 6, base 74, mouth paint 12, distillation 14; evaluation ~33 more).
-# Every stage resumes where it stopped when rerun. Usage: bash scripts/train_bundled.sh [WORKDIR]
+# Reproduce the bundled model from nothing: the cartoon model (data -> base -> mouth paint -> distillation),
+# then the real-people model on top of it (real videos + photos + cartoons -> mouth head -> base -> distillation).
+# Training about 2 h 50 min on a 2-core CPU (cartoons: data 6, base 74, paint 12, distillation 14; real people:
+# data 4, base ~50, distillation ~12; the evaluations ~40 more). Every stage resumes where it stopped when rerun.
+# Needs the real-face material in ../shared/realfaces (REAL=...). Usage: bash scripts/train_bundled.sh [WORKDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/setup.sh
@@ -28,4 +30,30 @@ $PY -m llia_core train --stage distill --init "$W/paint/model.safetensors" --dat
 # 4. evaluation on held-out identities (teacher rows use the base model with its paint)
 $PY -m llia_core eval --model "$W/distill/model.safetensors" --teacher "$W/paint/model.safetensors" \
     --identities 3 --seconds 2.0 --drift-minutes 10 --threads 2 --out "$W/eval/report"
-echo "model: $W/distill/model.safetensors (copy to llia_core/assets/llia-demo.safetensors to bundle it)"
+# ---- the real-people model ("real" config: x0 = the reference warped to the mouth head's shape + a residual)
+REAL=${REAL:-../shared/realfaces}
+VAL_VIDEOS=hdtf_WDA_KatieHill_000,mimictalk_German_20s,styletalk_reagan_clip1  # people never trained on
+VAL_PHOTOS=hallo_1,hallo_4,genface_000007,genface_015270,liveportrait_s3,liveportrait_s9,dreamtalk_male_face,sadtalker_people_0
+# 5. data: 20 real talking videos -> aligned clips with landmark mouth targets; 73 photos -> still clips;
+#    180 cartoon clips (60 identities) so cartoon portraits keep working
+$PY -m llia_core.training.data --videos "$REAL/talking" --out "$W/real/talking" --val "$VAL_VIDEOS"
+$PY -m llia_core.training.data --photos "$REAL/photos" --out "$W/real/photos" --val "$VAL_PHOTOS"
+$PY -m llia_core.training.data --out "$W/real/cartoons" --identities 60 --clips 3 --split train --workers 1
+# 6. the window mouth head: ridge regression from the log-mel window to the landmarks' mouth (closed form)
+$PY -m llia_core train --stage mouth --config real --init "$W/distill/model.safetensors" --data "$W/real/talking" \
+    --out-dir "$W/real/mouth"
+# 7. base: trained with the true mouth shapes (the warp moves the portrait, the residual learns the rest);
+#    the real clips listed three times so they are as many as the photo clips
+D="$W/real/talking,$W/real/talking,$W/real/talking,$W/real/photos,$W/real/cartoons"
+$PY -m llia_core train --stage base --config real --init "$W/real/mouth/model.safetensors" --data "$D" \
+    --out-dir "$W/real/base" --steps 1800 --batch-frames 24 --lr 2e-4 --warmup 50 --fixed-fraction 0.1 \
+    --mouth-weight 10 --mouth-aux-weight 0 --threads 2
+# 8. latent consistency distillation into the 2-step student
+$PY -m llia_core train --stage distill --init "$W/real/base/model.safetensors" --data "$D" --out-dir "$W/real/distill" \
+    --steps 300 --batch-frames 16 --lr 1e-4 --warmup 20 --mouth-aux-weight 0 --threads 2
+# 9. evaluation on the validation people (the figure shows real people: it stays in $W, out of the repository)
+$PY -m llia_core eval --real "$REAL" --model "$W/real/distill/model.safetensors" --val-videos "$VAL_VIDEOS" \
+    --val-photos "$VAL_PHOTOS" --threads 2 --out "$W/real/eval/report" --figure "$W/real/eval/figure.jpg"
+$PY -m llia_core eval --model "$W/real/distill/model.safetensors" --identities 3 --seconds 2.0 --threads 2 \
+    --out "$W/real/eval/cartoons"
+echo "model: $W/real/distill/model.safetensors (copy to llia_core/assets/llia-demo.safetensors to bundle it)"

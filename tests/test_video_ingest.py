@@ -74,9 +74,10 @@ def test_ingestion_resumes_without_redoing_finished_videos(videos, tmp_path):
 
 
 def test_mouth_targets_follow_the_renderers_scales():
-    gap = np.array([0.0, 0.13, 0.26, 0.4])
-    width = np.full(4, framing.LANDMARK_MOUTH_WIDTH)
+    # a video resting at a 0.05 lip gap (the mesh's inner lips never quite meet): opening from there
+    gap = np.array([0.05] * 20 + [0.05 + 0.13, 0.05 + 0.26, 0.45])
+    width = np.full(len(gap), framing.LANDMARK_MOUTH_WIDTH)
     opening, w, rnd = mouth_targets(gap, width)
-    assert np.allclose(opening, [0, 0.5, 1, 1]) and np.allclose(w, 0.5) and (rnd == 0).all()
-    narrow = mouth_targets(np.array([0.2, 0.2, 0.2]), np.array([1.0, 1.0, 0.7]))[2]
-    assert narrow[2] > 0.5 and narrow[0] == 0
+    assert np.allclose(opening[18:], [0, 0, 0.5, 1, 1]) and np.allclose(w, 0.5) and (rnd == 0).all()
+    narrow = mouth_targets(np.array([0.05] * 10 + [0.2, 0.2]), np.array([1.0] * 11 + [0.7]))[2]
+    assert narrow[-1] > 0.5 and narrow[-2] == 0 and narrow[0] == 0

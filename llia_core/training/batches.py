@@ -54,8 +54,10 @@ def load_training_clips(root, split: str, config: LLIAConfig, limit: int | None 
 
     from .data.dataset import ClipDataset, load_clip
 
-    ds = ClipDataset(root, split)
-    paths = list(ds.paths)[:limit] if limit else list(ds.paths)
+    paths = []
+    for one in str(root).split(","):  # several datasets: "real,photos,cartoons"
+        ds = ClipDataset(one, split)
+        paths += list(ds.paths)[:limit] if limit else list(ds.paths)
     return [clip_to_training(load_clip(p), config) for p in tqdm(paths, desc=f"load {split}", disable=not progress)]
 
 

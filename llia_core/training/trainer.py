@@ -47,7 +47,7 @@ class TrainConfig:
 
     data: str = "data/train"
     out_dir: str = "runs/base"
-    stage: str = "base"  # "base" or "distill"
+    stage: str = "base"  # "mouth" (closed-form mouth head), "base" or "distill"
     config: str = "demo"
     init: str | None = None  # checkpoint to start from (distill: the teacher)
     steps: int = 4000
@@ -140,12 +140,18 @@ def base_loss(model: LLIAModel, batch: Batch, scheduler, gen: torch.Generator, t
     with PaintInputs(model, tc.paint_aux_weight) as paint_inputs:
         pred = model.denoiser(xt, t, batch.windows, batch.states, ref_latent, bank, batch.face_mask,
                               batch.motion_flags, audio_keep=_keep(gen, b, f, tc.audio_dropout),
-                              reference_keep=_keep(gen, b, f, tc.reference_dropout))
+                              reference_keep=_keep(gen, b, f, tc.reference_dropout), mouth=_true_mouth(model, batch))
     target = prediction_target(scheduler, x0, noise, t)
     w = (1 - motion) * mouth_weight_map(model.config, tc.mouth_weight)
     loss = ((pred - target) ** 2 * w).sum() / (w.sum() * c)
     loss = loss + tc.paint_aux_weight * paint_inputs.loss(x0, batch.motion_flags)
     return loss + tc.mouth_aux_weight * mouth_aux_loss(model, batch)
+
+
+def _true_mouth(model: LLIAModel, batch: Batch) -> torch.Tensor | None:
+    """Warp models are trained with the true mouth shape (the frame shows it), so the residual
+    learns what the warp cannot show for a given shape; the mouth head is fitted on its own."""
+    return batch.mouth if model.config.reference_warp else None
 
 
 class PaintInputs:
@@ -188,7 +194,7 @@ def mouth_aux_loss(model: LLIAModel, batch: Batch) -> torch.Tensor:
         return torch.zeros(())
     b, f = batch.states.shape
     tokens = enc(batch.windows.flatten(0, 1), batch.states.flatten(0, 1))
-    return F.mse_loss(enc.predict_mouth(tokens), batch.mouth.flatten(0, 1))
+    return F.mse_loss(enc.predict_mouth(tokens, batch.windows.flatten(0, 1)), batch.mouth.flatten(0, 1))
 
 
 def prediction_target(scheduler, x0, noise, t):
@@ -236,22 +242,23 @@ def distill_loss(student: LLIAModel, target: LLIAModel, teacher: LLIAModel, batc
         ref_t = teacher.encode_pixels(batch.reference)
         bank_t = teacher.reference_net(ref_t)
         two = lambda z: torch.cat([z, z])  # noqa: E731
+        mouth = _true_mouth(student, batch)
         v = teacher.denoiser(two(xt), two(t), two(batch.windows), two(batch.states), two(ref_t),
                              {k: two(v) for k, v in bank_t.items()}, two(batch.face_mask),
                              two(batch.motion_flags), audio_keep=torch.cat([ones, ~ones]),
-                             reference_keep=torch.cat([ones, ones]))
+                             reference_keep=torch.cat([ones, ones]), mouth=None if mouth is None else two(mouth))
         v = v[b:] + tc.guidance_scale * (v[:b] - v[b:])
         x0_hat, eps_hat = predicted_x0_eps(scheduler, xt, t, v)
         a_s, s_s = _alpha_sigma(scheduler, s, xt.ndim)
         xs = (a_s * x0_hat + s_s * eps_hat) * (1 - motion) + x0 * motion
         ref_g = target.encode_pixels(batch.reference)
         v_g = target.denoiser(xs, s, batch.windows, batch.states, ref_g, target.reference_net(ref_g),
-                              batch.face_mask, batch.motion_flags)
+                              batch.face_mask, batch.motion_flags, mouth=mouth)
         goal = _consistency_fn(target, lcm, scheduler, xs, s, v_g)
     ref_s = student.encode_pixels(batch.reference)
     with PaintInputs(student, tc.paint_aux_weight) as paint_inputs:
         v_s = student.denoiser(xt, t, batch.windows, batch.states, ref_s, student.reference_net(ref_s),
-                               batch.face_mask, batch.motion_flags)
+                               batch.face_mask, batch.motion_flags, mouth=mouth)
     pred = _consistency_fn(student, lcm, scheduler, xt, t, v_s)
     w = (1 - motion) * mouth_weight_map(student.config, tc.mouth_weight)
     err = torch.sqrt((pred - goal) ** 2 + 1e-3**2) - 1e-3  # pseudo-Huber, as in LCM
@@ -287,6 +294,18 @@ def train(tc: TrainConfig) -> Path:
     out = Path(tc.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tc.seed)
+    if tc.stage == "mouth":  # closed form: no steps, nothing to resume
+        import json
+
+        from .mouth_fit import mouth_stage
+
+        model, report = mouth_stage(tc, get_config(tc.config), load_model(tc.init) if tc.init else None)
+        (out / "mouth.json").write_text(json.dumps(report, indent=1))
+        print(f"mouth head: r train {report['train_r'][0]:.3f}, val {report['val_r'][0]:.3f} (opening) "
+              f"on {report['frames']} frames")
+        final = out / "model.safetensors"
+        save_model(model, final, dtype=torch.float16, stage="mouth")
+        return final
     if tc.init:
         model = load_model(tc.init)
         if tc.stage == "base":

@@ -45,7 +45,9 @@ def main(argv=None) -> int:
     p.add_argument("--preview", default=None, help="also write a contact sheet PNG here")
     p.add_argument("--videos", default=None, help="a folder of real talking-head videos to turn into clips "
                    "(instead of synthetic ones)")
-    p.add_argument("--val", default="", help="with --videos: comma list of video names (without suffix) for the val split")
+    p.add_argument("--photos", default=None, help="a folder of portrait photos to turn into still clips "
+                   "(idle and listening, mirrored too)")
+    p.add_argument("--val", default="", help="with --videos / --photos: comma list of video names (without suffix) for the val split")
     p.add_argument("--clip-seconds", type=float, default=3.0, help="with --videos: clip length")
     p.add_argument("--max-seconds", type=float, default=None, help="with --videos: read at most this much of each video")
     a = p.parse_args(argv)
@@ -54,6 +56,12 @@ def main(argv=None) -> int:
 
         ingest_videos(a.videos, a.out, val_names=tuple(filter(None, a.val.split(","))), fps=a.fps,
                       resolution=a.resolution, clip_seconds=a.clip_seconds, max_seconds=a.max_seconds)
+        return 0
+    if a.photos:
+        from .photos import ingest_photos
+
+        ingest_photos(a.photos, a.out, val_names=tuple(filter(None, a.val.split(","))), fps=a.fps,
+                      resolution=a.resolution)
         return 0
     if a.preview:
         write_preview(a.preview, resolution=a.resolution)

@@ -90,12 +90,15 @@ def mouth_measures(points_units: np.ndarray) -> tuple[float, float]:
 def mouth_targets(gap: np.ndarray, width: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Per-frame (opening, width, roundness) in 0..1, on the renderer's scales.
 
-    opening: lip gap over the renderer's gap at full opening. width: this frame's mouth width
+    opening: the lip gap above this video's resting gap (its 5th percentile: the mesh's inner lips
+    do not meet on a shut mouth) over the renderer's gap at full opening. width: this frame's mouth width
     against the video's median (the renderer's neutral 0.5), as the renderer widens it (0.85 + 0.3 w).
     roundness: an open mouth narrower than the neutral one (the renderer narrows a round mouth by
     up to 0.35); an approximation, since the mesh sees no lip protrusion from the front.
     """
-    opening = np.clip(gap / DRAWN_GAP_AT_OPEN, 0, 1)
+    seen = gap[gap > 0]
+    rest = float(np.percentile(seen, 5)) if len(seen) else 0.0
+    opening = np.clip((gap - rest) / DRAWN_GAP_AT_OPEN, 0, 1)
     ratio = width / max(float(np.median(width)), 1e-6)
     w = np.clip((ratio - 0.85) / 0.3, 0, 1)
     rnd = np.where(opening > 0.1, np.clip((0.95 - ratio) / 0.3, 0, 1), 0.0)
