@@ -72,6 +72,7 @@ def stage_stream(pipe: LLIAPipeline, portrait: Portrait, audio: AudioFeatures, s
             pending = [dist.isend(t.to(wire).contiguous(), dst=rank + 1, group=group)
                        for t in (job.motion, job.run.x, job.run.denoised)]
         else:
-            yield ClipOutput(clip, pipe.decode_clip(job.latents), job.latents.cpu(), time.perf_counter() - t0)
+            yield ClipOutput(clip, pipe.decode_clip(job.latents), job.latents.cpu(), time.perf_counter() - t0,
+                             pipe.clip_mouth(job))
     for handle in pending:
         handle.wait()

@@ -43,22 +43,24 @@ class RenderedVideo:
 class FrameRenderer:
     """Turns model crops into the frames a user sees: full-size composites or the crop."""
 
-    def __init__(self, portrait: Portrait, output: str = "full", max_size: int | None = DEFAULT_MAX_SIZE):
+    def __init__(self, portrait: Portrait, output: str = "full", max_size: int | None = DEFAULT_MAX_SIZE,
+                 face_scale: float = 1.8):
         if output not in OUTPUTS:
             raise LLIAError(f"unknown output '{output}'; use one of {', '.join(OUTPUTS)}")
         self.portrait, self.output = portrait, output
-        self.compositor = Compositor(portrait, max_size) if output == "full" else None
+        self.compositor = Compositor(portrait, max_size, face_scale) if output == "full" else None
         r = portrait.resolution
         self.size = self.compositor.size if self.compositor is not None else (r, r)
         self._buffer: np.ndarray | None = None
 
-    def __call__(self, crops) -> np.ndarray:
-        """(F, R, R, 3) float 0..1 -> (F, H, W, 3) uint8, new arrays (to keep)."""
+    def __call__(self, crops, mouth=None) -> np.ndarray:
+        """(F, R, R, 3) float 0..1 -> (F, H, W, 3) uint8, new arrays (to keep). ``mouth`` (F, 3): the
+        shapes a warp model moved the mouth to (``ClipOutput.mouth``), applied at full resolution."""
         if self.compositor is not None:
-            return self.compositor.composite(crops)
+            return self.compositor.composite(crops, mouth)
         return crop_frames(crops, self.portrait)
 
-    def stream(self, crops):
+    def stream(self, crops, mouth=None):
         """The same frames one at a time, (H, W, 3) uint8, drawn into one reused buffer: each is valid
         until the next (for a writer that copies it), so a full-size background is not copied per frame."""
         if self.compositor is None:
@@ -66,8 +68,8 @@ class FrameRenderer:
             return
         if self._buffer is None:
             self._buffer = self.compositor.new_frame()
-        for crop in to_uint8(crops):
-            yield self.compositor.paste(crop, self._buffer)
+        for i, crop in enumerate(to_uint8(crops)):
+            yield self.compositor.paste(crop, self._buffer, None if mouth is None else mouth[i])
 
 
 def render_clips(clips: Iterable[ClipOutput], renderer: FrameRenderer, *, total_frames: int,
@@ -98,11 +100,11 @@ def render_clips(clips: Iterable[ClipOutput], renderer: FrameRenderer, *, total_
     try:
         for clip in clips:
             if keep == "none":  # stream through one buffer
-                for last in renderer.stream(clip.frames):
+                for last in renderer.stream(clip.frames, clip.mouth):
                     if writer is not None:
                         writer.write(last[None])
             else:
-                frames = renderer(clip.frames)
+                frames = renderer(clip.frames, clip.mouth)
                 if writer is not None:
                     writer.write(frames)
                 kept = kept + [frames] if keep == "all" else (kept + [frames])[-(tail // frames.shape[0] + 2):]

@@ -120,6 +120,7 @@ class ClipOutput:
     frames: torch.Tensor
     latents: torch.Tensor
     elapsed: float  # seconds from the start of the stream to this clip being ready
+    mouth: torch.Tensor | None = None  # (F, 3) the mouth shapes a warp model moved the portrait to
 
 
 @dataclass
@@ -277,6 +278,16 @@ class LLIAPipeline:
         job = self.new_job(clip, audio, states, motion, sampler)
         return self.advance(job, reference, sampler, step_callback=step_callback).latents
 
+    @torch.no_grad()
+    def clip_mouth(self, job: "ClipJob") -> torch.Tensor | None:
+        """(L, 3) the mouth shapes of the job's new frames, for models that warp the portrait (the
+        renderer moves the full-resolution picture the same way); None for the others."""
+        if not self.config.reference_warp:
+            return None
+        n = job.clip.length
+        windows, states = job.windows[0, -n:], job.states[0, -n:]
+        return self.model.denoiser.mouth_shape(windows.float(), states).float().cpu()
+
     def motion_after(self, latents: torch.Tensor, count: int | None = None) -> torch.Tensor:
         """The motion frames the next clip sees: the last ``count`` (default: the model's) latents."""
         m = self.config.motion_frames if count is None else count
@@ -320,7 +331,7 @@ class LLIAPipeline:
             self.advance(job, reference, sampler, None, step_callback)
             # 5. Decode
             frames = self.decode_clip(job.latents)
-            yield ClipOutput(clip, frames, job.latents.cpu(), time.perf_counter() - t0)
+            yield ClipOutput(clip, frames, job.latents.cpu(), time.perf_counter() - t0, self.clip_mouth(job))
 
     def warm_up(self, portrait: Portrait, sampler: SamplerConfig = SamplerConfig(), *,
                 stream: Callable | None = None) -> None:

@@ -133,7 +133,7 @@ class PipelinedLLIA:
                     raise item
                 job = second.advance(item, ref1, sampler, None, step_callback)
                 frames = second.decode_clip(job.latents)
-                yield ClipOutput(job.clip, frames, job.latents.cpu(), time.perf_counter() - t0)
+                yield ClipOutput(job.clip, frames, job.latents.cpu(), time.perf_counter() - t0, second.clip_mouth(job))
         finally:
             stop.set()
             worker.join()

@@ -1,7 +1,11 @@
 """Paste-back: generated crops composited into the portrait at its own resolution.
 
-Only the face changes: each generated crop is warped back by the inverse of the portrait's
-alignment and blended in with a soft mask that follows the face (the face mesh's outline, widened
+Only the face changes, and it keeps the picture's own sharpness: what is pasted is not the 128 px
+crop itself but what the model changed, the generated crop minus the reference crop it started
+from, warped back by the inverse of the portrait's alignment and added to the full-resolution
+picture. For models that move the mouth by a warp (``config.reference_warp``) the same analytic
+warp (``models/mouth_warp.py``) moves the full-resolution pixels, so only what the warp cannot show
+(the inside of the mouth) comes from the low-resolution residual. It is blended in with a soft mask that follows the face (the face mesh's outline, widened
 a little and lengthened below the chin so an opening jaw stays inside; without landmarks the
 contract's face ellipse), so every pixel outside it is the user's own. The mask is also cut to the
 part of the crop that saw the picture, so no repeated edge pixels ever reach a video.
@@ -73,11 +77,17 @@ class Compositor:
     """Generated crops (F, R, R, 3) -> frames (F, H, W, 3) uint8 of the portrait's own size.
 
     Prepared once per portrait: the background at output size, the inverse warp and the mask,
-    cut to the face's bounding box so that each frame touches only that region.
+    cut to the face's bounding box so that each frame touches only that region, and the reference
+    crop whose difference to each generated crop is pasted (detail transfer).
+    ``face_scale``: the model's framing, for the mouth warp of ``paste(..., mouth=...)``.
     """
 
-    def __init__(self, portrait: Portrait, max_size: int | None = DEFAULT_MAX_SIZE):
+    def __init__(self, portrait: Portrait, max_size: int | None = DEFAULT_MAX_SIZE,
+                 face_scale: float = framing.FACE_SCALE):
         import cv2
+
+        self.portrait, self.face_scale = portrait, face_scale
+        self.reference = np.ascontiguousarray(portrait.image.permute(1, 2, 0).numpy() * 255, np.float32)
 
         self.width, self.height = output_size(portrait, max_size)
         w0, h0 = portrait.source_size
@@ -101,6 +111,53 @@ class Compositor:
         m = scale @ inv
         m[:, 2] -= (x0, y0)
         self.to_box = m
+        self.base_f = self.base.astype(np.float32)
+        self.alpha3 = np.ascontiguousarray(np.repeat(self.alpha[..., None], 3, -1))
+        self._units = None
+
+    def _box_units(self):
+        """Face-box units (framing contract) of every output pixel of the box, (1, h, w) each."""
+        if self._units is None:
+            x0, y0, x1, y1 = self.box
+            full = np.vstack([self.to_box, [0, 0, 1]])
+            back = np.linalg.inv(full)[:2]  # box pixels -> crop pixels
+            ys, xs = np.mgrid[0:y1 - y0, 0:x1 - x0].astype(np.float64)  # pixel centres, as cv2 counts them
+            cx = back[0, 0] * xs + back[0, 1] * ys + back[0, 2]
+            cy = back[1, 0] * xs + back[1, 1] * ys + back[1, 2]
+            r = self.portrait.resolution
+            u = framing.unit(r, self.face_scale)
+            self._units = tuple(torch.from_numpy(((c - r / 2) / u)[None].astype(np.float32)) for c in (cx, cy))
+        return self._units
+
+    def warped_base(self, mouth) -> np.ndarray:
+        """The box of the full-resolution picture with the mouth moved to ``mouth`` (3,)."""
+        import cv2
+
+        from ..models.mouth_warp import mouth_source
+
+        ux, uy = self._box_units()
+        anchor = self.portrait.mouth_anchor
+        sx, sy = mouth_source(ux, uy, torch.as_tensor(mouth, dtype=torch.float32).reshape(1, 3),
+                              None if anchor is None else anchor.reshape(1, 3))
+        r = self.portrait.resolution
+        u = framing.unit(r, self.face_scale)
+        cx, cy = sx[0].numpy() * u + r / 2, sy[0].numpy() * u + r / 2  # crop pixels
+        m = self.to_box
+        mx = (m[0, 0] * cx + m[0, 1] * cy + m[0, 2]).astype(np.float32)
+        my = (m[1, 0] * cx + m[1, 1] * cy + m[1, 2]).astype(np.float32)
+        return cv2.remap(self.base_f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+
+    def reference_for(self, mouth) -> np.ndarray:
+        """The reference crop (R, R, 3) float 0..255 as the model's warp moved it (or as it is)."""
+        if mouth is None:
+            return self.reference
+        from ..models.mouth_warp import warp_pixels
+
+        ref = self.portrait.image[None].float()
+        anchor = self.portrait.mouth_anchor
+        out = warp_pixels(ref, torch.as_tensor(mouth, dtype=torch.float32).reshape(1, 3), self.face_scale,
+                          None if anchor is None else anchor[None])
+        return out[0].permute(1, 2, 0).numpy() * 255
 
     @property
     def size(self) -> tuple[int, int]:
@@ -110,25 +167,37 @@ class Compositor:
         """A (H, W, 3) frame holding the background, for ``paste`` to draw the face into."""
         return self.background.copy()
 
-    def paste(self, crop: np.ndarray, frame: np.ndarray) -> np.ndarray:
+    def paste(self, crop: np.ndarray, frame: np.ndarray, mouth=None) -> np.ndarray:
         """Draw one generated crop (R, R, 3) uint8 into ``frame`` (from ``new_frame``, or a frame this
-        compositor drew before: only the face box changes) and return it."""
+        compositor drew before: only the face box changes) and return it.
+
+        ``mouth`` (3,): the mouth shape a warp model moved the reference to; the full-resolution
+        picture is moved the same way. Without it the picture stays as it is under the change.
+        """
         import cv2
 
         x0, y0, x1, y1 = self.box
         if x1 > x0:
-            warped = cv2.warpAffine(crop, self.to_box, (x1 - x0, y1 - y0), flags=cv2.INTER_CUBIC,
-                                    borderMode=cv2.BORDER_REPLICATE)
-            frame[y0:y1, x0:x1] = cv2.blendLinear(warped, self.base, self.alpha, self.beta)
+            delta = crop.astype(np.float32) - self.reference_for(mouth)
+            up = cv2.warpAffine(delta, self.to_box, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
+                                borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+            source = self.base_f if mouth is None else self.warped_base(mouth)
+            face = source + up
+            face -= self.base_f
+            face *= self.alpha3
+            face += self.base_f
+            np.clip(face, 0, 255, out=face)
+            frame[y0:y1, x0:x1] = (face + 0.5).astype(np.uint8)
         return frame
 
-    def composite(self, frames) -> np.ndarray:
-        """frames: (F, R, R, 3) float 0..1 (torch or numpy) or uint8 -> (F, H, W, 3) uint8."""
+    def composite(self, frames, mouth=None) -> np.ndarray:
+        """frames: (F, R, R, 3) float 0..1 (torch or numpy) or uint8; mouth: (F, 3) or None
+        -> (F, H, W, 3) uint8."""
         crops = to_uint8(frames)
         out = np.empty((len(crops), self.height, self.width, 3), np.uint8)
         out[:] = self.background
-        for crop, frame in zip(crops, out):
-            self.paste(crop, frame)
+        for i, (crop, frame) in enumerate(zip(crops, out)):
+            self.paste(crop, frame, None if mouth is None else mouth[i])
         return out
 
 
