@@ -1,0 +1,193 @@
+"""The real-people model's parts: the mouth warp, the closed-form mouth head, detail-preserving
+paste-back, still clips from photos."""
+
+import numpy as np
+import pytest
+import torch
+
+from llia_core import framing
+from llia_core.config import get_config
+from llia_core.models import LLIAModel
+from llia_core.models.mouth_warp import mouth_source, warp_grid, warp_patch_latent, warp_pixels
+from llia_core.states import IDLE, LISTENING, SPEAKING
+
+
+def _grid(n=97, span=1.8):
+    axis = torch.linspace(-span, span, n)
+    return axis[None, None, :].expand(1, n, n).clone(), axis[None, :, None].expand(1, n, n).clone()
+
+
+def test_a_shut_neutral_mouth_is_the_identity_and_far_points_never_move():
+    x, y = _grid()
+    sx, sy = mouth_source(x, y, torch.tensor([[0.0, 0.5, 0.0]]))
+    assert torch.equal(sx, x) and torch.equal(sy, y)
+    sx, sy = mouth_source(x, y, torch.tensor([[1.0, 1.0, 0.0]]))
+    far = (y < 0.0) | (y > 1.6) | (x.abs() > 1.3)  # eyes and forehead, below the chin, beside the cheeks
+    assert torch.allclose(sx[far], x[far]) and torch.allclose(sy[far], y[far])
+
+
+def test_the_jaw_drops_with_the_opening_and_the_map_never_folds():
+    y = torch.linspace(-1.8, 1.8, 721)[None, :]
+    x = torch.zeros_like(y)
+    below = (y > framing.MOUTH_CENTRE_Y + 0.2) & (y < framing.MOUTH_CENTRE_Y + 0.4)
+    shifts = []
+    for o in (0.25, 0.5, 1.0):
+        _, sy = mouth_source(x, y, torch.tensor([[o, 0.5, 0.0]]))
+        assert (sy[:, 1:] - sy[:, :-1] >= -1e-6).all()  # monotonic down the face: no fold
+        shifts.append(float((y - sy)[below].mean()))  # points under the lips read from higher up
+    assert 0 < shifts[0] < shifts[1] < shifts[2]
+    assert shifts[2] == pytest.approx(0.65 * 0.26, rel=0.05)  # the lower lip drops 0.65 of the gap
+    xs = torch.linspace(-1.8, 1.8, 721)[None, :]
+    for w, rnd in ((1.0, 0.0), (0.0, 1.0)):
+        sx, _ = mouth_source(xs, torch.full_like(xs, framing.MOUTH_CENTRE_Y), torch.tensor([[0.6, w, rnd]]))
+        assert (sx[:, 1:] - sx[:, :-1] > 0).all()
+
+
+def test_the_warp_follows_the_portraits_own_mouth_anchor():
+    x, y = _grid()
+    mouth = torch.tensor([[1.0, 0.5, 0.0]])
+    _, sy0 = mouth_source(x, y, mouth)
+    _, sy1 = mouth_source(x, y, mouth, torch.tensor([0.0, framing.MOUTH_CENTRE_Y + 0.2, 1.0]))
+    # the same displacement, 0.2 units lower
+    d0, d1 = (y - sy0)[0], (y - sy1)[0]
+    step = float(y[0, 1, 0] - y[0, 0, 0])
+    k = round(0.2 / step)
+    assert torch.allclose(d1[k:], d0[:-k], atol=0.02)
+
+
+def test_patch_latent_warp_is_exact_at_rest_and_moves_only_the_lower_face():
+    lat = torch.rand(2, 48, 32, 32)
+    still = warp_patch_latent(lat, torch.tensor([[0.0, 0.5, 0.0]] * 2), 1.8, 4)
+    assert torch.allclose(still, lat, atol=2e-5)  # grid arithmetic in float32
+    px = torch.rand(1, 3, 128, 128)
+    moved = warp_pixels(px, torch.tensor([[1.0, 0.5, 0.0]]), 1.8)
+    diff = (moved - px).abs().sum(1)[0]
+    rows = diff.sum(1)
+    lip = int(framing.to_pixels([[0, framing.MOUTH_CENTRE_Y]], 128)[0, 1])
+    assert rows[:lip - 16].max() < 1e-3 and rows[lip:lip + 20].min() > 0  # the upper lip rises by little
+    assert warp_grid(torch.zeros(3, 3), 16, 1.8).shape == (3, 16, 16, 2)
+
+
+def _inputs(model, b=1, f=3, states=SPEAKING):
+    cfg = model.config
+    c, h, r = cfg.autoencoder.latent_channels, cfg.latent_size, cfg.resolution
+    torch.manual_seed(0)
+    ref = model.encode_pixels(torch.rand(b, 3, r, r))
+    d = cfg.audio.num_tokens
+    return dict(sample=torch.randn(b, c, f, h, h), timestep=torch.tensor(500),
+                audio_windows=torch.randn(b, f, d, cfg.audio.mel_per_token * cfg.audio.n_mels),
+                states=torch.full((b, f), states), reference_latent=ref, reference_bank=model.reference_net(ref),
+                face_mask=torch.ones(b, 1, r, r), motion_flags=torch.zeros(b, f))
+
+
+@torch.no_grad()
+def test_an_untrained_warp_model_predicts_the_warped_portrait_and_shuts_the_mouth_outside_speech():
+    model = LLIAModel(get_config("real")).eval()
+    mouth = torch.tensor([[[0.8, 0.5, 0.0]] * 3])
+    args = _inputs(model)
+    out = model.denoiser(**args, mouth=mouth)
+    want = warp_patch_latent(args["reference_latent"], mouth[0, :1], 1.8, 4)
+    assert torch.allclose(out[0, :, 0], want[0], atol=1e-4)
+    assert not torch.allclose(out[0, :, 0], args["reference_latent"][0], atol=1e-3)
+    for state in (LISTENING, IDLE):  # the mouth head's own shape, gated by the state: shut
+        args = _inputs(model, states=state)
+        model.denoiser.audio_encoder.mouth_head.bias.data[:] = torch.tensor([0.9, 0.5, 0.0])
+        out = model.denoiser(**args)
+        assert torch.allclose(out[0, :, 1], args["reference_latent"][0], atol=1e-4)
+
+
+def test_the_closed_form_mouth_head_recovers_a_linear_mouth_and_moves_as_much():
+    from llia_core.training.batches import TrainingClip
+    from llia_core.training.mouth_fit import convert_model, fit_mouth_head
+
+    model = convert_model(LLIAModel(get_config("demo")), get_config("real"))
+    d = model.config.audio.num_tokens * model.config.audio.mel_per_token * model.config.audio.n_mels
+    gen = torch.Generator().manual_seed(1)
+    true_w = torch.randn(d, 3, generator=gen) * 0.02
+
+    def clip(n=400):
+        win = torch.randn(n, d, generator=gen)
+        mouth = win @ true_w + 0.5 + 0.05 * torch.randn(n, 3, generator=gen)
+        return TrainingClip(torch.zeros(n, 8, 8, 3, dtype=torch.uint8), win.reshape(n, -1, model.config.audio.n_mels * 4),
+                            torch.zeros(n, dtype=torch.long), torch.zeros(3, 8, 8), torch.zeros(1, 8, 8), mouth)
+
+    train, val = [clip() for _ in range(10)], [clip()]
+    report = fit_mouth_head(model, train, val, ridge=100.0)
+    assert min(report["val_r"]) > 0.9
+    enc = model.denoiser.audio_encoder
+    with torch.no_grad():
+        pred = enc.predict_mouth(None, val[0].windows)
+    ratio = pred.std(0) / val[0].mouth.std(0)
+    assert ((ratio > 0.85) & (ratio < 1.2)).all()
+
+
+def test_converting_keeps_every_shared_weight_and_refuses_other_networks():
+    from llia_core.training.mouth_fit import convert_model
+
+    demo = LLIAModel(get_config("demo-paint-full"))
+    real = convert_model(demo, get_config("real"))
+    a, b = demo.state_dict(), real.state_dict()
+    assert all(torch.equal(a[k], b[k]) for k in b if ".mouth_head." not in k)
+    assert not any(".mouth_paint." in k for k in b)
+    import dataclasses
+
+    wider = dataclasses.replace(get_config("real"), unet=dataclasses.replace(get_config("real").unet,
+                                                                             block_out_channels=(32, 64, 128)))
+    with pytest.raises(ValueError, match="weights differ"):
+        convert_model(demo, wider)
+
+
+def _portrait():
+    from llia_core.cli import DEFAULT_PORTRAIT
+    from llia_core.portrait import prepare_portrait
+
+    return prepare_portrait(str(DEFAULT_PORTRAIT), 128)
+
+
+def test_paste_back_keeps_the_photos_own_detail_and_warps_it_at_full_resolution():
+    from llia_core.portrait import Compositor
+
+    p = _portrait()
+    comp = Compositor(p, None)
+    same = comp.composite(p.image.permute(1, 2, 0)[None].numpy())[0]
+    # the model changed nothing: the full-resolution photo comes back, every pixel within rounding
+    assert np.abs(same.astype(int) - comp.background.astype(int)).max() <= 1
+    lips = framing.to_pixels([[0, framing.MOUTH_CENTRE_Y + 0.15], [0, -0.31]], 128)
+    src = p.alignment.to_source(lips) * [comp.width / p.source_size[0], comp.height / p.source_size[1]]
+    (mx, my), (ex, ey) = np.round(src).astype(int)
+    ref = comp.reference_for(np.array([1.0, 0.5, 0.0])) / 255
+    opened = comp.composite(ref[None], np.array([[1.0, 0.5, 0.0]]))[0]
+    d = np.abs(opened.astype(int) - comp.background.astype(int)).sum(-1)
+    assert d[my - 3:my + 4, mx - 3:mx + 4].mean() > 10  # the lower lip moved
+    assert d[ey - 3:ey + 4, ex - 8:ex + 8].max() <= 3  # the eyes did not
+    import cv2
+
+    sharp = lambda im: cv2.Laplacian(cv2.cvtColor(im, cv2.COLOR_RGB2GRAY), cv2.CV_32F).var()  # noqa: E731
+    x0, y0, x1, y1 = comp.box
+    assert sharp(opened[y0:y1, x0:x1]) > 0.8 * sharp(comp.background[y0:y1, x0:x1])
+
+
+def test_photos_become_still_idle_and_listening_clips_mirrored(tmp_path):
+    import shutil
+
+    from llia_core.cli import DEFAULT_PORTRAIT
+    from llia_core.training.data.dataset import ClipDataset, load_clip
+    from llia_core.training.data.photos import ingest_photos
+
+    src = tmp_path / "photos"
+    src.mkdir()
+    shutil.copy(DEFAULT_PORTRAIT, src / "astronaut.png")
+    import cv2
+
+    cv2.imwrite(str(src / "blank.png"), np.full((200, 200, 3), 128, np.uint8))
+    counts = ingest_photos(src, tmp_path / "data", val_names=("astronaut",), progress=False, seconds=1.0)
+    assert counts == {"photos": 2, "clips": 4, "no face": 1}
+    clips = [load_clip(p) for p in ClipDataset(tmp_path / "data", "val").paths]
+    assert sorted(int(c.states[0]) for c in clips) == sorted([IDLE, LISTENING] * 2)
+    for c in clips:
+        assert c.frames.shape == (25, 128, 128, 3) and len(c.audio) == 16000 and (c.mouth_open == 0).all()
+        assert (c.frames == c.reference[None]).all()
+    a, b = clips[0].reference, clips[2].reference
+    assert np.array_equal(a[:, ::-1], b) or np.array_equal(a, b[:, ::-1])
+    again = ingest_photos(src, tmp_path / "data", val_names=("astronaut",), progress=False, seconds=1.0)
+    assert again["clips"] == 4  # resumed: nothing redone
