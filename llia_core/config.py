@@ -127,6 +127,9 @@ class LLIAConfig:
             what the warp cannot show; the mouth is shut outside the speaking state. Needs
             ``reference_skip``, the mouth head and the "patch" autoencoder. The same warp is applied
             to the full-resolution picture when the face is pasted back.
+        residual_region: where the denoiser's residual may change the (warped) reference: "face"
+            (everywhere) or "mouth" (a soft region from the nose to below the chin,
+            ``mouth_warp.mouth_region``; eyes, forehead and background stay the portrait's own).
         prediction_type: what the denoiser predicts ("sample", "v_prediction" or "epsilon").
         num_train_timesteps: diffusion steps of the training noise schedule.
     """
@@ -144,6 +147,7 @@ class LLIAConfig:
     mouth_paint: bool = False
     mouth_paint_gate: bool = True
     reference_warp: bool = False
+    residual_region: str = "face"
     prediction_type: str = "sample"
     num_train_timesteps: int = 1000
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
@@ -219,7 +223,7 @@ CONFIGS: dict[str, LLIAConfig] = {
     "demo-paint-full": dataclasses.replace(_DEMO, mouth_paint=True, mouth_paint_gate=False),
     # the real-people model: the demo network whose x0 is the reference warped by the predicted
     # mouth + a residual, with a linear window mouth head fitted to real videos' landmarks
-    "real": dataclasses.replace(_DEMO, name="real", reference_warp=True,
+    "real": dataclasses.replace(_DEMO, name="real", reference_warp=True, residual_region="mouth",
                                 audio=dataclasses.replace(_DEMO.audio, mouth_head_input="windows")),
     "sd15-384": LLIAConfig(
         name="sd15-384", resolution=384, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,

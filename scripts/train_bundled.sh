@@ -46,7 +46,7 @@ $PY -m llia_core train --stage mouth --config real --init "$W/distill/model.safe
 #    the real clips listed three times so they are as many as the photo clips
 D="$W/real/talking,$W/real/talking,$W/real/talking,$W/real/photos,$W/real/cartoons"
 $PY -m llia_core train --stage base --config real --init "$W/real/mouth/model.safetensors" --data "$D" \
-    --out-dir "$W/real/base" --steps 1800 --batch-frames 24 --lr 2e-4 --warmup 50 --fixed-fraction 0.1 \
+    --out-dir "$W/real/base" --steps 1500 --batch-frames 24 --lr 2e-4 --warmup 50 --fixed-fraction 0.1 \
     --mouth-weight 10 --mouth-aux-weight 0 --threads 2
 # 8. latent consistency distillation into the 2-step student
 $PY -m llia_core train --stage distill --init "$W/real/base/model.safetensors" --data "$D" --out-dir "$W/real/distill" \

@@ -191,3 +191,18 @@ def test_photos_become_still_idle_and_listening_clips_mirrored(tmp_path):
     assert np.array_equal(a[:, ::-1], b) or np.array_equal(a, b[:, ::-1])
     again = ingest_photos(src, tmp_path / "data", val_names=("astronaut",), progress=False, seconds=1.0)
     assert again["clips"] == 4  # resumed: nothing redone
+
+
+@torch.no_grad()
+def test_the_residual_of_a_real_model_changes_only_the_region_around_the_mouth():
+    from llia_core.models.mouth_warp import mouth_region
+
+    model = LLIAModel(get_config("real")).eval()
+    torch.nn.init.normal_(model.denoiser.unet.conv_out.weight, std=0.1)  # a residual everywhere
+    args = _inputs(model, states=IDLE)
+    out = model.denoiser(**args)
+    px = torch.nn.functional.pixel_shuffle(out[:, :, 0] - args["reference_latent"], 4)[0].abs().sum(0)
+    region = mouth_region(128, 1.8)[0, 0]
+    assert px[region == 0].max() < 1e-4 and px[region > 0.5].mean() > 1e-3
+    eyes = int(framing.to_pixels([[0, framing.EYE_Y]], 128)[0, 1])
+    assert region[eyes].max() == 0 and region[int(framing.to_pixels([[0, framing.MOUTH_CENTRE_Y]], 128)[0, 1])].max() == 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import torch
 import torch.nn as nn
+import torch.nn.functional as F
 from diffusers import UNetMotionModel
 
 from ..config import LLIAConfig
@@ -11,7 +12,7 @@ from .attention import ReferenceAttnProcessor
 from .audio_encoder import AudioEncoder
 from .face_locator import FaceLocator
 from .mouth_map import MouthMap, MouthPaint
-from .mouth_warp import warp_patch_latent
+from .mouth_warp import mouth_region, warp_patch_latent
 from ..states import SPEAKING
 from .unet_blocks import processor_map, unet_kwargs
 
@@ -52,6 +53,10 @@ class LLIADenoiser(nn.Module):
         if config.reference_warp and not (config.audio.mouth_head and config.reference_skip
                                           and config.autoencoder.kind == "patch"):
             raise ValueError("reference_warp needs the mouth head, reference_skip and the 'patch' autoencoder")
+        if config.residual_region not in ("face", "mouth"):
+            raise ValueError(f"unknown residual_region {config.residual_region!r}; use 'face' or 'mouth'")
+        if config.residual_region == "mouth" and not (config.reference_skip and config.autoencoder.kind == "patch"):
+            raise ValueError("residual_region 'mouth' needs reference_skip and the 'patch' autoencoder")
 
     def mouth_shape(self, audio_windows: torch.Tensor, states: torch.Tensor,
                     tokens: torch.Tensor | None = None) -> torch.Tensor:
@@ -130,6 +135,12 @@ class LLIADenoiser(nn.Module):
         if timestep.ndim == 0:
             timestep = timestep.expand(b)
         out = self.unet(x, timestep, encoder_hidden_states=tokens, cross_attention_kwargs=kwargs).sample
+        if self.config.residual_region == "mouth":  # the residual only around the mouth, pixel by pixel
+            ds = self.config.autoencoder.downscale
+            region = mouth_region(h * ds, self.config.face_scale,
+                                  None if mouth_anchor is None else mouth_anchor.reshape(b, 3), b)
+            region = F.pixel_unshuffle(region.to(out.dtype), ds).repeat(1, c // (ds * ds), 1, 1)
+            out = out * region[:, :, None]
         if self.config.reference_skip:
             skip = reference_latent[:, :, None].to(out.dtype)
             if self.config.reference_warp:

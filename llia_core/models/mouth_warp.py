@@ -94,3 +94,18 @@ def warp_patch_latent(latent: torch.Tensor, mouth: torch.Tensor, face_scale: flo
     """The same warp for the lossless "patch" latent (N, 3 * f * f, h, w): unfold to pixels, warp, fold."""
     pixels = F.pixel_shuffle(latent, downscale)
     return F.pixel_unshuffle(warp_pixels(pixels, mouth, face_scale, anchor), downscale)
+
+
+def mouth_region(size: int, face_scale: float, anchor: torch.Tensor | None = None, n: int = 1) -> torch.Tensor:
+    """(n, 1, size, size) soft 0..1 region around the mouth and jaw (nose to below the chin).
+
+    Where a "real" model's residual may change the warped portrait: eyes, forehead and the
+    picture stay the photo's own pixels, so they cannot shimmer or drift from the identity.
+    """
+    if anchor is None:
+        anchor = neutral_mouth_anchor()
+    ax, ay, s = (v.reshape(-1, 1, 1) for v in anchor.float().expand(n, 3).unbind(-1))
+    axis = ((torch.arange(size, dtype=torch.float32, device=anchor.device) + 0.5) / size * 2 - 1) * face_scale
+    x, y = axis[None, None, :], axis[None, :, None]
+    d = ((x - ax) / (0.62 * s)) ** 2 + ((y - (ay + 0.12)) / (0.5 * s)) ** 2
+    return _fall(d.sqrt(), 0.8, 1.0)[:, None]
