@@ -227,3 +227,42 @@ def test_user_audio_is_checked_on_the_generator_thread(avatar, monkeypatch):
     finally:
         avatar.stop()
     assert avatar.push_user_audio(voice(0.2)) is True and threads[-1] == caller
+
+
+def test_without_a_page_the_engine_sleeps_and_wakes_within_a_clip_when_one_connects(avatar):
+    """CPU time of the process with no viewer vs with one (a ratio measured here, not a timing goal)."""
+    import asyncio
+
+    import aiohttp
+
+    server = LiveServer(avatar, "127.0.0.1", 0).start(threads=1)
+    try:
+        time.sleep(0.3)
+        c0, f0 = time.process_time(), avatar.stats.frames
+        time.sleep(1.5)
+        idle_cpu, idle_frames = time.process_time() - c0, avatar.stats.frames - f0
+        assert server.stats()["paused"] and idle_frames == 0
+        r = _post(server.url + "api/avatar-audio", _wav(voice(0.5)))
+        assert "no page is connected" in r["note"] and r["duration"] == pytest.approx(0.5)
+
+        async def watch():
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(server.url + "ws") as ws:
+                    await ws.receive()  # hello
+                    t_join = time.perf_counter()
+                    first = None
+                    c1 = time.process_time()
+                    t_end = t_join + 1.5
+                    while time.perf_counter() < t_end:
+                        msg = json.loads((await ws.receive(timeout=5)).data)
+                        if msg["type"] == "frame" and first is None:
+                            first = time.perf_counter() - t_join
+                    return first, time.process_time() - c1
+
+        first, busy_cpu = asyncio.run(watch())
+        assert first is not None and first < 1.0  # resumed at once (a clip is 80 ms of media)
+        assert idle_cpu < 0.15 * busy_cpu, (idle_cpu, busy_cpu)
+        stats = server.stats()
+        assert stats["paused_frames"] > 0 and stats["frames"] > 0
+    finally:
+        server.stop()

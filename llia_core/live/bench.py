@@ -85,7 +85,8 @@ def main(argv: list[str] | None = None) -> dict:
                                 model.config.resolution)
     avatar = LiveAvatar(LLIAPipeline(model, dtype=dtype), portrait, steps=args.steps, clip_frames=args.clip_frames,
                         lead=args.lead, frozen=not args.eager, output=args.output, max_size=args.max_size or None)
-    server = LiveServer(avatar, "127.0.0.1", 0).start(args.threads, generator=False)
+    # generating for nobody on purpose: the numbers are the engine's, with or without the page
+    server = LiveServer(avatar, "127.0.0.1", 0, pause_unwatched=False).start(args.threads, generator=False)
     browser = None
     if args.browser and shutil.which("chromium"):
         browser = subprocess.Popen(["chromium", "--headless=new", "--no-sandbox", "--disable-gpu", "--mute-audio",

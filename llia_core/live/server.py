@@ -69,10 +69,14 @@ def _jpeg(image: np.ndarray) -> str:
 
 
 class LiveServer:
-    """aiohttp application around one :class:`LiveAvatar`; ``start()`` runs it on its own thread."""
+    """aiohttp application around one :class:`LiveAvatar`; ``start()`` runs it on its own thread.
 
-    def __init__(self, avatar: LiveAvatar, host: str = "127.0.0.1", port: int = 8188):
+    ``pause_unwatched``: the avatar generates only while at least one page is connected.
+    """
+
+    def __init__(self, avatar: LiveAvatar, host: str = "127.0.0.1", port: int = 8188, pause_unwatched: bool = True):
         self.avatar, self.host, self.port = avatar, host, port
+        avatar.pause_unwatched = pause_unwatched
         self.viewers: set = set()
         self.shown_reports: list[dict] = []
         self.loop: asyncio.AbstractEventLoop | None = None
@@ -116,8 +120,10 @@ class LiveServer:
         pcm = (wave * 32767).astype("<i2").tobytes()
         self._broadcast(json.dumps({"type": "audio", "pts": event.start, "sample_rate": RATE,
                                     "pcm": base64.b64encode(pcm).decode()}))
-        return web.json_response({"start": event.start, "duration": event.duration,
-                                  "delay_ms": round(1000 * self.avatar.audio_delay, 1)})
+        reply = {"start": event.start, "duration": event.duration, "delay_ms": round(1000 * self.avatar.audio_delay, 1)}
+        if self.avatar.paused:  # scheduled on the clock all the same; frames resume when a page connects
+            reply["note"] = "no page is connected, so no frames are being generated; open the page to see the avatar"
+        return web.json_response(reply)
 
     async def _push_user(self, wave, sample_rate: int) -> bool:
         """The check waits for the generator's next gap between clips: off the event loop."""
@@ -136,6 +142,7 @@ class LiveServer:
     def stats(self) -> dict:
         out = self.avatar.stats.summary()
         out["viewers"] = len(self.viewers)
+        out["paused"] = bool(self.avatar.paused)
         out["shown_reports"] = len(self.shown_reports)
         if self.shown_reports:
             out["browser_lag_ms_median"] = float(np.median([r["lag_ms"] for r in self.shown_reports[-500:]]))
@@ -152,6 +159,7 @@ class LiveServer:
         ws = web.WebSocketResponse(max_msg_size=1 << 22)
         await ws.prepare(request)
         self.viewers.add(ws)
+        self.avatar.viewer_joined()
         await ws.send_str(json.dumps({"type": "hello", "media_now": self.avatar.now(), "fps": self.avatar.fps,
                                       "delay_ms": 1000 * self.avatar.audio_delay}))
         try:
@@ -169,6 +177,7 @@ class LiveServer:
                         await ws.send_str(json.dumps({"type": "stats", **self.stats()}))
         finally:
             self.viewers.discard(ws)
+            self.avatar.viewer_left()
         return ws
 
     def app(self):

@@ -74,6 +74,7 @@ class LiveStats:
     switches: deque = field(default_factory=lambda: deque(maxlen=2000))  # (user chunk wall time, listening shown)
     lag: deque = field(default_factory=lambda: deque(maxlen=20000))  # (media time, ready - due) per frame
     clip_seconds: deque = field(default_factory=lambda: deque(maxlen=20000))  # wall time to make each clip
+    paused_frames: int = 0  # frames of the clock that passed while nobody watched (never generated)
 
     def summary(self) -> dict:
         def med(xs):
@@ -87,7 +88,8 @@ class LiveStats:
         ready = [c.first_frame_ready - c.received for c in self.chunks if c.first_frame_ready]
         shown = [c.first_frame_shown - c.received for c in self.chunks if c.first_frame_shown]
         switch = [s - r for r, s in self.switches if s]
-        return {"frames": self.frames, "dropped": self.dropped, "chunks": len(self.chunks),
+        return {"frames": self.frames, "dropped": self.dropped, "paused_frames": self.paused_frames,
+                "chunks": len(self.chunks),
                 "latency_ready_ms_median": med(ready), "latency_shown_ms_median": med(shown),
                 "latency_shown_ms_p95": p95(shown), "listen_switch_ms_median": med(switch),
                 "clip_ms_median": med(list(self.clip_seconds))}
@@ -127,13 +129,20 @@ class LiveAvatar:
         on_frame: called with each :class:`LiveFrame` from the generator thread.
         output, max_size: frames of the portrait's own size ("full", long side capped at
             ``max_size``) or the model's crop ("crop"), as in the offline job.
+        pause_unwatched: generate nothing while no viewer is connected (``viewer_joined`` /
+            ``viewer_left``; the server counts its pages); the media clock runs on, so audio pushed
+            meanwhile keeps its place and the first clip after a page connects is the clock's
+            current one. False: generate for nobody (a host that consumes ``on_frame`` itself).
     """
 
     def __init__(self, pipe: LLIAPipeline, portrait: Portrait, *, steps: int = 1, clip_frames: int = 2,
                  lead: float = 0.08, user_hold: float = 0.6, seed: int = 0, motion_frames: int = 1,
                  frozen: bool = True, on_frame: Callable[[LiveFrame], None] | None = None,
-                 output: str = "full", max_size: int | None = DEFAULT_MAX_SIZE):
+                 output: str = "full", max_size: int | None = DEFAULT_MAX_SIZE, pause_unwatched: bool = False):
         self.pipe, self.portrait = pipe, portrait
+        self.pause_unwatched = pause_unwatched
+        self.viewers = 0
+        self.paused = False
         self.renderer = FrameRenderer(portrait, output, max_size)
         cfg = pipe.config
         self.fps = float(cfg.fps)
@@ -287,7 +296,7 @@ class LiveAvatar:
         sampler = dataclasses.replace(self.sampler, seed=self.sampler.seed * 1_000_003 + start)  # fresh noise per clip
         job = pipe.new_job(clip, audio, states, motion, sampler)
         pipe.advance(job, self.reference, sampler)
-        images = self.renderer(pipe.decode_clip(job.latents))  # the portrait's own size (or the crop)
+        images = self.renderer(pipe.decode_clip(job.latents), pipe.clip_mouth(job))  # the portrait's own size (or the crop)
         return images, pipe.motion_after(job.latents, self.motion_frames)
 
     @torch.no_grad()
@@ -350,9 +359,33 @@ class LiveAvatar:
                 self._user_pending = [w for w in self._user_pending if time.perf_counter() - w < 2.0]
         self._last_state = frame.state
 
+    def viewer_joined(self) -> None:
+        with self._lock:
+            self.viewers += 1
+        self._wake.set()
+
+    def viewer_left(self) -> None:
+        with self._lock:
+            self.viewers = max(0, self.viewers - 1)
+
+    def _resume(self) -> None:
+        """Back from a pause: the clock ran on; its frames were never due to anyone (not drops)."""
+        passed = int(math.floor(self.now() * self.fps)) - self.next_frame
+        if passed > 0:
+            self.stats.paused_frames += passed
+            self.next_frame += passed
+        self.paused = False
+
     def _run(self) -> None:
         while not self._stop.is_set():
             self._answer_user_audio()
+            if self.pause_unwatched and self.viewers == 0:
+                self.paused = True
+                self._wake.wait(0.1)  # asleep: a page connecting wakes it at once
+                self._wake.clear()
+                continue
+            if self.paused:
+                self._resume()
             due = (self.next_frame + 0.5) / self.fps - self.lead
             wait = due - self.now()
             if wait > 0:
