@@ -3,7 +3,7 @@
 Only public-domain portraits go into docs/: the bundled NASA photo of Eileen Collins (from
 scikit-image's data), upright and tilted. Rows: the photo, the aligned crop the model sees (the mouth
 it animates outlined), and full-size frames of the generated video (the most and least open mouths
-of the speech). Usage: python scripts/portrait_figure.py [--model bundled] [--out docs/real_portrait.jpg]
+of the speech, read by the face mesh on the generated frames). Usage: python scripts/portrait_figure.py [--model bundled] [--out docs/real_portrait.jpg]
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ def main() -> None:
     from llia_core.audio import encode_audio
     from llia_core.checkpoints import load_model
     from llia_core.cli import DEFAULT_AUDIO, DEFAULT_PORTRAIT
+    from llia_core.evaluation.real import mouth_track
     from llia_core.pipeline import LLIAPipeline, SamplerConfig
     from llia_core.pipeline.output import FrameRenderer, render_clips
     from llia_core.portrait import crop_preview, load_image, prepare_portrait
@@ -48,8 +49,8 @@ def main() -> None:
         portrait = prepare_portrait(image, cfg.resolution)
         video = render_clips(pipe.stream(portrait, audio, None, SamplerConfig(steps=2)), FrameRenderer(portrait),
                              total_frames=audio.num_frames)
-        # the mouth's motion from the generated pixels: darkness around the photo's own mouth
-        opening = _mouth_darkness(video.frames, portrait)
+        # the mouth's motion as the face mesh reads it on the generated frames
+        opening = np.nan_to_num(mouth_track(video.frames)[0], nan=0.0)
         order = np.argsort(opening)
         picks = sorted([int(order[-1]), int(order[-2]), int(order[0])])
         crop = (crop_preview(portrait).numpy() * 255).astype(np.uint8)
@@ -60,16 +61,6 @@ def main() -> None:
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     cv2.imwrite(args.out, cv2.cvtColor(fig, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
     print(f"wrote {args.out} ({fig.shape[1]}x{fig.shape[0]})")
-
-
-def _mouth_darkness(frames: np.ndarray, portrait) -> np.ndarray:
-    """Per frame, how dark the pixels around the landmarks' mouth are (an open mouth is dark)."""
-    lips = portrait.landmarks.xy[[61, 291, 13, 14]]
-    x0, y0 = lips.min(0).astype(int)
-    x1, y1 = lips.max(0).astype(int)
-    pad = max(2, (x1 - x0) // 4)
-    box = frames[:, max(0, y0 - pad):y1 + 2 * pad, max(0, x0 - pad):x1 + pad].astype(np.float32)
-    return -box.mean(axis=(1, 2, 3))
 
 
 if __name__ == "__main__":

@@ -26,6 +26,16 @@ def test_a_shut_neutral_mouth_is_the_identity_and_far_points_never_move():
     assert torch.allclose(sx[far], x[far]) and torch.allclose(sy[far], y[far])
 
 
+def test_the_opening_is_a_lens_of_one_colour_that_closes_at_the_corners():
+    x, y = _grid(181)
+    mouth = torch.tensor([[1.0, 0.5, 0.0]])
+    sx, sy = mouth_source(x, y, mouth)
+    inside = (sx == 0.0) & (sy == framing.MOUTH_CENTRE_Y)  # reads the middle of the lip line
+    rows = inside[0].sum(0)  # opening height per column
+    mid, corner = 90, 90 + int(0.24 / (3.6 / 180))
+    assert rows[mid] >= 0.2 / (3.6 / 180) and rows[mid] > 2 * rows[corner] and rows[90 + 20] == 0
+
+
 def test_the_jaw_drops_with_the_opening_and_the_map_never_folds():
     y = torch.linspace(-1.8, 1.8, 721)[None, :]
     x = torch.zeros_like(y)
@@ -39,8 +49,9 @@ def test_the_jaw_drops_with_the_opening_and_the_map_never_folds():
     assert shifts[2] == pytest.approx(0.65 * 0.26, rel=0.05)  # the lower lip drops 0.65 of the gap
     xs = torch.linspace(-1.8, 1.8, 721)[None, :]
     for w, rnd in ((1.0, 0.0), (0.0, 1.0)):
-        sx, _ = mouth_source(xs, torch.full_like(xs, framing.MOUTH_CENTRE_Y), torch.tensor([[0.6, w, rnd]]))
-        assert (sx[:, 1:] - sx[:, :-1] > 0).all()
+        for row in (framing.MOUTH_CENTRE_Y - 0.1, framing.MOUTH_CENTRE_Y + 0.2):  # the lips, outside the opening
+            sx, _ = mouth_source(xs, torch.full_like(xs, row), torch.tensor([[0.6, w, rnd]]))
+            assert (sx[:, 1:] - sx[:, :-1] > 0).all()
 
 
 def test_the_warp_follows_the_portraits_own_mouth_anchor():

@@ -57,18 +57,26 @@ def mouth_source(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
     k = 0.85 + 0.3 * w - 0.35 * rnd * (3 * o).clamp(max=1.0)  # mouth width over the neutral one
     dx, dy = x - ax, y - ay
     adx = dx.abs()
-    # vertical: the upper lip up, the opening reads the lip line, the jaw down
-    upper = y + up * _fall(-dy - up, 0.0, 0.3 * s)
-    lower = y - down * _fall(dy - down, 0.45 * s, 0.75 * s)
-    target_y = torch.where(dy < -up, upper, torch.where(dy > down, lower, ay + torch.zeros_like(dy)))
-    reach = torch.where(dy < 0, _fall(adx, 1.1 * hw0, 2.0 * hw0), _fall(adx, 0.45 * s, 0.9 * s))
-    src_y = y + (target_y - y) * reach
+    # the lips part in a lens: the gap is widest in the middle and closes at the corners
+    lens = (1 - (dx / (hw0 * k)) ** 2).clamp(min=0).sqrt()
+    up_x, down_x = up * lens, down * lens
+    # below the lips the jaw drops as one piece (wider than the lens), fading towards the cheeks
+    jaw = _fall(adx, 0.45 * s, 0.9 * s)
+    blend = ((dy - down_x) / (0.3 * s)).clamp(0, 1)
+    drop = down * (lens * (1 - blend) + torch.maximum(lens, jaw) * blend)
+    upper = y + up_x * _fall(-dy - up_x, 0.0, 0.3 * s)
+    lower = y - drop * _fall(dy - down_x, 0.45 * s, 0.75 * s)
+    inside = (dy >= -up_x) & (dy <= down_x) & (lens > 0) & (gap > 1e-4)
+    src_y = torch.where(dy < -up_x, upper, lower)
+    # inside the opening: the middle of the closed lip line (one colour the residual paints over)
+    src_y = torch.where(inside, ay + torch.zeros_like(dy), src_y)
     # horizontal: each corner moves by the width change, the lips between follow linearly and the
     # cheeks beyond fade out (slopes stay under 1, so the map never folds)
     shift = hw0 * (k - 1)
     profile = torch.where(adx < hw0, adx / hw0, _fall(adx, hw0, 2.2 * hw0))
     g = _fall(dy.abs(), 0.12 * s + 0.5 * gap, 0.3 * s + gap)
     src_x = x - torch.sign(dx) * shift * profile * g
+    src_x = torch.where(inside, ax + torch.zeros_like(dx), src_x)
     return src_x, src_y
 
 
