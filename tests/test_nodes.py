@@ -200,6 +200,22 @@ def test_live_view_node_serves_the_page_and_restarts_cleanly(pack, handle):
         out = node.start(handle, ref, port, 1, 2)  # queued again: the old server stops, a new one starts
         time.sleep(0.5)
         stats = json.loads(urllib.request.urlopen(url + "api/stats", timeout=10).read())
+        assert stats["paused"] and stats["frames"] == 0  # nobody watching: nothing generated
+
+        import asyncio
+
+        import aiohttp
+
+        async def watch():
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(url + "ws") as ws:
+                    while True:
+                        msg = json.loads((await ws.receive(timeout=10)).data)
+                        if msg["type"] == "frame":
+                            return msg
+
+        assert asyncio.run(watch())["index"] >= 0  # a page connected: frames come
+        stats = json.loads(urllib.request.urlopen(url + "api/stats", timeout=10).read())
         assert stats["frames"] > 0
     finally:
         sys.modules[type(node).__module__]._SERVERS.pop(port).stop()
