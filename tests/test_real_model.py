@@ -217,3 +217,14 @@ def test_the_residual_of_a_real_model_changes_only_the_region_around_the_mouth()
     assert px[region == 0].max() < 1e-4 and px[region > 0.5].mean() > 1e-3
     eyes = int(framing.to_pixels([[0, framing.EYE_Y]], 128)[0, 1])
     assert region[eyes].max() == 0 and region[int(framing.to_pixels([[0, framing.MOUTH_CENTRE_Y]], 128)[0, 1])].max() == 1
+
+
+def test_paste_backs_reference_warp_is_the_models_own():
+    from llia_core.portrait import Compositor
+
+    p = _portrait()
+    comp = Compositor(p, None)
+    for m in ([0.7, 0.5, 0.0], [1.0, 1.0, 0.0], [0.6, 0.0, 1.0], [0.0, 0.5, 0.0]):
+        model = warp_pixels(p.image[None].float(), torch.tensor([m]), 1.8, p.mouth_anchor[None])
+        ours = comp.reference_for(np.array(m)) / 255
+        assert np.abs(ours - model[0].permute(1, 2, 0).numpy()).max() < 1e-2  # OpenCV interpolates in 1/32 px

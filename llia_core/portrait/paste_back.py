@@ -129,35 +129,72 @@ class Compositor:
             self._units = tuple(torch.from_numpy(((c - r / 2) / u)[None].astype(np.float32)) for c in (cx, cy))
         return self._units
 
+    def _moving(self, ux: torch.Tensor, uy: torch.Tensor) -> tuple[slice, slice]:
+        """The rows and columns of a grid of face-box units that any mouth shape can move (the warp
+        is the identity elsewhere), so each frame computes and resamples only those."""
+        from ..models.mouth_warp import mouth_source
+
+        extremes = torch.tensor([[1.0, 1.0, 0.0], [1.0, 0.0, 1.0], [1.0, 0.5, 0.0], [0.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+        anchor = self.portrait.mouth_anchor
+        moved = torch.zeros(ux.shape[1:], dtype=torch.bool)
+        for m in extremes:
+            sx, sy = mouth_source(ux, uy, m[None], None if anchor is None else anchor.reshape(1, 3))
+            moved |= ((sx - ux).abs() + (sy - uy).abs())[0] > 1e-5
+        ys, xs = np.nonzero(moved.numpy())
+        if len(xs) == 0:
+            return slice(0, 0), slice(0, 0)
+        return slice(max(0, ys.min() - 2), ys.max() + 3), slice(max(0, xs.min() - 2), xs.max() + 3)
+
+    def _warp_maps(self, mouth, grid) -> tuple[tuple[slice, slice], torch.Tensor, torch.Tensor]:
+        from ..models.mouth_warp import mouth_source
+
+        (rows, cols), ux, uy = grid
+        anchor = self.portrait.mouth_anchor
+        sx, sy = mouth_source(ux, uy, torch.as_tensor(mouth, dtype=torch.float32).reshape(1, 3),
+                              None if anchor is None else anchor.reshape(1, 3))
+        return (rows, cols), sx[0].numpy(), sy[0].numpy()
+
     def warped_base(self, mouth) -> np.ndarray:
         """The box of the full-resolution picture with the mouth moved to ``mouth`` (3,)."""
         import cv2
 
-        from ..models.mouth_warp import mouth_source
-
-        ux, uy = self._box_units()
-        anchor = self.portrait.mouth_anchor
-        sx, sy = mouth_source(ux, uy, torch.as_tensor(mouth, dtype=torch.float32).reshape(1, 3),
-                              None if anchor is None else anchor.reshape(1, 3))
+        if getattr(self, "_box_grid", None) is None:
+            ux, uy = self._box_units()
+            rows, cols = self._moving(ux, uy)
+            self._box_grid = ((rows, cols), ux[:, rows, cols].contiguous(), uy[:, rows, cols].contiguous())
+        (rows, cols), sx, sy = self._warp_maps(mouth, self._box_grid)
         r = self.portrait.resolution
         u = framing.unit(r, self.face_scale)
-        cx, cy = sx[0].numpy() * u + r / 2, sy[0].numpy() * u + r / 2  # crop pixels
+        cx, cy = sx * u + r / 2, sy * u + r / 2  # crop pixels
         m = self.to_box
         mx = (m[0, 0] * cx + m[0, 1] * cy + m[0, 2]).astype(np.float32)
         my = (m[1, 0] * cx + m[1, 1] * cy + m[1, 2]).astype(np.float32)
-        return cv2.remap(self.base_f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out = self.base_f.copy()
+        if mx.size:
+            out[rows, cols] = cv2.remap(self.base_f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return out
 
     def reference_for(self, mouth) -> np.ndarray:
-        """The reference crop (R, R, 3) float 0..255 as the model's warp moved it (or as it is)."""
+        """The reference crop (R, R, 3) float 0..255 as the model's warp moved it (or as it is): the
+        model's ``warp_pixels`` (bilinear, edge pixels repeated), done with OpenCV on the part that moves."""
+        import cv2
+
         if mouth is None:
             return self.reference
-        from ..models.mouth_warp import warp_pixels
-
-        ref = self.portrait.image[None].float()
-        anchor = self.portrait.mouth_anchor
-        out = warp_pixels(ref, torch.as_tensor(mouth, dtype=torch.float32).reshape(1, 3), self.face_scale,
-                          None if anchor is None else anchor[None])
-        return out[0].permute(1, 2, 0).numpy() * 255
+        r = self.portrait.resolution
+        if getattr(self, "_crop_grid", None) is None:
+            axis = ((torch.arange(r, dtype=torch.float32) + 0.5) / r * 2 - 1) * self.face_scale
+            ux, uy = axis[None, None, :].expand(1, r, r), axis[None, :, None].expand(1, r, r)
+            rows, cols = self._moving(ux, uy)
+            self._crop_grid = ((rows, cols), ux[:, rows, cols].contiguous(), uy[:, rows, cols].contiguous())
+        (rows, cols), sx, sy = self._warp_maps(mouth, self._crop_grid)
+        u = r / (2 * self.face_scale)
+        out = self.reference.copy()
+        if sx.size:  # grid_sample(align_corners=False) reads pixel i at unit ((i + 0.5) / r * 2 - 1) * fs
+            mx = (sx * u + r / 2 - 0.5).astype(np.float32)
+            my = (sy * u + r / 2 - 0.5).astype(np.float32)
+            out[rows, cols] = cv2.remap(self.reference, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return out
 
     @property
     def size(self) -> tuple[int, int]:
