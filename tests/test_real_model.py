@@ -228,3 +228,22 @@ def test_paste_backs_reference_warp_is_the_models_own():
         model = warp_pixels(p.image[None].float(), torch.tensor([m]), 1.8, p.mouth_anchor[None])
         ours = comp.reference_for(np.array(m)) / 255
         assert np.abs(ours - model[0].permute(1, 2, 0).numpy()).max() < 1e-2  # OpenCV interpolates in 1/32 px
+
+
+REALFACES = __import__("pathlib").Path(__file__).resolve().parents[2] / "shared" / "realfaces"
+
+
+@pytest.mark.skipif(not (REALFACES / "talking").is_dir(), reason="needs ../shared/realfaces")
+def test_eval_real_scores_a_held_out_video_and_photo(tmp_path):
+    from llia_core.evaluation.real import run_real_eval
+
+    report = run_real_eval("bundled", str(REALFACES), str(tmp_path / "report"), videos=["styletalk_reagan_clip1"],
+                           photos=["hallo_1"], seconds=3.0, photo_seconds=4.0, figure=str(tmp_path / "fig.jpg"))
+    v, p = report["videos"][0], report["photos"][0]
+    assert v["frames"] == 75 and -1 <= v["mouth_r"] <= 1 and v["mouth_motion_ratio"] > 0
+    assert v["shimmer_generated"] < v["shimmer_real"] and v["sharpness_ratio"] > 0.6 and v["identity_ssim"] > 0.9
+    assert p["frames"] == 100 and p["closed_in_silence_pct"] == 100.0 and p["speech_silence_ratio"] > 1
+    assert (tmp_path / "report.json").exists() and (tmp_path / "report.md").read_text().count("|") > 20
+    import cv2
+
+    assert cv2.imread(str(tmp_path / "fig.jpg")).shape[0] == 2 * 360  # one row per video and photo

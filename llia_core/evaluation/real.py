@@ -223,22 +223,19 @@ def run_real_eval(model: str, real_dir: str, out: str, *, videos: list[str], pho
     root = Path(real_dir)
     pipe = LLIAPipeline(load_model(model))
     t0 = time.perf_counter()
-    v_rows, v_looks = [], []
-    for name in videos:
-        path = next((root / "talking").glob(f"{name}.*"))
-        row, look = evaluate_video(pipe, path, seconds, sampler)
-        print(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-        v_rows.append(row)
-        v_looks.append(look)
-    rng = np.random.default_rng(seed)
-    wave = speech_with_pauses_real(root / "speech", photo_seconds, rng)
-    p_rows, p_looks = [], []
-    for name in photos:
-        path = next((root / "photos").glob(f"{name}.*"))
-        row, look = evaluate_photo(pipe, path, wave, sampler)
-        print(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
-        p_rows.append(row)
-        p_looks.append(look)
+
+    def each(folder: str, names: list[str], evaluate):
+        rows, looks = [], []
+        for name in names:
+            row, look = evaluate(next((root / folder).glob(f"{name}.*")))
+            print(", ".join(f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}" for k, v in row.items()), flush=True)
+            rows.append(row)
+            looks.append(look)
+        return rows, looks
+
+    v_rows, v_looks = each("talking", videos, lambda path: evaluate_video(pipe, path, seconds, sampler))
+    wave = speech_with_pauses_real(root / "speech", photo_seconds, np.random.default_rng(seed))
+    p_rows, p_looks = each("photos", photos, lambda path: evaluate_photo(pipe, path, wave, sampler))
     mean = lambda rows, k: float(np.nanmean([r[k] for r in rows]))  # noqa: E731
     summary = {
         "mouth_r": mean(v_rows, "mouth_r"), "mouth_motion_ratio": mean(v_rows, "mouth_motion_ratio"),

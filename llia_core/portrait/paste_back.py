@@ -103,7 +103,6 @@ class Compositor:
         x0, y0, x1, y1 = xs.min(), ys.min(), xs.max() + 1, ys.max() + 1
         self.box = (int(x0), int(y0), int(x1), int(y1))
         self.alpha = np.ascontiguousarray(mask[y0:y1, x0:x1], np.float32)
-        self.beta = 1.0 - self.alpha
         self.base = np.ascontiguousarray(self.background[y0:y1, x0:x1])
         # crop pixels -> output pixels of the box
         inv = portrait.alignment.inverse
