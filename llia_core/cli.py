@@ -20,6 +20,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_PORTRAIT = ASSETS / "portrait.png"
 DEFAULT_AUDIO = ASSETS / "speech.wav"
 DTYPES = ("fp32", "bf16", "fp16")
+DEFAULT_HEAD_MOTION, DEFAULT_BLINK_RATE = 0.0, 0.0
 
 
 def _dtype(name: str, device: str = "cpu"):
@@ -43,6 +44,7 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
                    help="auto: the face from its landmarks (the whole image if none is found); face: the same, "
                         "no face is an error; whole: animate the centred square")
     p.add_argument("--face-scale", type=float, default=None, help="crop side / face size (default: model's)")
+    add_expression_args(p)
     p.add_argument("--output", default="full", choices=("full", "crop"),
                    help="full: the portrait's own size, only the face animated; crop: the model's square crop")
     p.add_argument("--max-size", type=int, default=1024,
@@ -71,6 +73,26 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--distributed", action="store_true",
                    help="run as one stage of a torch.distributed pipeline (launch with torchrun; last rank writes)")
     p.add_argument("--quiet", action="store_true", help="no progress bar")
+
+
+def add_expression_args(p: argparse.ArgumentParser) -> None:
+    """The expression and motion controls, shared by generate and live."""
+    from .portrait import DEFAULT_EXPRESSION, EXPRESSIONS
+
+    p.add_argument("--expression", default=DEFAULT_EXPRESSION, choices=EXPRESSIONS,
+                   help="the portrait's mouth before it is animated: neutral (closed, relaxed), as_photo, or "
+                        "slight_smile (closed, corners up)")
+    p.add_argument("--mouth-amplitude", type=float, default=1.0,
+                   help="how far the mouth moves: 0 still, 1 as trained, 2 exaggerated")
+    p.add_argument("--head-motion", type=float, default=DEFAULT_HEAD_MOTION,
+                   help="head sway: 0 still, 1 natural, 2 lively")
+    p.add_argument("--blink-rate", type=float, default=DEFAULT_BLINK_RATE, help="blinks per minute (0 = none)")
+
+
+def motion_controls(args):
+    from .portrait.face_motion import MotionControls
+
+    return MotionControls(args.mouth_amplitude, args.head_motion, args.blink_rate, args.seed).validate()
 
 
 def build_states(spec: str, audio):
@@ -148,14 +170,15 @@ def run_generate(args) -> dict:
                          n_mels=a.n_mels, context=a.context, mel_per_token=a.mel_per_token,
                          token_seconds=a.token_seconds)
     portrait = prepare_portrait(portrait_path, cfg.resolution, mode=args.crop,
-                                face_scale=args.face_scale or cfg.face_scale)
-    for note in portrait.notes:
+                                face_scale=args.face_scale or cfg.face_scale, expression=args.expression)
+    renderer = FrameRenderer(portrait, args.output, args.max_size or None, cfg.face_scale, motion_controls(args), fps)
+    for note in portrait.notes + renderer.notes:
         print(f"note: {note}", file=sys.stderr)
-    renderer = FrameRenderer(portrait, args.output, args.max_size or None)
     states = build_states(args.states, audio)
     sampler = SamplerConfig(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
-                            drift_guard=args.drift_guard,
+                            drift_guard=args.drift_guard, mouth_amplitude=args.mouth_amplitude,
                             first_clip=args.first_clip, clip_frames=args.clip_frames)
+    sampler.validate(cfg.max_clip_frames)
     pipe = LLIAPipeline(model, device=args.device, dtype=_dtype(args.dtype, args.device))
     stream, sampler, writes = _clip_source(args, pipe, sampler)
     if writes and not args.distributed:  # kernels picked and the reference cached before the clock starts
@@ -189,6 +212,8 @@ def add_live_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--model", default="bundled")
     p.add_argument("--portrait", default=None, help="portrait image (default: the bundled portrait)")
     p.add_argument("--crop", default="auto", choices=("auto", "face", "whole"))
+    add_expression_args(p)
+    p.add_argument("--seed", type=int, default=0)
     p.add_argument("--output", default="full", choices=("full", "crop"),
                    help="full: frames of the portrait's own size; crop: the model's square crop")
     p.add_argument("--max-size", type=int, default=1024, help="longest side of full-size frames (0 = no cap)")
@@ -224,12 +249,15 @@ def run_live(args) -> None:
     model = load_model(args.model)
     cfg = model.config
     portrait = prepare_portrait(args.portrait or DEFAULT_PORTRAIT, cfg.resolution, mode=args.crop,
-                                face_scale=cfg.face_scale)
+                                face_scale=cfg.face_scale, expression=args.expression)
+    for note in portrait.notes:
+        print(f"note: {note}", file=sys.stderr)
     from .quantization import model_at_precision
 
     model, dtype = model_at_precision(model, args.dtype)
     avatar = LiveAvatar(LLIAPipeline(model, dtype=dtype), portrait, steps=args.steps, clip_frames=args.clip_frames,
-                        lead=args.lead, output=args.output, max_size=args.max_size or None)
+                        lead=args.lead, output=args.output, max_size=args.max_size or None, seed=args.seed,
+                        motion=motion_controls(args))
     server = LiveServer(avatar, args.host, args.port).start(args.threads, generator=False)
     print(f"live avatar at {server.url}  (POST audio to {server.url}api/avatar-audio and "
           f"{server.url}api/user-audio; Ctrl+C stops)", flush=True)

@@ -3,6 +3,7 @@
 from .conditioning import LLIAConsistencyStep, LLIAEncodeAudio, LLIAReferencePortrait, LLIAStateSwitcher
 from .live import LLIALiveView
 from .loader import LLIALoadModel
+from .motion import LLIAMotionSettings
 from .sampler import LLIAVariableLengthSampler
 
 NODE_CLASS_MAPPINGS = {
@@ -11,6 +12,7 @@ NODE_CLASS_MAPPINGS = {
     "LLIAReferencePortrait": LLIAReferencePortrait,
     "LLIAStateSwitcher": LLIAStateSwitcher,
     "LLIAConsistencyStep": LLIAConsistencyStep,
+    "LLIAMotionSettings": LLIAMotionSettings,
     "LLIAVariableLengthSampler": LLIAVariableLengthSampler,
     "LLIALiveView": LLIALiveView,
 }
@@ -21,6 +23,7 @@ NODE_DISPLAY_NAME_MAPPINGS = {
     "LLIAReferencePortrait": "LLIA Reference Portrait",
     "LLIAStateSwitcher": "LLIA State Switcher",
     "LLIAConsistencyStep": "LLIA Consistency Step",
+    "LLIAMotionSettings": "LLIA Motion Settings",
     "LLIAVariableLengthSampler": "LLIA Variable-Length Sampler",
     "LLIALiveView": "LLIA Live View",
 }

@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from llia_core.audio import encode_audio
-from llia_core.portrait import CROP_MODES, crop_preview, face_paste_mask, prepare_portrait
+from llia_core.portrait import (CROP_MODES, DEFAULT_EXPRESSION, EXPRESSIONS, crop_preview, face_paste_mask,
+                                prepare_portrait)
 from llia_core.states import STATE_NAMES, fixed_states, format_timeline, parse_timeline, states_from_activity
 
 
@@ -68,10 +69,16 @@ class LLIAReferencePortrait:
                      "square as is."}),
             "face_scale": ("FLOAT", {"default": 1.8, "min": 1.0, "max": 6.0, "step": 0.05,
                                      "tooltip": "Crop side / face size. Larger shows more hair and shoulders."}),
+        }, "optional": {
+            "expression": (list(EXPRESSIONS), {"default": DEFAULT_EXPRESSION, "tooltip": "The mouth the avatar "
+                           "starts from, keeps while listening or idle, and talks from. neutral: lips closed, "
+                           "relaxed corners (a smile with teeth or a mouth caught mid-word is closed); as_photo: "
+                           "unchanged; slight_smile: lips closed, corners up. Only the mouth, lips and chin move."}),
         }}
 
-    def prepare(self, model, image, crop, face_scale):
-        portrait = prepare_portrait(image, model.config.resolution, mode=crop, face_scale=face_scale)
+    def prepare(self, model, image, crop, face_scale, expression=DEFAULT_EXPRESSION):
+        portrait = prepare_portrait(image, model.config.resolution, mode=crop, face_scale=face_scale,
+                                    expression=expression)
         model.pipeline.prepare_reference(portrait)  # ReferenceNet once per portrait, cached
         width, height = portrait.source_size
         paste_mask = torch.from_numpy(face_paste_mask(portrait, width, height))[None]

@@ -35,18 +35,22 @@ class LLIALiveView:
                                "only the face animated; crop: the model's square crop (cheapest)."}),
                 "max_size": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 8,
                                      "tooltip": "Longest side of full-size frames (0 = no cap)."}),
-            }
+            },
+            "optional": {
+                "motion": ("LLIA_MOTION", {"tooltip": "From LLIA Motion Settings: mouth amplitude, head sway, "
+                           "blinks (changeable later through POST /api/motion)."}),
+            },
         }
 
     def start(self, model: LLIAModelHandle, reference, port: int, steps: int, clip_frames: int,
-              frame_size: str = "full", max_size: int = 1024):
+              frame_size: str = "full", max_size: int = 1024, motion=None):
         from llia_core.live import LiveAvatar, LiveServer
 
         old = _SERVERS.pop(port, None)
         if old is not None:
             old.stop()
         avatar = LiveAvatar(model.pipeline, reference, steps=steps, clip_frames=clip_frames, output=frame_size,
-                            max_size=max_size or None)
+                            max_size=max_size or None, motion=motion)
         server = LiveServer(avatar, "127.0.0.1", port).start()
         _SERVERS[port] = server
         return {"ui": {"text": [server.url]}, "result": (server.url,)}

@@ -49,17 +49,22 @@ class LLIAVariableLengthSampler:
             "max_size": ("INT", {"default": 1024, "min": 0, "max": 8192, "step": 8, "tooltip": "Longest side of "
                          "full-size frames; larger portraits are scaled down to it (0 = no cap). Memory: each "
                          "frame is width x height x 12 bytes."}),
+        }, "optional": {
+            "motion": ("LLIA_MOTION", {"tooltip": "From LLIA Motion Settings: mouth amplitude, head sway, blinks "
+                       "(without it: the mouth as trained, a still head, no blinks)."}),
         }}
 
     def sample(self, model, llia_audio, reference, states, sampler, first_clip_frames, clip_frames, output,
-               filename_prefix, frame_size="full", max_size=1024):
+               filename_prefix, frame_size="full", max_size=1024, motion=None):
         from llia_core.pipeline.output import FrameRenderer, render_clips
 
         pipe = model.pipeline
         cfg = dataclasses.replace(sampler, first_clip=min(first_clip_frames, model.config.max_clip_frames),
                                   clip_frames=clip_frames)
+        if motion is not None:
+            cfg = dataclasses.replace(cfg, mouth_amplitude=motion.mouth_amplitude)
         n, fps = llia_audio.num_frames, llia_audio.fps
-        renderer = FrameRenderer(reference, frame_size, max_size or None)
+        renderer = FrameRenderer(reference, frame_size, max_size or None, model.config.face_scale, motion, fps)
         path = _output_path(filename_prefix) if output != OUTPUTS[0] else None
         progress = comfy_bridge.Progress(n)
 

@@ -51,7 +51,7 @@ def run_all(pack, handle, seconds=0.8, image=None, crop="whole", **sampler_kw):
 
 
 def test_every_node_is_registered_with_tooltips(pack):
-    assert len(pack.NODE_CLASS_MAPPINGS) == 7
+    assert len(pack.NODE_CLASS_MAPPINGS) == 8
     assert set(pack.NODE_CLASS_MAPPINGS) == set(pack.NODE_DISPLAY_NAME_MAPPINGS)
     for name, cls in pack.NODE_CLASS_MAPPINGS.items():
         spec = cls.INPUT_TYPES()

@@ -9,6 +9,9 @@ API (all on 127.0.0.1 by default; audio bodies are WAV files, or raw little-endi
   ``{"start": media seconds, "duration": s, "delay_ms": ...}``.
 - ``POST /api/user-audio``: the user's side (a stand-in for the microphone). Returns ``{"speech": bool}``.
 - ``GET /api/stats``: frames, drops, latency medians.
+- ``GET /api/motion``, ``POST /api/motion``: the motion controls, read or changed from the next clip
+  on: JSON ``{"mouth_amplitude": 0..2, "head_motion": 0..2, "blink_rate": blinks per minute}``
+  (any subset). Returns the controls now in use.
 - ``GET /ws``: WebSocket for viewers. Server -> page: JSON ``hello``, ``frame`` (index, pts,
   state, JPEG base64), ``audio`` (pts, 16 kHz int16 base64), ``stats``. Page -> server: binary
   16 kHz int16 mic PCM, JSON ``{"type": "shown", "index", "lag_ms"}`` reports.
@@ -148,6 +151,36 @@ class LiveServer:
             out["browser_lag_ms_median"] = float(np.median([r["lag_ms"] for r in self.shown_reports[-500:]]))
         return out
 
+    def _motion_reply(self) -> dict:
+        m = self.avatar.motion
+        return {"mouth_amplitude": m.mouth_amplitude, "head_motion": m.head_motion, "blink_rate": m.blink_rate}
+
+    async def motion(self, request):
+        """GET: the motion controls; POST a JSON subset of them to change them."""
+        import dataclasses
+
+        from aiohttp import web
+
+        if request.method == "POST":
+            try:
+                changes = json.loads(await request.read() or b"{}")
+                if not isinstance(changes, dict):
+                    raise ValueError
+            except ValueError:
+                return web.json_response({"error": "send a JSON object such as {\"head_motion\": 1}"}, status=400)
+            names = set(self._motion_reply())
+            unknown = sorted(set(changes) - names)
+            if unknown:
+                return web.json_response({"error": f"unknown control(s) {', '.join(unknown)}; use {', '.join(sorted(names))}"},
+                                         status=400)
+            try:
+                motion = dataclasses.replace(self.avatar.motion, **{k: float(v) for k, v in changes.items()})
+                self.avatar.set_motion(motion)
+            except (LLIAError, TypeError, ValueError) as exc:
+                return web.json_response({"error": str(exc) if isinstance(exc, LLIAError) else
+                                          "controls are numbers, e.g. {\"blink_rate\": 15}"}, status=400)
+        return web.json_response(self._motion_reply())
+
     async def stats_handler(self, request):
         from aiohttp import web
 
@@ -186,6 +219,7 @@ class LiveServer:
         app = web.Application(client_max_size=64 << 20)
         app.add_routes([web.get("/", self.page), web.post("/api/avatar-audio", self.avatar_audio),
                         web.post("/api/user-audio", self.user_audio), web.get("/api/stats", self.stats_handler),
+                        web.get("/api/motion", self.motion), web.post("/api/motion", self.motion),
                         web.get("/ws", self.websocket)])
         return app
 

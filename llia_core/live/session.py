@@ -38,6 +38,7 @@ from ..clips import ClipPlan
 from ..errors import AudioError
 from ..pipeline import LLIAPipeline, SamplerConfig
 from ..pipeline.output import FrameRenderer
+from ..portrait.face_motion import MotionControls
 from ..portrait import DEFAULT_MAX_SIZE, Portrait
 from ..states import IDLE, LISTENING, SPEAKING, STATE_NAMES
 
@@ -133,21 +134,25 @@ class LiveAvatar:
             ``viewer_left``; the server counts its pages); the media clock runs on, so audio pushed
             meanwhile keeps its place and the first clip after a page connects is the clock's
             current one. False: generate for nobody (a host that consumes ``on_frame`` itself).
+        motion: mouth amplitude, head sway and blinks (``MotionControls``); ``set_motion`` changes
+            them while running.
     """
 
     def __init__(self, pipe: LLIAPipeline, portrait: Portrait, *, steps: int = 1, clip_frames: int = 2,
                  lead: float = 0.08, user_hold: float = 0.6, seed: int = 0, motion_frames: int = 1,
                  frozen: bool = True, on_frame: Callable[[LiveFrame], None] | None = None,
-                 output: str = "full", max_size: int | None = DEFAULT_MAX_SIZE, pause_unwatched: bool = False):
+                 output: str = "full", max_size: int | None = DEFAULT_MAX_SIZE, pause_unwatched: bool = False,
+                 motion: MotionControls | None = None):
         self.pipe, self.portrait = pipe, portrait
         self.pause_unwatched = pause_unwatched
         self.viewers = 0
         self.paused = False
-        self.renderer = FrameRenderer(portrait, output, max_size)
         cfg = pipe.config
         self.fps = float(cfg.fps)
+        self._output = (output, max_size)
         self.sampler = SamplerConfig(steps=steps, seed=seed, first_clip=clip_frames, clip_frames=clip_frames)
         self.sampler.validate(cfg.max_clip_frames)
+        self.set_motion(motion or MotionControls(seed=seed))
         self.clip_frames, self.lead, self.user_hold = clip_frames, lead, user_hold
         self.motion_frames = max(0, min(int(motion_frames), cfg.motion_frames))
         a = cfg.audio
@@ -176,6 +181,15 @@ class LiveAvatar:
         self.next_frame = 0
         self._motion = None
         self._last_state = IDLE
+
+    def set_motion(self, motion: MotionControls) -> None:
+        """New mouth amplitude, head sway and blinks, from the next clip on (the sway and the blinks
+        keep the video's clock, so nothing jumps but what was changed)."""
+        motion.validate()
+        output, max_size = self._output
+        renderer = FrameRenderer(self.portrait, output, max_size, self.pipe.config.face_scale, motion, self.fps)
+        self.motion, self.renderer = motion, renderer
+        self.sampler = dataclasses.replace(self.sampler, mouth_amplitude=motion.mouth_amplitude)
 
     # clock
     def now(self) -> float:
@@ -285,7 +299,7 @@ class LiveAvatar:
         return states
 
     def _generate(self, start: int, length: int, windows, speech, states, motion):
-        """Frames (uint8) of one clip and the next clip's motion frames."""
+        """Frames (uint8) of one clip (video frames ``start``...) and the next clip's motion frames."""
         m = 0 if motion is None else motion.shape[2]
         audio = AudioFeatures(Audio(torch.zeros(1)), self.fps, m + length, windows, speech, torch.zeros(m + length))
         clip = ClipPlan(index=start, start=m, length=length, state=int(states[-1]))
@@ -294,9 +308,10 @@ class LiveAvatar:
             c, h = pipe.config.autoencoder.latent_channels, pipe.config.latent_size
             motion = torch.zeros((1, c, 0, h, h), device=pipe.device)
         sampler = dataclasses.replace(self.sampler, seed=self.sampler.seed * 1_000_003 + start)  # fresh noise per clip
+        renderer = self.renderer  # set_motion may replace it meanwhile
         job = pipe.new_job(clip, audio, states, motion, sampler)
         pipe.advance(job, self.reference, sampler)
-        images = self.renderer(pipe.decode_clip(job.latents), pipe.clip_mouth(job))  # the portrait's own size (or the crop)
+        images = renderer(pipe.decode_clip(job.latents), pipe.clip_mouth(job), start)  # the portrait's own size (or the crop)
         return images, pipe.motion_after(job.latents, self.motion_frames)
 
     @torch.no_grad()

@@ -12,7 +12,7 @@ from .attention import ReferenceAttnProcessor
 from .audio_encoder import AudioEncoder
 from .face_locator import FaceLocator
 from .mouth_map import MouthMap, MouthPaint
-from .mouth_warp import mouth_region, warp_patch_latent
+from .mouth_warp import NEUTRAL_MOUTH, mouth_region, warp_patch_latent
 from ..states import SPEAKING
 from .unet_blocks import processor_map, unet_kwargs
 
@@ -58,6 +58,11 @@ class LLIADenoiser(nn.Module):
         if config.residual_region == "mouth" and not (config.reference_skip and config.autoencoder.kind == "patch"):
             raise ValueError("residual_region 'mouth' needs reference_skip and the 'patch' autoencoder")
 
+    @property
+    def draws_mouth(self) -> bool:
+        """Whether the frames follow the mouth head's shapes (mouth map, paint or warp)."""
+        return self.mouth_map is not None or self.mouth_paint is not None or self.config.reference_warp
+
     def mouth_shape(self, audio_windows: torch.Tensor, states: torch.Tensor,
                     tokens: torch.Tensor | None = None) -> torch.Tensor:
         """(N, T, D) windows + (N,) states -> (N, 3) the mouth shape the map, paint and warp draw.
@@ -72,7 +77,7 @@ class LLIADenoiser(nn.Module):
         mouth = enc.predict_mouth(tokens, audio_windows).detach()  # trained by its own loss only
         if self.config.reference_warp:
             speaking = (states == SPEAKING).to(mouth.dtype)[:, None]
-            neutral = torch.tensor([0.0, 0.5, 0.0], dtype=mouth.dtype, device=mouth.device)
+            neutral = torch.tensor(NEUTRAL_MOUTH, dtype=mouth.dtype, device=mouth.device)
             mouth = mouth * speaking + neutral * (1 - speaking)
         return mouth
 
@@ -114,7 +119,7 @@ class LLIADenoiser(nn.Module):
         x = sample + self.face_locator(face_mask.to(sample.dtype))[:, :, None]
         if mouth is not None:
             mouth = mouth.reshape(b * f, 3).to(sample.dtype)
-        elif self.mouth_map is not None or self.mouth_paint is not None or self.config.reference_warp:
+        elif self.draws_mouth:
             mouth = self.mouth_shape(flat_windows, states.reshape(b * f), tokens)
         anchor = None if mouth_anchor is None else mouth_anchor.reshape(b, 1, 3).expand(b, f, 3).reshape(b * f, 3)
         if self.mouth_map is not None:

@@ -22,6 +22,7 @@ import torch.nn.functional as F
 
 from ..framing import neutral_mouth_anchor
 
+NEUTRAL_MOUTH = (0.0, 0.5, 0.0)  # opening, width, roundness of the portrait's own (closed) mouth
 UPPER_SHARE = 0.35  # of the lip gap, above the closed lip line (as ``mouth_ellipses`` centres it)
 GAP_AT_OPEN = 0.26  # lip gap at opening 1, face-box units (the renderer's and the mouth map's)
 
@@ -30,6 +31,15 @@ def _fall(d: torch.Tensor, inner: torch.Tensor | float, outer: torch.Tensor | fl
     """1 for d <= inner, 0 for d >= outer, smoothstep between (d >= 0)."""
     t = ((d - inner) / (outer - inner)).clamp(0, 1)
     return 1 - t * t * (3 - 2 * t)
+
+
+def scale_mouth(mouth: torch.Tensor, amplitude: float) -> torch.Tensor:
+    """(..., 3) mouth shapes moved ``amplitude`` times as far from the neutral mouth (0 still, 1 as
+    they are, 2 twice as far), within the shapes' 0..1 range."""
+    if amplitude == 1:
+        return mouth
+    neutral = torch.tensor(NEUTRAL_MOUTH, dtype=mouth.dtype, device=mouth.device)
+    return (neutral + (mouth - neutral) * amplitude).clamp(0, 1)
 
 
 def mouth_source(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,

@@ -27,13 +27,13 @@ class _FixedReference(torch.nn.Module):
         self.bank = {k: v.to(dtype) for k, v in reference.bank.items()}
         self.anchor = reference.mouth_anchor
 
-    def forward(self, sample, timestep, windows, states, flags):
+    def forward(self, sample, timestep, windows, states, flags, mouth=None):
         return self.denoiser(sample, timestep, windows, states, self.latent, self.bank, self.mask, flags,
-                             mouth_anchor=self.anchor)
+                             mouth_anchor=self.anchor, mouth=mouth)
 
 
 class FrozenDenoiser:
-    """``denoiser(sample, t, windows, states, flags)`` for one reference and one input shape.
+    """``denoiser(sample, t, windows, states, flags[, mouth])`` for one reference and one input shape.
 
     Build it with example inputs of the shape it will serve; :meth:`serves` says whether a call
     may use it. Tracing takes about a second for the bundled model.
@@ -41,24 +41,26 @@ class FrozenDenoiser:
 
     def __init__(self, denoiser: torch.nn.Module, reference: ReferenceState, dtype: torch.dtype,
                  sample: torch.Tensor, timestep: torch.Tensor, windows: torch.Tensor, states: torch.Tensor,
-                 flags: torch.Tensor):
+                 flags: torch.Tensor, mouth: torch.Tensor | None = None):
         self.reference = reference
-        self.shapes = self._shapes(sample, windows, states, flags)
+        self.shapes = self._shapes(sample, windows, states, flags, mouth)
         module = _FixedReference(denoiser, reference, dtype).eval()
+        inputs = (sample, timestep, windows, states, flags) + (() if mouth is None else (mouth,))
         with torch.no_grad(), warnings.catch_warnings():
             warnings.simplefilter("ignore")  # TracerWarnings about shape checks, which are fixed here
-            traced = torch.jit.trace(module, (sample, timestep, windows, states, flags), check_trace=False)
+            traced = torch.jit.trace(module, inputs, check_trace=False)
             self.module = torch.jit.freeze(traced)
             for _ in range(2):  # TorchScript optimises the graph on its first runs
-                self.module(sample, timestep, windows, states, flags)
+                self.module(*inputs)
 
     @staticmethod
-    def _shapes(sample, windows, states, flags) -> tuple:
-        return tuple((tuple(x.shape), x.dtype) for x in (sample, windows, states, flags))
+    def _shapes(*tensors) -> tuple:
+        return tuple(None if x is None else (tuple(x.shape), x.dtype) for x in tensors)
 
-    def serves(self, reference: ReferenceState, sample, windows, states, flags) -> bool:
-        return reference is self.reference and self._shapes(sample, windows, states, flags) == self.shapes
+    def serves(self, reference: ReferenceState, sample, windows, states, flags, mouth=None) -> bool:
+        return reference is self.reference and self._shapes(sample, windows, states, flags, mouth) == self.shapes
 
-    def __call__(self, sample, timestep, windows, states, flags) -> torch.Tensor:
+    def __call__(self, sample, timestep, windows, states, flags, mouth=None) -> torch.Tensor:
+        inputs = (sample, timestep.reshape(sample.shape[0]), windows, states, flags) + (() if mouth is None else (mouth,))
         with torch.no_grad():
-            return self.module(sample, timestep.reshape(sample.shape[0]), windows, states, flags)
+            return self.module(*inputs)

@@ -18,6 +18,7 @@ import numpy as np
 
 from ..errors import LLIAError
 from ..portrait import DEFAULT_MAX_SIZE, OUTPUTS, Compositor, Portrait, crop_frames
+from ..portrait.face_motion import FaceMotion, MotionControls
 from ..video_io import to_uint8
 from .pipeline import ClipOutput
 
@@ -41,10 +42,11 @@ class RenderedVideo:
 
 
 class FrameRenderer:
-    """Turns model crops into the frames a user sees: full-size composites or the crop."""
+    """Turns model crops into the frames a user sees: full-size composites or the crop, with the
+    head sway and blinks of ``motion`` (``portrait/face_motion.py``) drawn on at ``fps``."""
 
     def __init__(self, portrait: Portrait, output: str = "full", max_size: int | None = DEFAULT_MAX_SIZE,
-                 face_scale: float = 1.8):
+                 face_scale: float = 1.8, motion: MotionControls | None = None, fps: float = 25.0):
         if output not in OUTPUTS:
             raise LLIAError(f"unknown output '{output}'; use one of {', '.join(OUTPUTS)}")
         self.portrait, self.output = portrait, output
@@ -52,24 +54,44 @@ class FrameRenderer:
         r = portrait.resolution
         self.size = self.compositor.size if self.compositor is not None else (r, r)
         self._buffer: np.ndarray | None = None
+        self.notes: list[str] = []
+        self.motion = None
+        if motion is not None and motion.validate().draws:
+            if portrait.landmarks is None:
+                self.notes.append("head motion and blinks need the face's landmarks, which this portrait has none "
+                                  "of; the video has neither")
+            else:
+                if self.compositor is not None:
+                    (w0, h0), (w, h) = portrait.source_size, self.size
+                    to_output = np.array([[w / w0, 0, 0], [0, h / h0, 0]])
+                else:
+                    to_output = portrait.alignment.matrix
+                self.motion = FaceMotion(portrait.landmarks, to_output, self.size, fps, motion)
 
-    def __call__(self, crops, mouth=None) -> np.ndarray:
+    def __call__(self, crops, mouth=None, start: int = 0) -> np.ndarray:
         """(F, R, R, 3) float 0..1 -> (F, H, W, 3) uint8, new arrays (to keep). ``mouth`` (F, 3): the
-        shapes a warp model moved the mouth to (``ClipOutput.mouth``), applied at full resolution."""
+        shapes a warp model moved the mouth to (``ClipOutput.mouth``), applied at full resolution;
+        ``start``: the first frame's index in the video (the head's and lids' clock)."""
         if self.compositor is not None:
-            return self.compositor.composite(crops, mouth)
-        return crop_frames(crops, self.portrait)
+            frames = self.compositor.composite(crops, mouth)
+        else:
+            frames = crop_frames(crops, self.portrait)
+        if self.motion is not None:
+            for i in range(len(frames)):
+                frames[i] = self.motion.apply(frames[i], start + i)
+        return frames
 
-    def stream(self, crops, mouth=None):
+    def stream(self, crops, mouth=None, start: int = 0):
         """The same frames one at a time, (H, W, 3) uint8, drawn into one reused buffer: each is valid
         until the next (for a writer that copies it), so a full-size background is not copied per frame."""
         if self.compositor is None:
-            yield from crop_frames(crops, self.portrait)
+            yield from self(crops, mouth, start)
             return
         if self._buffer is None:
             self._buffer = self.compositor.new_frame()
         for i, crop in enumerate(to_uint8(crops)):
-            yield self.compositor.paste(crop, self._buffer, None if mouth is None else mouth[i])
+            frame = self.compositor.paste(crop, self._buffer, None if mouth is None else mouth[i])
+            yield frame if self.motion is None else self.motion.apply(frame, start + i)
 
 
 def render_clips(clips: Iterable[ClipOutput], renderer: FrameRenderer, *, total_frames: int,
@@ -100,11 +122,11 @@ def render_clips(clips: Iterable[ClipOutput], renderer: FrameRenderer, *, total_
     try:
         for clip in clips:
             if keep == "none":  # stream through one buffer
-                for last in renderer.stream(clip.frames, clip.mouth):
+                for last in renderer.stream(clip.frames, clip.mouth, clip.clip.start):
                     if writer is not None:
                         writer.write(last[None])
             else:
-                frames = renderer(clip.frames, clip.mouth)
+                frames = renderer(clip.frames, clip.mouth, clip.clip.start)
                 if writer is not None:
                     writer.write(frames)
                 kept = kept + [frames] if keep == "all" else (kept + [frames])[-(tail // frames.shape[0] + 2):]

@@ -21,6 +21,7 @@ from ..audio import AudioFeatures
 from ..clips import ClipPlan, clip_noise_seed, plan_clips
 from ..errors import LLIAError
 from ..models import LLIAModel, ReferenceState
+from ..models.mouth_warp import scale_mouth
 from ..portrait import Portrait
 from ..sampling import ConsistencyRun, consistency_scheduler, sample_teacher, teacher_scheduler
 from ..states import states_from_activity
@@ -49,6 +50,9 @@ class SamplerConfig:
             stages overlap (``PipelinedLLIA``); the frames do not depend on whether they did.
         drift_guard: long runs: motion frames whose per-channel colour or contrast strays more than
             this far from the portrait's are pulled back (``drift_guard.py``; 0 = off).
+        mouth_amplitude: how far the mouth moves from the portrait's own: 0 still, 1 as trained, 2
+            exaggerated (scales the audio's mouth shapes the model and the paste-back draw;
+            ``mouth_warp.scale_mouth``). Models without a mouth head ignore it.
     """
 
     sampler: str = "consistency"
@@ -61,6 +65,7 @@ class SamplerConfig:
     growth: float = 2.0
     motion_step: int = 0
     drift_guard: float = DEFAULT_TOLERANCE
+    mouth_amplitude: float = 1.0
 
     def validate(self, max_clip: int) -> None:
         if self.sampler not in SAMPLERS:
@@ -74,6 +79,8 @@ class SamplerConfig:
             raise LLIAError("guidance scales must be >= 0")
         if not 0 <= self.drift_guard <= 10:
             raise LLIAError(f"drift_guard must be between 0 (off) and 10, not {self.drift_guard}")
+        if not 0 <= self.mouth_amplitude <= 2:
+            raise LLIAError(f"mouth_amplitude must be between 0 (still) and 2 (exaggerated), not {self.mouth_amplitude}")
         if not 0 <= self.motion_step <= self.steps or (self.motion_step and self.sampler != "consistency"):
             raise LLIAError(f"motion_step must be between 0 and steps ({self.steps}), and only the consistency "
                             "sampler can hand motion frames over early")
@@ -95,6 +102,7 @@ class ClipJob:
     noise: torch.Tensor  # (1, C, L, h, w)
     run: ConsistencyRun | None  # None for the teacher samplers
     result: torch.Tensor | None = None
+    mouth: torch.Tensor | None = None  # (1, M + L, 3) the mouth shapes drawn, for models with a mouth head
 
     @property
     def latents(self) -> torch.Tensor:
@@ -109,7 +117,7 @@ class ClipJob:
         if run is not None:
             run = ConsistencyRun(run.scheduler, move(run.x), run.steps, run.seed, run.done, move(run.denoised))
         return ClipJob(self.clip, move(self.windows), move(self.states), move(self.motion), move(self.noise),
-                       run, move(self.result))
+                       run, move(self.result), move(self.mouth))
 
 
 @dataclass
@@ -156,15 +164,16 @@ class LLIAPipeline:
         """
         self.frozen_limit = int(limit)
 
-    def _frozen_for(self, reference: ReferenceState, sample, t, windows, states, flags) -> FrozenDenoiser | None:
+    def _frozen_for(self, reference: ReferenceState, sample, t, windows, states, flags,
+                    mouth=None) -> FrozenDenoiser | None:
         for frozen in self._frozen:
-            if frozen.serves(reference, sample, windows, states, flags):
+            if frozen.serves(reference, sample, windows, states, flags, mouth):
                 return frozen
         self._frozen = [f for f in self._frozen if f.reference is reference]  # a new portrait
         if len(self._frozen) >= self.frozen_limit:
             return None
         self._frozen.append(FrozenDenoiser(self.model.denoiser, reference, self.dtype, sample, t, windows, states,
-                                           flags))
+                                           flags, mouth))
         return self._frozen[-1]
 
     @property
@@ -198,8 +207,9 @@ class LLIAPipeline:
                           max_clip=max_clip, growth=sampler.growth)
 
     # 3. Denoise one clip
-    def _model_fn(self, reference: ReferenceState, windows, states, motion, guidance: SamplerConfig):
-        """Close the conditioning of one clip over ``model_fn(x, t)`` with guidance."""
+    def _model_fn(self, reference: ReferenceState, windows, states, motion, guidance: SamplerConfig, mouth=None):
+        """Close the conditioning of one clip over ``model_fn(x, t)`` with guidance; ``mouth``: (1, F, 3)
+        or None (the denoiser's own)."""
         m, f = motion.shape[2], windows.shape[1]
         flags = torch.zeros(1, f, device=self.device)
         flags[:, :m] = 1
@@ -218,19 +228,20 @@ class LLIAPipeline:
         windows_n = windows.expand(n, -1, -1, -1)
         states_n = states.expand(n, -1)
         flags_n = flags.expand(n, -1)
+        mouth_n = None if mouth is None else mouth.expand(n, -1, -1)
         motion = anchor_motion(motion, reference.latent, guidance.drift_guard).to(self.dtype)
 
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             sample = torch.cat([motion, x.to(self.dtype)], dim=2).expand(n, -1, -1, -1, -1)
             frozen = None
             if n == 1 and self.frozen_limit:
-                frozen = self._frozen_for(reference, sample, t.reshape(1), windows_n, states_n, flags_n)
+                frozen = self._frozen_for(reference, sample, t.reshape(1), windows_n, states_n, flags_n, mouth_n)
             if frozen is not None:
-                return frozen(sample, t, windows_n, states_n, flags_n)[:, :, m:].float()
+                return frozen(sample, t, windows_n, states_n, flags_n, mouth_n)[:, :, m:].float()
             out = self.model.denoiser(
                 sample, t.reshape(1).expand(n), windows_n, states_n, ref_latent, bank, mask, flags_n,
                 audio_keep=a_keep if n > 1 else None, reference_keep=r_keep if n > 1 else None,
-                mouth_anchor=anchor,
+                mouth_anchor=anchor, mouth=mouth_n,
             )[:, :, m:].float()
             if n == 1:
                 return out
@@ -255,15 +266,20 @@ class LLIAPipeline:
         run = None
         if sampler.sampler == "consistency":
             run = ConsistencyRun(consistency_scheduler(self.config), noise, sampler.steps, seed)
-        return ClipJob(clip, audio.windows[idx][None].to(self.device, self.dtype), states[idx][None].to(self.device),
-                       motion.to(self.device), noise, run)
+        windows, clip_states = audio.windows[idx][None].to(self.device, self.dtype), states[idx][None].to(self.device)
+        mouth = None
+        if self.model.denoiser.draws_mouth:  # once per clip: the denoiser, the frozen path and the renderer agree
+            with torch.no_grad():
+                mouth = self.model.denoiser.mouth_shape(windows[0], clip_states[0])
+            mouth = scale_mouth(mouth, sampler.mouth_amplitude)[None]
+        return ClipJob(clip, windows, clip_states, motion.to(self.device), noise, run, mouth=mouth)
 
     @torch.no_grad()
     def advance(self, job: "ClipJob", reference: ReferenceState, sampler: SamplerConfig, stop: int | None = None,
                 step_callback: Callable | None = None) -> "ClipJob":
         """Run the job's denoising steps up to ``stop`` (all by default) on this pipeline's device."""
         job = job.to(self.device)
-        model_fn = self._model_fn(reference, job.windows, job.states, job.motion, sampler)
+        model_fn = self._model_fn(reference, job.windows, job.states, job.motion, sampler, job.mouth)
         if job.run is not None:
             job.run.advance(model_fn, stop, callback=step_callback)
         elif job.result is None:
@@ -282,11 +298,9 @@ class LLIAPipeline:
     def clip_mouth(self, job: "ClipJob") -> torch.Tensor | None:
         """(L, 3) the mouth shapes of the job's new frames, for models that warp the portrait (the
         renderer moves the full-resolution picture the same way); None for the others."""
-        if not self.config.reference_warp:
+        if not self.config.reference_warp or job.mouth is None:
             return None
-        n = job.clip.length
-        windows, states = job.windows[0, -n:], job.states[0, -n:]
-        return self.model.denoiser.mouth_shape(windows.float(), states).float().cpu()
+        return job.mouth[0, -job.clip.length:].float().cpu()
 
     def motion_after(self, latents: torch.Tensor, count: int | None = None) -> torch.Tensor:
         """The motion frames the next clip sees: the last ``count`` (default: the model's) latents."""

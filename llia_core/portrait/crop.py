@@ -17,6 +17,7 @@ from .. import framing
 from ..errors import PortraitError
 from .align import Alignment, align_box, align_landmarks, align_whole
 from .face_detect import FaceBox, detect_faces
+from .expression import DEFAULT_EXPRESSION, EXPRESSIONS, apply_expression, describe_edit, mouth_geometry
 from .image_io import load_image
 from .landmarks import FACE_OVAL, MOUTH_CORNERS, FaceLandmarks, find_faces
 
@@ -125,13 +126,42 @@ def _landmark_portrait(rgb, face: FaceLandmarks, resolution: int, face_scale: fl
     return alignment, box, framing.mouth_anchor_from_landmarks(centre, width)
 
 
+def _edit_expression(rgb: np.ndarray, face: FaceLandmarks, expression: str, notes: list[str]):
+    """The photo and its landmarks with the mouth at ``expression`` (``expression.py``): the edit
+    is measured again on the result and repeated once if the lips are still apart (very wide open
+    mouths, where the mesh places the inner lips inside the first time)."""
+    before = mouth_geometry(face)
+    edited, current = rgb, face
+    for _ in range(2):
+        out, edit = apply_expression(edited, current, expression)
+        if edit.is_identity:
+            break
+        found = find_faces(out)
+        if not found:  # the mesh lost the face on the edited photo: keep the photo as it was
+            notes.append(f"expression '{expression}' left out: no face found after the edit")
+            return rgb, face
+        edited, current = out, found[0]
+        if mouth_geometry(current)["gap"] < 0.12 or not edit.closes:
+            break
+    if edited is not rgb:
+        after = mouth_geometry(current)
+        if before["gap"] > 0.12 or abs(before["width"] - after["width"]) > 0.05 or \
+                abs(before["corners"] - after["corners"]) > 0.05:
+            notes.append(describe_edit(expression, before, after))
+    return edited, current
+
+
 def prepare_portrait(source, resolution: int, *, mode: str = "auto",
-                     face_scale: float = framing.FACE_SCALE) -> Portrait:
+                     face_scale: float = framing.FACE_SCALE, expression: str = DEFAULT_EXPRESSION) -> Portrait:
     """Load, find the face (largest), align, crop and mask. mode: auto | face | whole.
 
     auto: landmarks, else OpenCV's Haar cascade, else the centred square (with a note).
     face: as auto, but no face is an error. whole: the centred square, no face finding.
+    expression: the reference expression (``expression.EXPRESSIONS``) the photo is brought to first,
+    where its landmarks were found; the video (and its untouched picture) show the edited photo.
     """
+    if expression not in EXPRESSIONS:
+        raise PortraitError(f"unknown expression '{expression}'; use one of {', '.join(EXPRESSIONS)}")
     if mode not in CROP_MODES:
         raise PortraitError(f"unknown crop mode '{mode}'; use one of {', '.join(CROP_MODES)}")
     if not 16 <= int(resolution) <= 4096:
@@ -146,6 +176,7 @@ def prepare_portrait(source, resolution: int, *, mode: str = "auto",
         faces = find_faces(rgb)
         if faces:
             face = faces[0]
+            rgb, face = _edit_expression(rgb, face, expression, notes)
             alignment, box, anchor = _landmark_portrait(rgb, face, resolution, face_scale)
             notes += _face_notes(face, rgb)
         else:
