@@ -20,7 +20,7 @@ ASSETS = Path(__file__).resolve().parent / "assets"
 DEFAULT_PORTRAIT = ASSETS / "portrait.png"
 DEFAULT_AUDIO = ASSETS / "speech.wav"
 DTYPES = ("fp32", "bf16", "fp16")
-DEFAULT_HEAD_MOTION, DEFAULT_BLINK_RATE = 0.0, 0.0
+DEFAULT_HEAD_MOTION, DEFAULT_BLINK_RATE = 1.0, 15.0
 
 
 def _dtype(name: str, device: str = "cpu"):
@@ -320,8 +320,16 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--val-photos", default="hallo_1,hallo_4,genface_000007,genface_015270,liveportrait_s3,"
                     "liveportrait_s9,dreamtalk_male_face,sadtalker_people_0", help="with --real: comma list of photos/")
     ev.add_argument("--real-seconds", type=float, default=10.0, help="with --real: seconds of each video")
+    ev.add_argument("--expression", default="neutral", choices=("neutral", "as_photo", "slight_smile"),
+                    help="with --real: the reference expression template of each portrait")
     ev.add_argument("--figure", default=None, help="with --real: write the real-vs-generated figure here "
-                    "(it shows real people: keep it out of the repository)")
+                    "(it shows real people: keep it out of the repository); with --controls: the templates figure")
+    ev.add_argument("--controls", action="store_true",
+                    help="measure the expression templates and the motion controls (mouth amplitude, head motion, "
+                         "blinks) on --portrait with --audio (default: the bundled ones)")
+    ev.add_argument("--portrait", default=None, help="with --controls: the portrait (default: the bundled one)")
+    ev.add_argument("--audio", default=None, help="with --controls: the speech (default: the bundled one)")
+    ev.add_argument("--controls-seconds", type=float, default=10.0, help="with --controls: seconds per setting")
     from .bench import add_args as add_bench_args
 
     add_bench_args(sub.add_parser("bench", help="speed/latency/memory benchmark vs a Hallo-style baseline"))
@@ -339,12 +347,17 @@ def main(argv: list[str] | None = None) -> int:
             fields = {f.name for f in dataclasses.fields(TrainConfig)}
             path = train(TrainConfig(**{k: v for k, v in vars(args).items() if k in fields}))
             print(f"wrote {path}")
+        elif args.command == "eval" and args.controls:
+            from .evaluation.controls import run_controls_eval
+
+            run_controls_eval(args.model, args.out, portrait=args.portrait, audio=args.audio,
+                              seconds=args.controls_seconds, figure=args.figure, threads=args.threads)
         elif args.command == "eval" and args.real:
             from .evaluation.real import run_real_eval
 
             run_real_eval(args.model, args.real, args.out, videos=args.val_videos.split(","),
                           photos=args.val_photos.split(","), seconds=args.real_seconds, figure=args.figure,
-                          threads=args.threads)
+                          threads=args.threads, expression=args.expression)
         elif args.command == "eval":
             from .evaluation.run import run_eval
 

@@ -54,6 +54,36 @@ def check_interrupt() -> None:
     mm.throw_exception_if_processing_interrupted()
 
 
+_UNLOAD_CALLBACKS: list = []
+
+
+def on_unload_models(callback) -> bool:
+    """Call ``callback()`` whenever ComfyUI unloads its models ("Unload models" / "Free memory" in
+    the menu, ``POST /free``): ComfyUI calls ``comfy.model_management.unload_all_models`` there, so
+    that function is wrapped once. Returns False outside ComfyUI (nothing to hook)."""
+    try:
+        import comfy.model_management as mm  # type: ignore[import-not-found]
+    except ImportError:
+        return False
+    if callback not in _UNLOAD_CALLBACKS:
+        _UNLOAD_CALLBACKS.append(callback)
+    original = mm.unload_all_models
+    if not getattr(original, "_llia_hooked", False):
+        def unload_all_models(*args, **kwargs):
+            for cb in list(_UNLOAD_CALLBACKS):
+                try:
+                    cb()
+                except Exception as exc:  # a stop that fails must not block ComfyUI's own unloading
+                    import logging
+
+                    logging.warning("LLIA: stopping on unload failed: %s", exc)
+            return original(*args, **kwargs)
+
+        unload_all_models._llia_hooked = True
+        mm.unload_all_models = unload_all_models
+    return True
+
+
 def free_memory() -> None:
     try:
         import comfy.model_management as mm  # type: ignore[import-not-found]

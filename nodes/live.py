@@ -1,23 +1,51 @@
-"""LLIA Live View: start the live avatar server for a model and portrait prepared in the graph."""
+"""LLIA Live View: start (or stop) the live avatar server for a model and portrait prepared in the graph.
+
+Lifecycle: one server per node and per port. Queuing the node again restarts it with the new
+inputs (the old one stops first, whatever its port); queuing it with ``live`` off stops it; and
+ComfyUI's "Unload models" / "Free memory" stops every live avatar, so none keeps a core busy
+after the user is done with it.
+"""
 
 from __future__ import annotations
 
 from llia_core.portrait import OUTPUTS as FRAME_SIZES
 
+from . import comfy_bridge
 from .loader import LLIAModelHandle
 
-_SERVERS: dict[int, object] = {}  # port -> running LiveServer (one per port, replaced on re-run)
+_SERVERS: dict[int, object] = {}  # port -> running LiveServer
+_OWNERS: dict[str, int] = {}  # node id -> the port its server runs on
+
+
+def stop_port(port: int) -> bool:
+    server = _SERVERS.pop(port, None)
+    for node, p in list(_OWNERS.items()):
+        if p == port:
+            del _OWNERS[node]
+    if server is None:
+        return False
+    server.stop()
+    return True
+
+
+def stop_all() -> int:
+    """Stop every live avatar this pack started (ComfyUI unloading its models calls this)."""
+    ports = list(_SERVERS)
+    for port in ports:
+        stop_port(port)
+    return len(ports)
 
 
 class LLIALiveView:
-    DESCRIPTION = ("Starts (or restarts) a local live-avatar page for this model and portrait: open the URL, "
-                   "push the avatar's voice to /api/avatar-audio, and it speaks, listens and idles in real time.")
+    DESCRIPTION = ("Starts (or restarts, or with 'live' off stops) a local live-avatar page for this model and "
+                   "portrait: open the URL, push the avatar's voice to /api/avatar-audio, and it speaks, listens "
+                   "and idles in real time. It sleeps while no page is open; Unload models stops it.")
     CATEGORY = "LLIA"
     FUNCTION = "start"
     OUTPUT_NODE = True
     RETURN_TYPES = ("STRING",)
     RETURN_NAMES = ("url",)
-    OUTPUT_TOOLTIPS = ("Address of the live page (open it in a browser on this machine).",)
+    OUTPUT_TOOLTIPS = ("Address of the live page (open it in a browser on this machine), or 'stopped'.",)
 
     @classmethod
     def INPUT_TYPES(cls):
@@ -36,23 +64,32 @@ class LLIALiveView:
                 "max_size": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 8,
                                      "tooltip": "Longest side of full-size frames (0 = no cap)."}),
             },
+            "hidden": {"unique_id": "UNIQUE_ID"},
             "optional": {
+                "live": ("BOOLEAN", {"default": True, "label_on": "running", "label_off": "stopped",
+                         "tooltip": "Queue with 'stopped' to stop this live avatar (ComfyUI's Unload models "
+                                    "stops it too); queue with 'running' to (re)start it with these inputs."}),
                 "motion": ("LLIA_MOTION", {"tooltip": "From LLIA Motion Settings: mouth amplitude, head sway, "
                            "blinks (changeable later through POST /api/motion)."}),
             },
         }
 
     def start(self, model: LLIAModelHandle, reference, port: int, steps: int, clip_frames: int,
-              frame_size: str = "full", max_size: int = 1024, motion=None):
+              frame_size: str = "full", max_size: int = 1024, motion=None, live: bool = True, unique_id=None):
         from llia_core.live import LiveAvatar, LiveServer
 
-        old = _SERVERS.pop(port, None)
-        if old is not None:
-            old.stop()
+        owner = str(unique_id) if unique_id is not None else f"port {port}"
+        if owner in _OWNERS:  # this node's previous server, on whatever port
+            stop_port(_OWNERS[owner])
+        stop_port(port)  # and whatever else held this port
+        if not live:
+            text = f"stopped (port {port})"
+            return {"ui": {"text": [text]}, "result": (text,)}
+        comfy_bridge.on_unload_models(stop_all)
         avatar = LiveAvatar(model.pipeline, reference, steps=steps, clip_frames=clip_frames, output=frame_size,
                             max_size=max_size or None, motion=motion)
         server = LiveServer(avatar, "127.0.0.1", port).start()
-        _SERVERS[port] = server
+        _SERVERS[port], _OWNERS[owner] = server, port
         return {"ui": {"text": [server.url]}, "result": (server.url,)}
 
     @classmethod

@@ -57,8 +57,11 @@ def test_every_node_is_registered_with_tooltips(pack):
         spec = cls.INPUT_TYPES()
         assert cls.CATEGORY == "LLIA" and hasattr(cls, cls.FUNCTION) and cls.DESCRIPTION
         assert len(cls.RETURN_TYPES) == len(cls.RETURN_NAMES) == len(cls.OUTPUT_TOOLTIPS)
-        for group in spec.values():
+        for kind, group in spec.items():
             for inp, value in group.items():
+                if kind == "hidden":  # filled in by ComfyUI, never shown
+                    assert value in ("UNIQUE_ID", "PROMPT", "EXTRA_PNGINFO"), f"{name}.{inp}"
+                    continue
                 assert value[1].get("tooltip"), f"{name}.{inp} has no tooltip"
 
 
@@ -219,3 +222,54 @@ def test_live_view_node_serves_the_page_and_restarts_cleanly(pack, handle):
         assert stats["frames"] > 0
     finally:
         sys.modules[type(node).__module__]._SERVERS.pop(port).stop()
+
+
+def _free_port():
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _serving(url) -> bool:
+    import urllib.error
+    import urllib.request
+
+    try:
+        return b"<canvas" in urllib.request.urlopen(url, timeout=2).read()
+    except (urllib.error.URLError, ConnectionError, OSError):
+        return False
+
+
+def test_live_view_stops_from_the_graph_on_rerun_elsewhere_and_when_comfyui_unloads(pack, handle, monkeypatch):
+    m = pack.NODE_CLASS_MAPPINGS
+    live = sys.modules[m["LLIALiveView"].__module__]
+    image = torch.rand(1, 40, 40, 3, generator=torch.Generator().manual_seed(0))
+    ref = m["LLIAReferencePortrait"]().prepare(handle, image, "whole", 1.8)[0]
+    node = m["LLIALiveView"]()
+    a, b = _free_port(), _free_port()
+    try:
+        url = node.start(handle, ref, a, 1, 2, unique_id="7")["result"][0]
+        assert _serving(url)
+        moved = node.start(handle, ref, b, 1, 2, unique_id="7")["result"][0]  # same node, other port
+        assert _serving(moved) and not _serving(url) and set(live._SERVERS) == {b}
+        out = node.start(handle, ref, b, 1, 2, live=False, unique_id="7")  # the switch set to 'stopped'
+        assert out["result"][0] == f"stopped (port {b})" and not _serving(moved) and not live._SERVERS
+        # ComfyUI's "Unload models" (comfy.model_management.unload_all_models) stops every live avatar
+        calls = []
+        fake = types.ModuleType("comfy.model_management")
+        fake.unload_all_models = lambda: calls.append("comfy")
+        monkeypatch.setitem(sys.modules, "comfy", types.ModuleType("comfy"))
+        monkeypatch.setitem(sys.modules, "comfy.model_management", fake)
+        sys.modules["comfy"].model_management = fake
+        url = node.start(handle, ref, a, 1, 2, unique_id="7")["result"][0]
+        other = m["LLIALiveView"]().start(handle, ref, b, 1, 2, unique_id="9")["result"][0]
+        assert _serving(url) and _serving(other)
+        fake.unload_all_models()
+        assert calls == ["comfy"] and not live._SERVERS and not _serving(url) and not _serving(other)
+        node.start(handle, ref, a, 1, 2, unique_id="7")  # started again: hooked once, not twice
+        fake.unload_all_models()
+        assert calls == ["comfy", "comfy"] and not live._SERVERS
+    finally:
+        live.stop_all()

@@ -178,6 +178,27 @@ def test_paste_back_keeps_the_photos_own_detail_and_warps_it_at_full_resolution(
     assert sharp(opened[y0:y1, x0:x1]) > 0.8 * sharp(comp.background[y0:y1, x0:x1])
 
 
+def test_an_open_mouth_is_dark_inside_and_the_lips_keep_their_colour():
+    from llia_core.models.mouth_warp import opening_depth
+    from llia_core.portrait import Compositor
+
+    p = _portrait()
+    mouth = np.array([[0.9, 0.5, 0.0]])
+    shaded, flat = Compositor(p, None), Compositor(p, None, interior_shade=0.0)
+    ref = shaded.reference_for(mouth[0]) / 255  # the model painted nothing over the warp
+    a, b = (c.composite(ref[None], mouth)[0].astype(float) for c in (shaded, flat))
+    inside = framing.to_pixels([[float(p.mouth_anchor[0]), float(p.mouth_anchor[1]) + 0.05]], 128)
+    (x, y), = np.round(p.alignment.to_source(inside)).astype(int)
+    assert a[y - 1:y + 2, x - 2:x + 3].mean() < 0.5 * b[y - 1:y + 2, x - 2:x + 3].mean()  # dark inside
+    far = np.abs(a - b).sum(-1) > 0
+    ys, _ = np.nonzero(far)
+    assert far.any() and ys.min() > y - 0.15 * p.source_size[1]  # only the opening changed
+    xs = torch.linspace(-0.5, 0.5, 201)[None, None, :]
+    depth = opening_depth(xs, torch.full_like(xs, framing.MOUTH_CENTRE_Y), torch.tensor([[1.0, 0.5, 0.0]]))
+    assert depth.max() <= 1 and depth[0, 0, 0] == 0 and depth[0, 0, 100] > 0.5  # deepest in the middle
+    assert opening_depth(xs, xs * 0, torch.tensor([[0.0, 0.5, 0.0]])).abs().max() == 0  # closed: none
+
+
 def test_photos_become_still_idle_and_listening_clips_mirrored(tmp_path):
     import shutil
 

@@ -29,6 +29,7 @@ from .. import framing
 from ..audio import encode_audio
 from ..pipeline import LLIAPipeline, SamplerConfig
 from ..pipeline.output import FrameRenderer, render_clips
+from ..portrait.expression import DEFAULT_EXPRESSION
 from ..states import SPEAKING, states_from_activity
 
 GAP_CLOSED = 0.03  # lip gap above the portrait's own (face-box units) under which a mouth counts as closed
@@ -110,13 +111,14 @@ def _generate(pipe: LLIAPipeline, portrait, wave: np.ndarray, sampler: SamplerCo
     return video.frames, states.numpy(), boundaries, video.fps
 
 
-def evaluate_video(pipe, path: Path, seconds: float, sampler: SamplerConfig) -> tuple[dict, dict]:
+def evaluate_video(pipe, path: Path, seconds: float, sampler: SamplerConfig,
+                   expression: str = DEFAULT_EXPRESSION) -> tuple[dict, dict]:
     from ..audio import load_audio
     from ..portrait import prepare_portrait
     from .metrics import boundary_ratio
 
     real, fps = _read_video(path, seconds)
-    portrait = prepare_portrait(real[0], pipe.config.resolution)
+    portrait = prepare_portrait(real[0], pipe.config.resolution, expression=expression)
     wave = load_audio(str(path), duration=len(real) / fps).waveform.numpy()
     gen, states, boundaries, gen_fps = _generate(pipe, portrait, wave, sampler)
     # the real video at the model's frame rate, frame for frame
@@ -167,11 +169,12 @@ def speech_with_pauses_real(speech_dir: Path, seconds: float, rng: np.random.Gen
     return np.concatenate(out)[:int(seconds * 16000)]
 
 
-def evaluate_photo(pipe, path: Path, wave: np.ndarray, sampler: SamplerConfig) -> tuple[dict, dict]:
+def evaluate_photo(pipe, path: Path, wave: np.ndarray, sampler: SamplerConfig,
+                   expression: str = DEFAULT_EXPRESSION) -> tuple[dict, dict]:
     from ..portrait import prepare_portrait
     from ..portrait.image_io import load_image
 
-    portrait = prepare_portrait(load_image(str(path)), pipe.config.resolution)
+    portrait = prepare_portrait(load_image(str(path)), pipe.config.resolution, expression=expression)
     gen, states, _, gen_fps = _generate(pipe, portrait, wave, sampler)
     gap, _ = mouth_track(gen)
     rest = float(mouth_track(portrait.source[None])[0][0])
@@ -215,7 +218,8 @@ def _figure(path: Path, videos: list[dict], photos: list[dict], height: int = 36
 
 def run_real_eval(model: str, real_dir: str, out: str, *, videos: list[str], photos: list[str],
                   seconds: float = 10.0, photo_seconds: float = 8.0, figure: str | None = None,
-                  threads: int | None = None, seed: int = 0, sampler: SamplerConfig = SamplerConfig()) -> dict:
+                  threads: int | None = None, seed: int = 0, sampler: SamplerConfig = SamplerConfig(),
+                  expression: str = DEFAULT_EXPRESSION) -> dict:
     from ..checkpoints import load_model
 
     if threads:
@@ -233,9 +237,9 @@ def run_real_eval(model: str, real_dir: str, out: str, *, videos: list[str], pho
             looks.append(look)
         return rows, looks
 
-    v_rows, v_looks = each("talking", videos, lambda path: evaluate_video(pipe, path, seconds, sampler))
+    v_rows, v_looks = each("talking", videos, lambda path: evaluate_video(pipe, path, seconds, sampler, expression))
     wave = speech_with_pauses_real(root / "speech", photo_seconds, np.random.default_rng(seed))
-    p_rows, p_looks = each("photos", photos, lambda path: evaluate_photo(pipe, path, wave, sampler))
+    p_rows, p_looks = each("photos", photos, lambda path: evaluate_photo(pipe, path, wave, sampler, expression))
     mean = lambda rows, k: float(np.nanmean([r[k] for r in rows]))  # noqa: E731
     summary = {
         "mouth_r": mean(v_rows, "mouth_r"), "mouth_motion_ratio": mean(v_rows, "mouth_motion_ratio"),
@@ -245,7 +249,7 @@ def run_real_eval(model: str, real_dir: str, out: str, *, videos: list[str], pho
         "speech_silence_ratio_photos": mean(p_rows, "speech_silence_ratio"),
         "closed_in_silence_pct_photos": mean(p_rows, "closed_in_silence_pct"),
         "sharpness_ratio_photos": mean(p_rows, "sharpness_ratio"),
-        "eval_seconds": round(time.perf_counter() - t0, 1), "model": str(model),
+        "eval_seconds": round(time.perf_counter() - t0, 1), "model": str(model), "expression": expression,
     }
     report = {"summary": summary, "videos": v_rows, "photos": p_rows}
     out_path = Path(out)

@@ -42,18 +42,9 @@ def scale_mouth(mouth: torch.Tensor, amplitude: float) -> torch.Tensor:
     return (neutral + (mouth - neutral) * amplitude).clamp(0, 1)
 
 
-def mouth_source(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
-                 anchor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
-    """Where each output point reads the reference.
-
-    Args:
-        x, y: (N, ...) or broadcastable output points in face-box units.
-        mouth: (N, 3) opening, width, roundness in 0..1.
-        anchor: (N, 3) or (3,) this portrait's mouth (centre x, lip-line y, width scale); None = the
-            framing contract's.
-    Returns:
-        (src_x, src_y) like x, y, in face-box units.
-    """
+def _lens(x, y, mouth, anchor):
+    """The opening's geometry at the output points: (dx, dy, lens profile, upper and lower lip
+    offsets, gap, width factor, anchor parts)."""
     n = mouth.shape[0]
     if anchor is None:
         anchor = neutral_mouth_anchor()
@@ -66,9 +57,25 @@ def mouth_source(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
     hw0 = 0.25 * s
     k = 0.85 + 0.3 * w - 0.35 * rnd * (3 * o).clamp(max=1.0)  # mouth width over the neutral one
     dx, dy = x - ax, y - ay
-    adx = dx.abs()
     # the lips part in a lens: the gap is widest in the middle and closes at the corners
     lens = (1 - (dx / (hw0 * k)) ** 2).clamp(min=0).sqrt()
+    return dx, dy, lens, up, down, gap, k, hw0, ax, ay, s
+
+
+def mouth_source(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
+                 anchor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where each output point reads the reference.
+
+    Args:
+        x, y: (N, ...) or broadcastable output points in face-box units.
+        mouth: (N, 3) opening, width, roundness in 0..1.
+        anchor: (N, 3) or (3,) this portrait's mouth (centre x, lip-line y, width scale); None = the
+            framing contract's.
+    Returns:
+        (src_x, src_y) like x, y, in face-box units.
+    """
+    dx, dy, lens, up, down, gap, k, hw0, ax, ay, s = _lens(x, y, mouth, anchor)
+    adx = dx.abs()
     up_x, down_x = up * lens, down * lens
     # below the lips the jaw drops as one piece (wider than the lens), fading towards the cheeks
     jaw = _fall(adx, 0.45 * s, 0.9 * s)
@@ -88,6 +95,17 @@ def mouth_source(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
     src_x = x - torch.sign(dx) * shift * profile * g
     src_x = torch.where(inside, ax + torch.zeros_like(dx), src_x)
     return src_x, src_y
+
+
+def opening_depth(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
+                  anchor: torch.Tensor | None = None) -> torch.Tensor:
+    """0..1 how deep inside the opening each output point lies: 0 on and outside the lips, 1 on the
+    line midway between them (the darkest part of a real open mouth)."""
+    dx, dy, lens, up, down, gap, *_ = _lens(x, y, mouth, anchor)
+    half = 0.5 * (up + down) * lens
+    centre = 0.5 * (down - up) * lens  # midway between the parted lips
+    depth = 1 - (dy - centre).abs() / half.clamp(min=1e-6)
+    return torch.where((half > 1e-4) & (gap > 1e-4), depth.clamp(0, 1), torch.zeros_like(depth))
 
 
 def warp_grid(mouth: torch.Tensor, size: int, face_scale: float,

@@ -41,7 +41,8 @@ UPPER_SHARE = 0.35  # of the gap the upper lip comes down (models/mouth_warp.UPP
 # widths above the lip line (median; open smiles 0.2-0.33 above)
 NEUTRAL_WIDTH, NEUTRAL_CORNERS = 0.80, -0.06
 SMILE_WIDTH, SMILE_CORNERS = 0.90, -0.22
-TOLERANCE = 0.03  # corner heights (half widths) and widths (ratio) this close to the template stay
+WIDTH_TOLERANCE = 0.03  # widths (over the eye distance) this close to the template stay
+CORNER_TOLERANCE = 0.08  # corner heights (half widths) this close to the template stay: a relaxed mouth is left alone
 
 
 def _fall(d, inner, outer):
@@ -116,13 +117,13 @@ def plan_edit(face: FaceLandmarks, expression: str) -> MouthEdit:
         return MouthEdit(False, 1.0, 0.0)
     g = mouth_geometry(face)
     if expression == "neutral":
-        width = NEUTRAL_WIDTH / g["width"] if g["width"] > NEUTRAL_WIDTH + TOLERANCE else 1.0
+        width = NEUTRAL_WIDTH / g["width"] if g["width"] > NEUTRAL_WIDTH + WIDTH_TOLERANCE else 1.0
         target = NEUTRAL_CORNERS
     else:
-        width = SMILE_WIDTH / g["width"] if g["width"] < SMILE_WIDTH - TOLERANCE else 1.0
+        width = SMILE_WIDTH / g["width"] if g["width"] < SMILE_WIDTH - WIDTH_TOLERANCE else 1.0
         target = SMILE_CORNERS
     corners = target - g["corners"]
-    corners = float(np.clip(corners, -0.3, 0.3)) if abs(corners) > TOLERANCE else 0.0
+    corners = float(np.clip(corners, -0.3, 0.3)) if abs(corners) > CORNER_TOLERANCE else 0.0
     if expression == "slight_smile":
         corners = min(corners, 0.0)  # a smile never lowers the corners
     return MouthEdit(g["gap"] > 0.01, float(np.clip(width, 0.8, 1.2)), corners)

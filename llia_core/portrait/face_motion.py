@@ -18,6 +18,7 @@ the same seed gives the same motion.
 
 from __future__ import annotations
 
+import bisect
 from dataclasses import dataclass
 
 import numpy as np
@@ -31,7 +32,7 @@ EYELIDS = (
     ((263, 466, 388, 387, 386, 385, 384, 398, 362), (263, 249, 390, 373, 374, 380, 381, 382, 362)),
 )
 BLINK_SECONDS = (0.09, 0.04, 0.14)  # closing, closed, opening (human blinks: 0.1-0.4 s in all)
-BLINK_CLOSURE = 0.92  # of the lid gap covered when closed
+BLINK_CLOSURE = 1.0  # of the lid gap covered when closed
 LID_REACH = 0.9  # lid skin above the lash line that stretches down, in half eye widths
 MIN_BLINK_GAP = 0.8  # seconds between blinks at least
 HEAD_DEGREES, HEAD_SHIFT, HEAD_NOD = 2.0, 0.015, 0.01  # at head_motion 1: rotation, side and up-down shift (of the face)
@@ -188,7 +189,8 @@ class FaceMotion:
         while not self._blinks or self._blinks[-1] <= t:
             last = self._blinks[-1] if self._blinks else -mean * self._blink_rng.uniform(0.2, 1.0)
             self._blinks.append(last + max(MIN_BLINK_GAP, self._blink_rng.gamma(3.0, mean / 3.0)))
-        return max((blink_closure(t - s) for s in self._blinks[-3:]), default=0.0)
+        k = bisect.bisect_right(self._blinks, t)  # the blinks started by t; only the latest can still be on
+        return blink_closure(t - self._blinks[k - 1]) if k else 0.0
 
     # drawing
     def apply(self, frame: np.ndarray, index: int) -> np.ndarray:

@@ -19,10 +19,12 @@ import torch
 from .. import framing
 from ..video_io import to_uint8
 from .crop import Portrait
+from ..models.mouth_warp import opening_depth
 from .landmarks import FACE_OVAL
 
 OUTPUTS = ("full", "crop")  # the portrait's own size | the model's square crop
 DEFAULT_MAX_SIZE = 1024
+INTERIOR_SHADE = 0.75  # how much darker than the lips the middle of an open mouth is drawn
 
 
 def output_size(portrait: Portrait, max_size: int | None = DEFAULT_MAX_SIZE) -> tuple[int, int]:
@@ -79,14 +81,16 @@ class Compositor:
     Prepared once per portrait: the background at output size, the inverse warp and the mask,
     cut to the face's bounding box so that each frame touches only that region, and the reference
     crop whose difference to each generated crop is pasted (detail transfer).
-    ``face_scale``: the model's framing, for the mouth warp of ``paste(..., mouth=...)``.
+    ``face_scale``: the model's framing, for the mouth warp of ``paste(..., mouth=...)``; ``interior_shade``:
+    how much darker than the lips the middle of an open mouth is drawn (the model paints the inside
+    of the mouth on top; 0 = the lip colour the warp reads there).
     """
 
     def __init__(self, portrait: Portrait, max_size: int | None = DEFAULT_MAX_SIZE,
-                 face_scale: float = framing.FACE_SCALE):
+                 face_scale: float = framing.FACE_SCALE, interior_shade: float = INTERIOR_SHADE):
         import cv2
 
-        self.portrait, self.face_scale = portrait, face_scale
+        self.portrait, self.face_scale, self.interior_shade = portrait, face_scale, interior_shade
         self.reference = np.ascontiguousarray(portrait.image.permute(1, 2, 0).numpy() * 255, np.float32)
 
         self.width, self.height = output_size(portrait, max_size)
@@ -170,8 +174,18 @@ class Compositor:
         my = (m[1, 0] * cx + m[1, 1] * cy + m[1, 2]).astype(np.float32)
         out = self.base_f.copy()
         if mx.size:
-            out[rows, cols] = cv2.remap(self.base_f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            moved = cv2.remap(self.base_f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            if self.interior_shade:  # the parted lips show the dark inside of a mouth, not lip colour
+                (_, ux, uy) = self._box_grid
+                depth = opening_depth(ux, uy, torch.as_tensor(mouth, dtype=torch.float32).reshape(1, 3),
+                                      self._anchor())[0].numpy()
+                moved *= (1 - self.interior_shade * np.sqrt(depth))[..., None]
+            out[rows, cols] = moved
         return out
+
+    def _anchor(self):
+        anchor = self.portrait.mouth_anchor
+        return None if anchor is None else anchor.reshape(1, 3)
 
     def reference_for(self, mouth) -> np.ndarray:
         """The reference crop (R, R, 3) float 0..255 as the model's warp moved it (or as it is): the
