@@ -21,6 +21,7 @@ from .models import LLIAModel
 from .pipeline import GenerationOutput, LLIAPipeline, SamplerConfig
 from .pipeline.output import FrameRenderer, RenderedVideo, render_clips
 from .portrait import Compositor, Portrait, prepare_portrait
+from .portrait.face_motion import MotionControls
 from .quantization import quantization_available, quantize_int8
 from .states import fixed_states, format_timeline, parse_timeline, states_from_activity
 
@@ -28,7 +29,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "CONFIGS", "AudioError", "AudioFeatures", "CheckpointError", "Compositor", "FrameRenderer", "GenerationOutput", "LLIAConfig", "LLIAError",
-    "LLIAModel", "LLIAPipeline", "LLIAError", "Portrait", "PortraitError", "SamplerConfig", "TimelineError",
+    "LLIAModel", "LLIAPipeline", "LLIAError", "MotionControls", "Portrait", "PortraitError", "SamplerConfig", "TimelineError",
     "VideoError", "encode_audio", "fixed_states", "format_timeline", "get_config", "load_audio", "load_model",
     "RenderedVideo", "parse_timeline", "plan_clips", "prepare_portrait", "render_clips", "quantization_available", "quantize_int8", "save_model",
     "states_from_activity",

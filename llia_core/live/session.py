@@ -341,6 +341,7 @@ class LiveAvatar:
         images, self._motion = self._generate(start, length, windows, speech, states, motion)
         ready = time.perf_counter()
         self.stats.clip_seconds.append(ready - t_start)
+        self.stats.frames += length  # counted before any is handed out: a viewer never sees uncounted frames
         frames = []
         for i in range(length):
             idx = start + i
@@ -350,7 +351,6 @@ class LiveAvatar:
             if self.on_frame is not None:
                 self.on_frame(frame)
         self.next_frame = start + length
-        self.stats.frames += length
         return frames
 
     def _account(self, frame: LiveFrame) -> None:
