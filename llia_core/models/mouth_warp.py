@@ -74,7 +74,25 @@ def mouth_source(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
     Returns:
         (src_x, src_y) like x, y, in face-box units.
     """
-    dx, dy, lens, up, down, gap, k, hw0, ax, ay, s = _lens(x, y, mouth, anchor)
+    return _source(x, y, _lens(x, y, mouth, anchor))
+
+
+def opening_depth(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
+                  anchor: torch.Tensor | None = None) -> torch.Tensor:
+    """0..1 how deep inside the opening each output point lies: 0 on and outside the lips, 1 on the
+    line midway between them (the darkest part of a real open mouth)."""
+    return _depth(_lens(x, y, mouth, anchor))
+
+
+def source_and_depth(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
+                     anchor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``mouth_source`` and ``opening_depth`` at once (one geometry pass: the paste-back's per-frame call)."""
+    lens = _lens(x, y, mouth, anchor)
+    return (*_source(x, y, lens), _depth(lens))
+
+
+def _source(x, y, geometry):
+    dx, dy, lens, up, down, gap, k, hw0, ax, ay, s = geometry
     adx = dx.abs()
     up_x, down_x = up * lens, down * lens
     # below the lips the jaw drops as one piece (wider than the lens), fading towards the cheeks
@@ -97,11 +115,8 @@ def mouth_source(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
     return src_x, src_y
 
 
-def opening_depth(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
-                  anchor: torch.Tensor | None = None) -> torch.Tensor:
-    """0..1 how deep inside the opening each output point lies: 0 on and outside the lips, 1 on the
-    line midway between them (the darkest part of a real open mouth)."""
-    dx, dy, lens, up, down, gap, *_ = _lens(x, y, mouth, anchor)
+def _depth(geometry):
+    dx, dy, lens, up, down, gap, *_ = geometry
     half = 0.5 * (up + down) * lens
     centre = 0.5 * (down - up) * lens  # midway between the parted lips
     depth = 1 - (dy - centre).abs() / half.clamp(min=1e-6)

@@ -19,7 +19,6 @@ import torch
 from .. import framing
 from ..video_io import to_uint8
 from .crop import Portrait
-from ..models.mouth_warp import opening_depth
 from .landmarks import FACE_OVAL
 
 OUTPUTS = ("full", "crop")  # the portrait's own size | the model's square crop
@@ -148,24 +147,47 @@ class Compositor:
             return slice(0, 0), slice(0, 0)
         return slice(max(0, ys.min() - 2), ys.max() + 3), slice(max(0, xs.min() - 2), xs.max() + 3)
 
-    def _warp_maps(self, mouth, grid) -> tuple[tuple[slice, slice], torch.Tensor, torch.Tensor]:
-        from ..models.mouth_warp import mouth_source
+    def _grids(self):
+        """The moving part of the box (output pixels) and of the crop, in face-box units: (slices, ux, uy) each."""
+        if getattr(self, "_box_grid", None) is None:
+            ux, uy = self._box_units()
+            rows, cols = self._moving(ux, uy)
+            self._box_grid = ((rows, cols), ux[:, rows, cols].contiguous(), uy[:, rows, cols].contiguous())
+            r = self.portrait.resolution
+            axis = ((torch.arange(r, dtype=torch.float32) + 0.5) / r * 2 - 1) * self.face_scale
+            cx, cy = axis[None, None, :].expand(1, r, r), axis[None, :, None].expand(1, r, r)
+            rows, cols = self._moving(cx, cy)
+            self._crop_grid = ((rows, cols), cx[:, rows, cols].contiguous(), cy[:, rows, cols].contiguous())
+            # both grids in one flat list: each frame runs the warp's geometry once for the two
+            self._flat = (torch.cat([self._box_grid[1].reshape(-1), self._crop_grid[1].reshape(-1)])[None],
+                          torch.cat([self._box_grid[2].reshape(-1), self._crop_grid[2].reshape(-1)])[None])
+        return self._box_grid, self._crop_grid
 
-        (rows, cols), ux, uy = grid
+    def _warp_maps(self, mouth) -> dict:
+        """The warp for one mouth shape (3,) on both grids: source points and opening depth (cached
+        for the last shape: ``paste`` asks for the reference's and the picture's)."""
+        from ..models.mouth_warp import source_and_depth
+
+        key = tuple(float(v) for v in np.asarray(mouth, np.float64).reshape(3))
+        if getattr(self, "_last_maps", None) is not None and self._last_maps[0] == key:
+            return self._last_maps[1]
+        box, crop = self._grids()
         anchor = self.portrait.mouth_anchor
-        sx, sy = mouth_source(ux, uy, torch.as_tensor(mouth, dtype=torch.float32).reshape(1, 3),
-                              None if anchor is None else anchor.reshape(1, 3))
-        return (rows, cols), sx[0].numpy(), sy[0].numpy()
+        sx, sy, depth = source_and_depth(*self._flat, torch.tensor([key], dtype=torch.float32),
+                                         None if anchor is None else anchor.reshape(1, 3))
+        n = box[1].numel()
+        split = lambda t, grid, a, b: t[0, a:b].numpy().reshape(grid[1].shape[1:])  # noqa: E731
+        maps = {"box": (split(sx, box, 0, n), split(sy, box, 0, n), split(depth, box, 0, n)),
+                "crop": (split(sx, crop, n, None), split(sy, crop, n, None))}
+        self._last_maps = (key, maps)
+        return maps
 
     def warped_base(self, mouth) -> np.ndarray:
         """The box of the full-resolution picture with the mouth moved to ``mouth`` (3,)."""
         import cv2
 
-        if getattr(self, "_box_grid", None) is None:
-            ux, uy = self._box_units()
-            rows, cols = self._moving(ux, uy)
-            self._box_grid = ((rows, cols), ux[:, rows, cols].contiguous(), uy[:, rows, cols].contiguous())
-        (rows, cols), sx, sy = self._warp_maps(mouth, self._box_grid)
+        (rows, cols), _, _ = self._grids()[0]
+        sx, sy, depth = self._warp_maps(mouth)["box"]
         r = self.portrait.resolution
         u = framing.unit(r, self.face_scale)
         cx, cy = sx * u + r / 2, sy * u + r / 2  # crop pixels
@@ -175,17 +197,10 @@ class Compositor:
         out = self.base_f.copy()
         if mx.size:
             moved = cv2.remap(self.base_f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            if self.interior_shade:  # the parted lips show the dark inside of a mouth, not lip colour
-                (_, ux, uy) = self._box_grid
-                depth = opening_depth(ux, uy, torch.as_tensor(mouth, dtype=torch.float32).reshape(1, 3),
-                                      self._anchor())[0].numpy()
+            if self.interior_shade and depth.any():  # the parted lips show the dark inside of a mouth
                 moved *= (1 - self.interior_shade * np.sqrt(depth))[..., None]
             out[rows, cols] = moved
         return out
-
-    def _anchor(self):
-        anchor = self.portrait.mouth_anchor
-        return None if anchor is None else anchor.reshape(1, 3)
 
     def reference_for(self, mouth) -> np.ndarray:
         """The reference crop (R, R, 3) float 0..255 as the model's warp moved it (or as it is): the
@@ -195,12 +210,8 @@ class Compositor:
         if mouth is None:
             return self.reference
         r = self.portrait.resolution
-        if getattr(self, "_crop_grid", None) is None:
-            axis = ((torch.arange(r, dtype=torch.float32) + 0.5) / r * 2 - 1) * self.face_scale
-            ux, uy = axis[None, None, :].expand(1, r, r), axis[None, :, None].expand(1, r, r)
-            rows, cols = self._moving(ux, uy)
-            self._crop_grid = ((rows, cols), ux[:, rows, cols].contiguous(), uy[:, rows, cols].contiguous())
-        (rows, cols), sx, sy = self._warp_maps(mouth, self._crop_grid)
+        (rows, cols), _, _ = self._grids()[1]
+        sx, sy = self._warp_maps(mouth)["crop"]
         u = r / (2 * self.face_scale)
         out = self.reference.copy()
         if sx.size:  # grid_sample(align_corners=False) reads pixel i at unit ((i + 0.5) / r * 2 - 1) * fs
