@@ -35,6 +35,7 @@ BLINK_SECONDS = (0.09, 0.04, 0.14)  # closing, closed, opening (human blinks: 0.
 BLINK_CLOSURE = 1.0  # of the lid gap covered when closed
 LID_REACH = 0.9  # lid skin above the lash line that stretches down, in half eye widths
 MIN_BLINK_GAP = 0.8  # seconds between blinks at least
+FIRST_BLINK = 1.0  # seconds into the video before the first blink can come
 HEAD_DEGREES, HEAD_SHIFT, HEAD_NOD = 2.0, 0.015, 0.01  # at head_motion 1: rotation, side and up-down shift (of the face)
 HEAD_HZ = ((0.11, 0.5), (0.23, 0.3), (0.37, 0.2))  # (frequency, share) of the sway's sinusoids
 
@@ -186,9 +187,10 @@ class FaceMotion:
             return 0.0
         t = index / self.fps
         mean = 60.0 / rate
-        while not self._blinks or self._blinks[-1] <= t:
-            last = self._blinks[-1] if self._blinks else -mean * self._blink_rng.uniform(0.2, 1.0)
-            self._blinks.append(last + max(MIN_BLINK_GAP, self._blink_rng.gamma(3.0, mean / 3.0)))
+        if not self._blinks:  # never on the first frame (a video's thumbnail): the first after a second
+            self._blinks.append(FIRST_BLINK + self._blink_rng.uniform(0.0, mean))
+        while self._blinks[-1] <= t:
+            self._blinks.append(self._blinks[-1] + max(MIN_BLINK_GAP, self._blink_rng.gamma(3.0, mean / 3.0)))
         k = bisect.bisect_right(self._blinks, t)  # the blinks started by t; only the latest can still be on
         return blink_closure(t - self._blinks[k - 1]) if k else 0.0
 
