@@ -10,7 +10,7 @@ no model call, and they work the same on every clip source (offline, pipelined, 
   background stay;
 - **blinks**: the upper lid comes down over the eye and goes back up in about 0.25 s (the lid's own
   skin stretched down, the eye below it unchanged), at random intervals averaging ``60 /
-  blink_rate`` seconds, the same for both eyes.
+  blink_rate`` seconds, the same for both eyes, never in the first second (a video's thumbnail).
 
 Both follow the frame index on the video's clock, so clips of any length join without a jump and
 the same seed gives the same motion.
