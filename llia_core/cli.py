@@ -320,7 +320,9 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--val-photos", default="hallo_1,hallo_4,genface_000007,genface_015270,liveportrait_s3,"
                     "liveportrait_s9,dreamtalk_male_face,sadtalker_people_0", help="with --real: comma list of photos/")
     ev.add_argument("--real-seconds", type=float, default=10.0, help="with --real: seconds of each video")
-    ev.add_argument("--expression", default="neutral", choices=("neutral", "as_photo", "slight_smile"),
+    from .portrait import DEFAULT_EXPRESSION, EXPRESSIONS
+
+    ev.add_argument("--expression", default=DEFAULT_EXPRESSION, choices=EXPRESSIONS,
                     help="with --real: the reference expression template of each portrait")
     ev.add_argument("--figure", default=None, help="with --real: write the real-vs-generated figure here "
                     "(it shows real people: keep it out of the repository); with --controls: the templates figure")

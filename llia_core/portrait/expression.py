@@ -45,27 +45,34 @@ WIDTH_TOLERANCE = 0.03  # widths (over the eye distance) this close to the templ
 CORNER_TOLERANCE = 0.08  # corner heights (half widths) this close to the template stay: a relaxed mouth is left alone
 
 
-def _fall(d, inner, outer):
-    """1 for d <= inner, 0 for d >= outer, smoothstep between."""
+def smooth_fall(d, inner, outer):
+    """1 for d <= inner, 0 for d >= outer, smoothstep between (numpy; the warps' falloff)."""
     t = np.clip((d - inner) / (outer - inner), 0.0, 1.0)
     return 1 - t * t * (3 - 2 * t)
 
 
 @dataclass(frozen=True)
-class MouthFrame:
-    """The mouth's own coordinates in a picture: origin where the lips meet, x along the eye line,
-    unit half the mouth width (pixels)."""
+class LocalFrame:
+    """A face part's own coordinates in a picture: an origin, x along a direction from the face's
+    image-left to its image-right side (as in a frontal photo, by landmark index, so a photo upside
+    down gets its own frame) and y at a right angle to it, down the face; one unit of pixels. The mouth's (``of_mouth``): origin where the
+    lips meet, x along the eye line, unit half the mouth width; an eye's (``face_motion.py``): its
+    corners' midpoint, x corner to corner, unit half its width."""
 
     origin: np.ndarray
     axes: np.ndarray  # (2, 2) rows: x and y directions in image pixels
     unit: float
 
     @classmethod
-    def of(cls, face: FaceLandmarks) -> "MouthFrame":
+    def along(cls, origin, direction, unit: float) -> "LocalFrame":
+        d = np.asarray(direction, np.float64)
+        ex = d / max(float(np.hypot(*d)), 1e-6)  # y is x turned a quarter clockwise: down the face
+        return cls(np.asarray(origin, np.float64), np.stack([ex, np.array([-ex[1], ex[0]])]), max(float(unit), 1.0))
+
+    @classmethod
+    def of_mouth(cls, face: FaceLandmarks) -> "LocalFrame":
         a, b = face.eye_centres()
-        ex = (b - a) / max(float(np.hypot(*(b - a))), 1e-6)
-        axes = np.stack([ex, np.array([-ex[1], ex[0]])])
-        return cls(face.mouth_centre(), axes, max(face.mouth_width() / 2, 1.0))
+        return cls.along(face.mouth_centre(), b - a, face.mouth_width() / 2)
 
     def to_local(self, pts) -> np.ndarray:
         return (np.asarray(pts, np.float64) - self.origin) @ self.axes.T / self.unit
@@ -98,7 +105,7 @@ def _curve(local: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def mouth_geometry(face: FaceLandmarks) -> dict:
     """The measurements the templates use: width over eye distance, lip gap (mouth units, largest),
     corner height above the lip line (mouth units, negative = raised)."""
-    frame = MouthFrame.of(face)
+    frame = LocalFrame.of_mouth(face)
     up = frame.to_local(face.xy[list(LIP_INNER_UPPER)])
     lo = frame.to_local(face.xy[list(LIP_INNER_LOWER)])
     a, b = face.eye_centres()
@@ -131,7 +138,7 @@ def plan_edit(face: FaceLandmarks, expression: str) -> MouthEdit:
 
 def edit_source(u: np.ndarray, v: np.ndarray, face: FaceLandmarks, edit: MouthEdit) -> tuple[np.ndarray, np.ndarray]:
     """Where each output point (mouth units) reads the photo (mouth units)."""
-    frame = MouthFrame.of(face)
+    frame = LocalFrame.of_mouth(face)
     uu, uv = _curve(frame.to_local(face.xy[list(LIP_INNER_UPPER)]))
     lu, lv = _curve(frame.to_local(face.xy[list(LIP_INNER_LOWER)]))
     upper, lower = np.interp(u, uu, uv), np.interp(u, lu, lv)
@@ -146,24 +153,24 @@ def edit_source(u: np.ndarray, v: np.ndarray, face: FaceLandmarks, edit: MouthEd
         above = v < seam
         # above the lip line: the upper lip comes down, the skin up to the nose stretches
         h_up = max(0.6, 2.5 * UPPER_SHARE * gmax)
-        up = UPPER_SHARE * gap_raw * _fall(seam - v, 0.0, h_up)
+        up = UPPER_SHARE * gap_raw * smooth_fall(seam - v, 0.0, h_up)
         # below: the lower lip and the skin down to the chin come up as one piece (wider than the
         # lips), fading out at the chin, so the picture below the face stays as it is
         d = v - seam
-        jaw = gmax * _fall(np.abs(u), 0.9, 1.9)
+        jaw = gmax * smooth_fall(np.abs(u), 0.9, 1.9)
         blend = np.clip((d - (1 - UPPER_SHARE) * gap_raw) / 0.4, 0, 1)
         g_dn = gap_raw * (1 - blend) + np.maximum(gap_raw, jaw) * blend
         reach = max(0.8, 2.5 * (1 - UPPER_SHARE) * gmax)  # keeps the map from folding
         j0 = max(chin - reach, (1 - UPPER_SHARE) * gmax + 0.1)  # all of it stops at the chin's tip
-        dn = (1 - UPPER_SHARE) * g_dn * _fall(d, j0, j0 + reach)
+        dn = (1 - UPPER_SHARE) * g_dn * smooth_fall(d, j0, j0 + reach)
         src_v = np.where(above, src_v - up, src_v + dn)
     au = np.abs(u)
     if abs(edit.width - 1) > 1e-6:  # corners in or out, the lips between follow, the cheeks fade
-        profile = np.where(au < 1, au, _fall(au, 1.0, 2.2))
-        src_u = src_u - np.sign(u) * (edit.width - 1) * profile * _fall(np.abs(v - seam0), 0.5, 1.3)
+        profile = np.where(au < 1, au, smooth_fall(au, 1.0, 2.2))
+        src_u = src_u - np.sign(u) * (edit.width - 1) * profile * smooth_fall(np.abs(v - seam0), 0.5, 1.3)
     if edit.corners:  # the corners up or down, the middle of the lips stays
-        lift = np.where(au <= 1, au * au, _fall(au, 1.0, 2.0))
-        src_v = src_v - edit.corners * lift * _fall(np.abs(v - seam), 0.35, 1.0)
+        lift = np.where(au <= 1, au * au, smooth_fall(au, 1.0, 2.0))
+        src_v = src_v - edit.corners * lift * smooth_fall(np.abs(v - seam), 0.35, 1.0)
     return src_u, src_v
 
 
@@ -175,7 +182,7 @@ def apply_expression(rgb: np.ndarray, face: FaceLandmarks, expression: str) -> t
     edit = plan_edit(face, expression)
     if edit.is_identity:
         return rgb, edit
-    frame = MouthFrame.of(face)
+    frame = LocalFrame.of_mouth(face)
     nose = float(frame.to_local(face.xy[[SUBNASALE]])[0, 1])
     chin = float(frame.to_local(face.xy[[CHIN]])[0, 1])
     corners = np.array([[u, v] for u in (-2.6, 2.6) for v in (min(nose, -0.8) - 0.3, chin + 0.5)])

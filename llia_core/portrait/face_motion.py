@@ -24,12 +24,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import LLIAError
+from .expression import LocalFrame, smooth_fall
 from .landmarks import CHIN, FACE_OVAL, FaceLandmarks
 
-# MediaPipe face-mesh eyelid contours, corner to corner (image-left eye, image-right eye)
+# MediaPipe face-mesh eyelid contours (image-left eye, image-right eye in a frontal photo), each from
+# its image-left corner to its image-right corner
 EYELIDS = (
     ((33, 246, 161, 160, 159, 158, 157, 173, 133), (33, 7, 163, 144, 145, 153, 154, 155, 133)),
-    ((263, 466, 388, 387, 386, 385, 384, 398, 362), (263, 249, 390, 373, 374, 380, 381, 382, 362)),
+    ((362, 398, 384, 385, 386, 387, 388, 466, 263), (362, 382, 381, 380, 374, 373, 390, 249, 263)),
 )
 BLINK_SECONDS = (0.09, 0.04, 0.14)  # closing, closed, opening (human blinks: 0.1-0.4 s in all)
 BLINK_CLOSURE = 1.0  # of the lid gap covered when closed
@@ -38,11 +40,6 @@ MIN_BLINK_GAP = 0.8  # seconds between blinks at least
 FIRST_BLINK = 1.0  # seconds into the video before the first blink can come
 HEAD_DEGREES, HEAD_SHIFT, HEAD_NOD = 2.0, 0.015, 0.01  # at head_motion 1: rotation, side and up-down shift (of the face)
 HEAD_HZ = ((0.11, 0.5), (0.23, 0.3), (0.37, 0.2))  # (frequency, share) of the sway's sinusoids
-
-
-def _fall(d, inner, outer):
-    t = np.clip((d - inner) / (outer - inner), 0.0, 1.0)
-    return 1 - t * t * (3 - 2 * t)
 
 
 @dataclass(frozen=True)
@@ -93,33 +90,21 @@ class _Eye:
 
     def __init__(self, upper: np.ndarray, lower: np.ndarray):
         a, b = upper[0], upper[-1]
-        self.origin = (a + b) / 2
-        ex = (b - a) / max(float(np.hypot(*(b - a))), 1e-6)
-        ex = ex if ex[0] >= 0 else -ex  # x to the image's right, so y runs down the face (lids upright)
-        self.axes = np.stack([ex, np.array([-ex[1], ex[0]])])
-        self.unit = max(float(np.hypot(*(b - a))) / 2, 1.0)
-        lu, lv = self.local(upper)
-        du, dv = self.local(lower)
+        self.frame = LocalFrame.along((a + b) / 2, b - a, float(np.hypot(*(b - a))) / 2)
+        lu, lv = self.frame.to_local(upper).T
+        du, dv = self.frame.to_local(lower).T
         ou, od = np.argsort(lu), np.argsort(du)
         self.upper, self.lower = (lu[ou], lv[ou]), (du[od], dv[od])
         top = float(lv.min()) - LID_REACH
         corners = np.array([[u, v] for u in (-1.15, 1.15) for v in (top - 0.1, float(dv.max()) + 0.1)])
-        xs, ys = self.image(corners[:, 0], corners[:, 1])
+        xs, ys = self.frame.to_image(corners[:, 0], corners[:, 1])
         self.box = (int(np.floor(xs.min())), int(np.floor(ys.min())), int(np.ceil(xs.max())) + 1,
                     int(np.ceil(ys.max())) + 1)
 
-    def local(self, pts):
-        q = (np.asarray(pts, np.float64) - self.origin) @ self.axes.T / self.unit
-        return q[..., 0], q[..., 1]
-
-    def image(self, u, v):
-        x = self.origin[0] + self.unit * (u * self.axes[0, 0] + v * self.axes[1, 0])
-        y = self.origin[1] + self.unit * (u * self.axes[0, 1] + v * self.axes[1, 1])
-        return x, y
-
     def source(self, px: np.ndarray, py: np.ndarray, closure: float) -> tuple[np.ndarray, np.ndarray]:
         """Where output pixels read the open eye with the lid ``closure`` of the way down."""
-        u, v = self.local(np.stack([px, py], -1))
+        q = self.frame.to_local(np.stack([px, py], -1))
+        u, v = q[..., 0], q[..., 1]
         upper, lower = np.interp(u, *self.upper), np.interp(u, *self.lower)
         inside = np.abs(u) < 1
         upper = np.where(inside, upper, lower)  # past the corners the lids meet: no change
@@ -127,7 +112,7 @@ class _Eye:
         top = upper - LID_REACH
         stretch = (v >= top) & (v < lid) & (lid > upper + 1e-6)
         src_v = np.where(stretch, top + (v - top) * (upper - top) / np.maximum(lid - top, 1e-6), v)
-        return self.image(u, src_v)
+        return self.frame.to_image(u, src_v)
 
 
 class FaceMotion:
@@ -167,7 +152,7 @@ class FaceMotion:
             return
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         r = np.sqrt(((xs - centre[0]) / a) ** 2 + ((ys - cy) / b) ** 2)
-        weight = _fall(r, 1.0, 1.7).astype(np.float32)
+        weight = smooth_fall(r, 1.0, 1.7).astype(np.float32)
         self._head = ((x0, y0, x1, y1), xs, ys, xs - np.float32(self.pivot[0]), ys - np.float32(self.pivot[1]), weight)
 
     # the motion's timeline
