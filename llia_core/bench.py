@@ -44,15 +44,13 @@ BASELINE_SAMPLER = SamplerConfig(sampler="ddim", steps=25, guidance_scale=3.5, f
 
 
 def _audio(config, seconds: float):
-    from .audio import encode_audio
+    from .audio import encode_audio, window_settings
 
     rng = np.random.default_rng(0)
     n = int(16000 * seconds)
     t = np.arange(n) / 16000
     wave = (0.2 * np.sin(2 * np.pi * 180 * t) * (1 + np.sin(2 * np.pi * 3 * t)) + rng.normal(0, 0.01, n))
-    a = config.audio
-    return encode_audio((wave.astype(np.float32), 16000), config.fps, n_mels=a.n_mels, context=a.context,
-                        mel_per_token=a.mel_per_token, token_seconds=a.token_seconds)
+    return encode_audio((wave.astype(np.float32), 16000), config.fps, **window_settings(config.audio))
 
 
 def _portrait(config):

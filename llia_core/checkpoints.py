@@ -146,6 +146,23 @@ def _resolve_hub(name: str, allow_download: bool) -> Path | None:
         ) from None
 
 
+def hub_snapshot(repo_id: str, allow_patterns: list[str], allow_download: bool, fix: str) -> Path | None:
+    """A Hugging Face snapshot of ``repo_id``'s matching files: the local cache first, downloaded only
+    with ``allow_download``; None when it is in neither. A failed download is a CheckpointError
+    ending in ``fix``."""
+    from huggingface_hub import snapshot_download
+
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns, local_files_only=True))
+    except Exception:
+        if not allow_download:
+            return None
+    try:
+        return Path(snapshot_download(repo_id, allow_patterns=allow_patterns))
+    except Exception as exc:
+        raise CheckpointError(f"could not download '{repo_id}' ({type(exc).__name__}); {fix}") from None
+
+
 def load_model(
     name_or_path: str | os.PathLike | None = "bundled",
     *,

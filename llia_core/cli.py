@@ -142,7 +142,7 @@ def run_generate(args) -> dict:
     import torch
     from tqdm import tqdm
 
-    from .audio import encode_audio
+    from .audio import encode_audio, window_settings
     from .checkpoints import load_model
     from .pipeline import LLIAPipeline, SamplerConfig
     from .pipeline.output import FrameRenderer, render_clips
@@ -167,8 +167,7 @@ def run_generate(args) -> dict:
     fps = args.fps or cfg.fps
     a = cfg.audio
     audio = encode_audio(args.audio or DEFAULT_AUDIO, fps, start=args.start, duration=args.duration,
-                         n_mels=a.n_mels, context=a.context, mel_per_token=a.mel_per_token,
-                         token_seconds=a.token_seconds)
+                         **window_settings(a), allow_download=args.download)
     portrait = prepare_portrait(portrait_path, cfg.resolution, mode=args.crop,
                                 face_scale=args.face_scale or cfg.face_scale, expression=args.expression)
     renderer = FrameRenderer(portrait, args.output, args.max_size or None, cfg.face_scale, motion_controls(args), fps)
@@ -279,6 +278,37 @@ def run_live(args) -> None:
         print(json.dumps(server.stats()), flush=True)
 
 
+def add_convert_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--from-sd", required=True, metavar="PATH",
+                   help="a diffusers Stable Diffusion folder (unet/, vae/), a single-file SD .safetensors "
+                        "(original key names, e.g. from ComfyUI/models/checkpoints), or a Hugging Face repo id "
+                        "(cache only, unless --allow-download)")
+    p.add_argument("--out", required=True, help="the LLIA .safetensors to write")
+    p.add_argument("--resolution", type=int, default=384, help="pixel size the model will generate (default 384)")
+    p.add_argument("--name", default=None, help="config name stored in the file (default sd-RESOLUTION)")
+    p.add_argument("--motion-adapter", default=None, metavar="PATH",
+                   help="start the motion modules from an AnimateDiff MotionAdapter (diffusers folder) "
+                        "instead of zero")
+    p.add_argument("--allow-download", action="store_true", help="let hub ids download (off: local files and cache only)")
+    p.add_argument("--dtype", default="fp16", choices=DTYPES, help="storage precision (loads back as fp32; default fp16)")
+    p.add_argument("--audio-features", default="log-mel", choices=("log-mel", "whisper-tiny"),
+                   help="what the audio encoder reads: log-mel (default) or a whisper-tiny encoder's states "
+                        "(needs pip install 'llia[whisper]'; weights from --whisper, $LLIA_WHISPER or the hub cache)")
+    p.add_argument("--whisper", default=None, metavar="PATH", help="a local Whisper checkpoint folder")
+
+
+def run_convert(args) -> None:
+    from .sd_conversion import convert_sd, describe_config
+    from .checkpoints import read_config
+
+    t0 = time.perf_counter()
+    out = convert_sd(args.from_sd, args.out, resolution=args.resolution, name=args.name,
+                     motion_adapter=args.motion_adapter, allow_download=args.allow_download, dtype=_dtype(args.dtype),
+                     audio_features=args.audio_features, whisper=args.whisper)
+    print(f"wrote {out} ({out.stat().st_size / 2**20:.1f} MiB) in {time.perf_counter() - t0:.1f} s: "
+          f"{describe_config(read_config(out))}")
+
+
 def add_train_args(p: argparse.ArgumentParser) -> None:
     from .training.trainer import TrainConfig
 
@@ -337,6 +367,8 @@ def main(argv: list[str] | None = None) -> int:
     add_bench_args(sub.add_parser("bench", help="speed/latency/memory benchmark vs a Hallo-style baseline"))
     live = sub.add_parser("live", help="serve a live avatar page (speaks, listens, idles in real time)")
     add_live_args(live)
+    conv = sub.add_parser("convert", help="start an LLIA model from a Stable Diffusion 1.x/2.x checkpoint")
+    add_convert_args(conv)
     info = sub.add_parser("info", help="describe a checkpoint")
     info.add_argument("model", nargs="?", default="bundled")
     args = parser.parse_args(argv)
@@ -348,7 +380,8 @@ def main(argv: list[str] | None = None) -> int:
 
             fields = {f.name for f in dataclasses.fields(TrainConfig)}
             path = train(TrainConfig(**{k: v for k, v in vars(args).items() if k in fields}))
-            print(f"wrote {path}")
+            if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 writes
+                print(f"wrote {path}")
         elif args.command == "eval" and args.controls:
             from .evaluation.controls import run_controls_eval
 
@@ -372,6 +405,8 @@ def main(argv: list[str] | None = None) -> int:
             bench_main(args)
         elif args.command == "live":
             run_live(args)
+        elif args.command == "convert":
+            run_convert(args)
         elif args.command == "info":
             from .checkpoints import describe, resolve_model_path
 

@@ -58,6 +58,9 @@ class AudioEncoderConfig:
             by gradient) or "windows" (the frame's raw log-mel window, linear, fitted in closed form
             to real videos' landmarks by ``train --stage mouth``: on 4 minutes of real speech a
             regularised linear map generalises to unseen people better than the token head).
+        features: what the windows are made of: "log-mel" (``n_mels`` mel bands, the default) or
+            "whisper" (a Whisper encoder's last hidden state, ``n_mels`` = its width, e.g. 384 for
+            whisper-tiny; ``audio/whisper.py``), the paper-scale choice.
     """
 
     n_mels: int = 80
@@ -68,6 +71,7 @@ class AudioEncoderConfig:
     dim: int = 128
     mouth_head: bool = False
     mouth_head_input: str = "tokens"
+    features: str = "log-mel"
 
     @property
     def num_tokens(self) -> int:
@@ -86,6 +90,11 @@ class UNetConfig:
         norm_num_groups: GroupNorm groups.
         motion_max_seq_length: longest clip (incl. motion frames) the motion module can embed.
         motion_num_attention_heads: heads of the temporal attention.
+        num_attention_heads: heads of the spatial attention per level; None = channels /
+            ``attention_head_dim``. Stable Diffusion 1.x has 8 heads at every level (40-160 channels
+            each), which a channels-per-head rule cannot express.
+        use_linear_projection: the spatial transformers project in and out with linear layers
+            (Stable Diffusion 2.x) instead of 1x1 convolutions (1.x).
     """
 
     block_out_channels: tuple[int, ...] = (32, 64, 112)
@@ -95,6 +104,14 @@ class UNetConfig:
     norm_num_groups: int = 16
     motion_max_seq_length: int = 32
     motion_num_attention_heads: int = 4
+    num_attention_heads: tuple[int, ...] | None = None
+    use_linear_projection: bool = False
+
+    def heads(self) -> tuple[int, ...]:
+        """Spatial attention heads per level."""
+        if self.num_attention_heads is not None:
+            return tuple(self.num_attention_heads)
+        return tuple(max(1, c // self.attention_head_dim) for c in self.block_out_channels)
 
 
 @dataclass(frozen=True)
@@ -127,6 +144,10 @@ class LLIAConfig:
             what the warp cannot show; the mouth is shut outside the speaking state. Needs
             ``reference_skip``, the mouth head and the "patch" autoencoder. The same warp is applied
             to the full-resolution picture when the face is pasted back.
+        reference_gate: the reference reaches the denoiser's self-attention through a separate
+            attention over the reference tokens, added with a per-channel gate that starts at zero,
+            instead of as extra keys of one softmax (``models/attention.py``). A model converted from
+            Stable Diffusion then starts as exactly that UNet and learns how much reference to take.
         residual_region: where the denoiser's residual may change the (warped) reference: "face"
             (everywhere) or "mouth" (a soft region from the nose to below the chin,
             ``mouth_warp.mouth_region``; eyes, forehead and background stay the portrait's own).
@@ -147,6 +168,7 @@ class LLIAConfig:
     mouth_paint: bool = False
     mouth_paint_gate: bool = True
     reference_warp: bool = False
+    reference_gate: bool = False
     residual_region: str = "face"
     prediction_type: str = "sample"
     num_train_timesteps: int = 1000
@@ -198,6 +220,7 @@ _SD15_UNET = UNetConfig(
     down_block_types=("CrossAttnDownBlock", "CrossAttnDownBlock", "CrossAttnDownBlock", "DownBlock"),
     layers_per_block=2,
     attention_head_dim=40,
+    num_attention_heads=(8, 8, 8, 8),  # SD1.5: 8 heads at every level
     norm_num_groups=32,
     motion_max_seq_length=32,
     motion_num_attention_heads=8,
@@ -227,11 +250,11 @@ CONFIGS: dict[str, LLIAConfig] = {
                                 audio=dataclasses.replace(_DEMO.audio, mouth_head_input="windows")),
     "sd15-384": LLIAConfig(
         name="sd15-384", resolution=384, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,
-        concat_reference=False, reference_skip=False, prediction_type="v_prediction",
+        concat_reference=False, reference_skip=False, reference_gate=True, prediction_type="v_prediction",
     ),
     "sd15-512": LLIAConfig(
         name="sd15-512", resolution=512, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,
-        concat_reference=False, reference_skip=False, prediction_type="v_prediction",
+        concat_reference=False, reference_skip=False, reference_gate=True, prediction_type="v_prediction",
     ),
 }
 

@@ -7,15 +7,14 @@ import json
 import numpy as np
 import torch
 
-from llia_core.audio import encode_audio
+from llia_core.audio import encode_audio, window_settings
 from llia_core.portrait import (CROP_MODES, DEFAULT_EXPRESSION, EXPRESSIONS, crop_preview, face_paste_mask,
                                 prepare_portrait)
 from llia_core.states import STATE_NAMES, fixed_states, format_timeline, parse_timeline, states_from_activity
 
 
 def _audio_kwargs(config) -> dict:
-    a = config.audio
-    return dict(n_mels=a.n_mels, context=a.context, mel_per_token=a.mel_per_token, token_seconds=a.token_seconds)
+    return window_settings(config.audio)
 
 
 class LLIAEncodeAudio:

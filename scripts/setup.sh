@@ -13,7 +13,7 @@ fi
 if ! .venv/bin/python -c "import torch" >/dev/null 2>&1; then
   .venv/bin/pip install -q torch==2.13.0
 fi
-if ! .venv/bin/python -c "import diffusers, librosa, av, cv2, pytest, hypothesis, matplotlib, tflite" >/dev/null 2>&1; then
+if ! .venv/bin/python -c "import diffusers, librosa, av, cv2, pytest, hypothesis, matplotlib, tflite, transformers" >/dev/null 2>&1; then
   .venv/bin/pip install -q -r requirements-dev.txt
 fi
 # the original face models, for the converter and its check (its TensorFlow dependency is not needed)

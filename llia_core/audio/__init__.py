@@ -51,13 +51,47 @@ class AudioFeatures:
         return torch.from_numpy(read_span(self.audio.waveform, 0, n))
 
 
+FEATURES = ("log-mel", "whisper")
+
+
+def window_settings(audio_config) -> dict:
+    """The keyword arguments of :func:`encode_audio` that a model's ``config.audio`` fixes."""
+    a = audio_config
+    return dict(n_mels=a.n_mels, context=a.context, mel_per_token=a.mel_per_token, token_seconds=a.token_seconds,
+                features=a.features)
+
+
+def feature_rows(waveform: torch.Tensor, n_mels: int = 80, features: str = "log-mel", *, whisper=None,
+                 allow_download: bool = False) -> torch.Tensor:
+    """16 kHz mono -> the (rows at 100 per second, width) features the windows are read from."""
+    if features == "log-mel":
+        return log_mel(waveform, n_mels)
+    if features == "whisper":
+        from .whisper import whisper_rows
+
+        rows = whisper_rows(waveform, whisper, allow_download=allow_download)
+        if rows.shape[1] != int(n_mels):
+            raise AudioError(f"the Whisper encoder found is {rows.shape[1]} wide but the model reads {n_mels}; "
+                             "point $LLIA_WHISPER at the Whisper size the model was trained with")
+        return rows
+    raise AudioError(f"unknown audio features {features!r}; use one of {', '.join(FEATURES)}")
+
+
+def audio_windows(waveform: torch.Tensor, num_frames: int, fps: float, audio_config) -> torch.Tensor:
+    """(num_frames, tokens, D) windows of a waveform as ``audio_config`` (a model's ``config.audio``) reads them."""
+    a = audio_config
+    return frame_windows(feature_rows(waveform, a.n_mels, a.features), num_frames, fps, a.context, a.mel_per_token,
+                         a.token_seconds)
+
+
 def encode_audio(source, fps: float = 25.0, *, start: float = 0.0, duration: float | None = None, n_mels: int = 80,
                  context: int = 2, mel_per_token: int = 4, token_seconds: float = 0.04,
-                 long_audio_seconds: float | None = None) -> AudioFeatures:
+                 long_audio_seconds: float | None = None, features: str = "log-mel", whisper=None,
+                 allow_download: bool = False) -> AudioFeatures:
     """Any audio source -> per-video-frame features; num_frames = ceil(audio duration * fps).
 
     ``source``, ``start`` and ``duration`` are as for :func:`load_audio`; the window settings must
-    match the model's config (``token_seconds`` is its training frame period, not 1 / fps).
+    match the model's config (``**window_settings(model.config.audio)``) (``token_seconds`` is its training frame period, not 1 / fps).
     Audio longer than ``long_audio_seconds`` (default :data:`LONG_AUDIO_SECONDS`) streams: a file's waveform stays in a temporary file
     and the windows are computed per clip (same numbers), so an hour costs about what a minute does.
     """
@@ -70,14 +104,15 @@ def encode_audio(source, fps: float = 25.0, *, start: float = 0.0, duration: flo
     long_audio_seconds = LONG_AUDIO_SECONDS if long_audio_seconds is None else float(long_audio_seconds)
     audio = load_audio(source, start=start, duration=duration, spill_after=long_audio_seconds)
     n = frame_count(audio.duration, fps)
-    if audio.duration > long_audio_seconds:
+    if features == "log-mel" and audio.duration > long_audio_seconds:
         windows = LazyWindows(audio.waveform, n, fps, n_mels, context, mel_per_token, token_seconds)
-    else:
-        windows = frame_windows(log_mel(audio.waveform, n_mels), n, fps, context, mel_per_token, token_seconds)
+    else:  # Whisper runs on whole 30-second chunks: its features are computed at once
+        rows = feature_rows(audio.waveform, n_mels, features, whisper=whisper, allow_download=allow_download)
+        windows = frame_windows(rows, n, fps, context, mel_per_token, token_seconds)
     return AudioFeatures(audio, fps, n, windows, detect_speech(audio.waveform, n, fps),
                          frame_rms(audio.waveform, n, fps))
 
 
-__all__ = ["LONG_AUDIO_SECONDS", "SAMPLE_RATE", "Audio", "AudioFeatures", "LazyWindows", "StreamResampler",
-           "WaveformFile", "read_span", "detect_speech", "encode_audio", "frame_count", "frame_rms",
+__all__ = ["FEATURES", "LONG_AUDIO_SECONDS", "SAMPLE_RATE", "Audio", "AudioFeatures", "LazyWindows", "StreamResampler",
+           "WaveformFile", "read_span", "audio_windows", "detect_speech", "encode_audio", "feature_rows", "window_settings", "frame_count", "frame_rms",
            "frame_windows", "load_audio", "log_mel", "resample"]

@@ -28,7 +28,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import encode_audio, load_audio
+from ..audio import encode_audio, load_audio, window_settings
 from ..errors import LLIAError
 from ..pipeline import LLIAPipeline, SamplerConfig
 from ..pipeline.output import FrameRenderer, render_clips
@@ -99,9 +99,7 @@ def _render(pipe, portrait, audio, states, motion: MotionControls, sampler: Samp
 
 
 def _audio(pipe, wave: np.ndarray):
-    a = pipe.config.audio
-    return encode_audio((wave.astype(np.float32), 16000), float(pipe.config.fps), n_mels=a.n_mels, context=a.context,
-                        mel_per_token=a.mel_per_token, token_seconds=a.token_seconds)
+    return encode_audio((wave.astype(np.float32), 16000), float(pipe.config.fps), **window_settings(pipe.config.audio))
 
 
 BROWS = (70, 63, 105, 66, 107, 55, 65, 52, 53, 46, 300, 293, 334, 296, 336, 285, 295, 282, 283, 276)

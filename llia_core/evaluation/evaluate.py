@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio import Audio, AudioFeatures, frame_windows, log_mel
+from ..audio import Audio, AudioFeatures, audio_windows
 from ..audio.activity import detect_speech, frame_rms
 from ..pipeline import LLIAPipeline, SamplerConfig
 from ..pipeline.drift_guard import channel_deviation
@@ -46,10 +46,8 @@ class EvalClip:
 
 
 def features_for(audio_wave: torch.Tensor, num_frames: int, fps: float, config) -> AudioFeatures:
-    a = config.audio
     audio = Audio(audio_wave.float())
-    windows = frame_windows(log_mel(audio.waveform, a.n_mels), num_frames, fps, a.context, a.mel_per_token,
-                            a.token_seconds)
+    windows = audio_windows(audio.waveform, num_frames, fps, config.audio)
     return AudioFeatures(audio=audio, fps=fps, num_frames=num_frames, windows=windows,
                          speech=detect_speech(audio.waveform, num_frames, fps),
                          rms=frame_rms(audio.waveform, num_frames, fps))

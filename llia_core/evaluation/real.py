@@ -26,7 +26,7 @@ import numpy as np
 import torch
 
 from .. import framing
-from ..audio import encode_audio
+from ..audio import encode_audio, window_settings
 from ..pipeline import LLIAPipeline, SamplerConfig
 from ..pipeline.output import FrameRenderer, render_clips
 from ..portrait.expression import DEFAULT_EXPRESSION
@@ -101,9 +101,7 @@ def _ssim(a: np.ndarray, b: np.ndarray, keep: np.ndarray) -> float:
 
 def _generate(pipe: LLIAPipeline, portrait, wave: np.ndarray, sampler: SamplerConfig):
     cfg = pipe.config
-    a = cfg.audio
-    audio = encode_audio((wave, 16000), cfg.fps, n_mels=a.n_mels, context=a.context, mel_per_token=a.mel_per_token,
-                         token_seconds=a.token_seconds)
+    audio = encode_audio((wave, 16000), cfg.fps, **window_settings(cfg.audio))
     renderer = FrameRenderer(portrait, "full", None)
     states = states_from_activity(audio.speech)
     video = render_clips(pipe.stream(portrait, audio, states, sampler), renderer, total_frames=audio.num_frames)

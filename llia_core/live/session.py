@@ -35,7 +35,7 @@ from ..audio.activity import detect_speech, frame_rms
 from ..audio.features import frame_windows, log_mel
 from ..audio.io import resample
 from ..clips import ClipPlan
-from ..errors import AudioError
+from ..errors import AudioError, LLIAError
 from ..pipeline import LLIAPipeline, SamplerConfig
 from ..pipeline.output import FrameRenderer
 from ..portrait.face_motion import MotionControls
@@ -148,6 +148,10 @@ class LiveAvatar:
         self.viewers = 0
         self.paused = False
         cfg = pipe.config
+        if cfg.audio.features != "log-mel":
+            raise LLIAError(f"live mode reads log-mel audio features; this model reads {cfg.audio.features!r} "
+                            "(a Whisper encoder needs 30-second chunks, far too slow per 80 ms clip): use a log-mel "
+                            "model such as the bundled one for live mode")
         self.fps = float(cfg.fps)
         self._output = (output, max_size)
         self.sampler = SamplerConfig(steps=steps, seed=seed, first_clip=clip_frames, clip_frames=clip_frames)

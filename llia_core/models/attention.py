@@ -15,6 +15,7 @@ portraits at once and a run cannot leave stale features behind.
 from __future__ import annotations
 
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 from diffusers.models.attention_processor import Attention
 
@@ -25,20 +26,33 @@ def _heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
     return x.view(b, n, attn.heads, c // attn.heads).transpose(1, 2)
 
 
-def _attend(attn, query_in, key_value_in, attn_mask=None, upcast: bool = False) -> torch.Tensor:
-    """Plain multi-head attention through ``attn``'s projections; (B, N, C) -> (B, N, C).
+def _mix(attn, q: torch.Tensor, key_value_in, attn_mask=None, upcast: bool = False) -> torch.Tensor:
+    """Attention of the projected queries q (B, heads, N, d) over ``key_value_in`` (B, M, C) through
+    ``attn``'s key/value projections -> (B, N, heads * d), before the output projection.
 
-    ``upcast``: compute the attention itself in float32 (its projections stay in the input dtype).
+    ``upcast``: compute the attention itself in float32 (the projections stay in the input dtype).
     """
-    q = _heads(attn, attn.to_q(query_in))
     k = _heads(attn, attn.to_k(key_value_in))
     v = _heads(attn, attn.to_v(key_value_in))
     if upcast and q.dtype != torch.float32:
         out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(q.dtype)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-    out = out.transpose(1, 2).reshape(query_in.shape[0], -1, q.shape[1] * q.shape[-1])
+    return out.transpose(1, 2).reshape(q.shape[0], -1, q.shape[1] * q.shape[-1])
+
+
+def _attend(attn, query_in, key_value_in, attn_mask=None, upcast: bool = False) -> torch.Tensor:
+    """Plain multi-head attention through ``attn``'s projections; (B, N, C) -> (B, N, C)."""
+    out = _mix(attn, _heads(attn, attn.to_q(query_in)), key_value_in, attn_mask, upcast)
     return attn.to_out[1](attn.to_out[0](out))
+
+
+def _shared_reference(ref: torch.Tensor, hidden_states: torch.Tensor, num_frames: int) -> torch.Tensor:
+    """(B, N_ref, C) reference tokens of B clips -> (B * num_frames, N_ref, C), one per frame."""
+    ref = ref.to(hidden_states.dtype)
+    if ref.shape[0] * num_frames != hidden_states.shape[0]:
+        ref = ref.expand(hidden_states.shape[0] // num_frames, -1, -1)
+    return ref.repeat_interleave(num_frames, dim=0)
 
 
 class TemporalAttnProcessor:
@@ -91,10 +105,7 @@ class ReferenceAttnProcessor:
         if ref is None:
             return _attend(attn, hidden_states, hidden_states)
         n = hidden_states.shape[1]
-        ref = ref.to(hidden_states.dtype)
-        if ref.shape[0] * num_frames != hidden_states.shape[0]:
-            ref = ref.expand(hidden_states.shape[0] // num_frames, -1, -1)
-        ref = ref.repeat_interleave(num_frames, dim=0)
+        ref = _shared_reference(ref, hidden_states, num_frames)
         context = torch.cat([hidden_states, ref], dim=1)
         mask = None
         if reference_keep is not None and not bool(reference_keep.all()):
@@ -103,3 +114,36 @@ class ReferenceAttnProcessor:
             keep[:, n:] = reference_keep.to(hidden_states.device)[:, None]
             mask = keep[:, None, None, :]
         return _attend(attn, hidden_states, context, mask)
+
+
+class GatedReferenceAttnProcessor(nn.Module):
+    """Denoiser side, gated: self-attention + gate * attention over the reference tokens.
+
+    out = to_out(attend(q, frame) + gate * attend(q, reference)), with the frame's own keys and the
+    reference's in two softmaxes and ``gate`` (inner_dim,) starting at zero, so the reference path is
+    an exact zero at first: a UNet converted from Stable Diffusion computes what SD computes until
+    training opens the gate (``config.reference_gate``). Costs the same attention FLOPs as the
+    one-softmax version. ``reference_keep`` (B * num_frames,) bool zeroes the reference per sample.
+    The gate is a parameter of this processor, which diffusers registers as a submodule of its
+    attention layer, so it is saved with the model.
+    """
+
+    def __init__(self, name: str, inner_dim: int):
+        super().__init__()
+        self.name = name
+        self.gate = nn.Parameter(torch.zeros(inner_dim))
+
+    def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None,
+                 temb=None, reference_bank: dict | None = None, num_frames: int = 1,
+                 reference_keep: torch.Tensor | None = None, **_):
+        # __call__, not forward: diffusers passes a processor only the keyword arguments its
+        # __call__ names (as its own nn.Module processors do)
+        q = _heads(attn, attn.to_q(hidden_states))
+        out = _mix(attn, q, hidden_states)
+        ref = None if reference_bank is None else reference_bank.get(self.name)
+        if ref is not None:
+            extra = _mix(attn, q, _shared_reference(ref, hidden_states, num_frames)) * self.gate.to(out.dtype)
+            if reference_keep is not None:
+                extra = extra * reference_keep.to(device=out.device, dtype=out.dtype)[:, None, None]
+            out = out + extra
+        return attn.to_out[1](attn.to_out[0](out))

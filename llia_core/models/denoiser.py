@@ -8,7 +8,7 @@ import torch.nn.functional as F
 from diffusers import UNetMotionModel
 
 from ..config import LLIAConfig
-from .attention import ReferenceAttnProcessor
+from .attention import GatedReferenceAttnProcessor, ReferenceAttnProcessor
 from .audio_encoder import AudioEncoder
 from .face_locator import FaceLocator
 from .mouth_map import MouthMap, MouthPaint
@@ -34,7 +34,12 @@ class LLIADenoiser(nn.Module):
         c = config.autoencoder.latent_channels
         in_channels = c * (2 if config.concat_reference else 1) + 1
         self.unet = UNetMotionModel(in_channels=in_channels, out_channels=c, **unet_kwargs(config, motion=True))
-        self.unet.set_attn_processor(processor_map(self.unet, lambda key: ReferenceAttnProcessor(key)))
+        def reference_processor(key, attn):
+            if config.reference_gate and not attn.is_cross_attention:
+                return GatedReferenceAttnProcessor(key, attn.inner_dim)
+            return ReferenceAttnProcessor(key)
+
+        self.unet.set_attn_processor(processor_map(self.unet, reference_processor))
         if config.reference_skip:  # start exactly at "the frame is the portrait"
             nn.init.zeros_(self.unet.conv_out.weight)
             nn.init.zeros_(self.unet.conv_out.bias)

@@ -22,7 +22,7 @@ class ReferenceNet(nn.Module):
         super().__init__()
         c = config.autoencoder.latent_channels
         self.unet = UNet2DConditionModel(in_channels=c, out_channels=c, **unet_kwargs(config, motion=False))
-        self.unet.set_attn_processor(processor_map(self.unet, lambda key: ReferenceCaptureProcessor(key)))
+        self.unet.set_attn_processor(processor_map(self.unet, lambda key, attn: ReferenceCaptureProcessor(key)))
         self.context = nn.Parameter(torch.zeros(1, 1, config.audio.dim))
 
     def forward(self, reference_latent: torch.Tensor) -> dict[str, torch.Tensor]:

@@ -17,7 +17,7 @@ def unet_kwargs(config: LLIAConfig, motion: bool) -> dict:
     if motion:
         down = tuple(b.replace("2D", "Motion") for b in down)
         up = tuple(b.replace("2D", "Motion") for b in up)
-    heads = tuple(max(1, c // u.attention_head_dim) for c in u.block_out_channels)
+    heads = u.heads()
     kwargs = dict(
         sample_size=config.latent_size,
         down_block_types=down,
@@ -26,6 +26,7 @@ def unet_kwargs(config: LLIAConfig, motion: bool) -> dict:
         layers_per_block=u.layers_per_block,
         norm_num_groups=u.norm_num_groups,
         cross_attention_dim=config.audio.dim,
+        use_linear_projection=u.use_linear_projection,
     )
     if motion:
         kwargs.update(num_attention_heads=heads, motion_max_seq_length=u.motion_max_seq_length,
@@ -47,9 +48,11 @@ def reference_key(processor_name: str) -> str | None:
 
 
 def processor_map(unet, make) -> dict:
-    """All processors of ``unet``: ``make(key)`` for spatial attention, temporal attention for the rest."""
+    """All processors of ``unet``: ``make(key, attention module)`` for spatial attention, temporal
+    attention for the rest."""
     procs = {}
     for name in unet.attn_processors:
         key = reference_key(name)
-        procs[name] = make(key) if key is not None else TemporalAttnProcessor()
+        attn = unet.get_submodule(name.rsplit(".processor", 1)[0])
+        procs[name] = make(key, attn) if key is not None else TemporalAttnProcessor()
     return procs

@@ -355,14 +355,13 @@ class LLIAPipeline:
         model on a 2-core CPU); a session that warms up at load, as live mode does, shows its first
         real frame without that. ``stream`` as in :meth:`generate`.
         """
-        from ..audio import encode_audio
+        from ..audio import encode_audio, window_settings
 
         self.prepare_reference(portrait)
         a, fps = self.config.audio, float(self.config.fps)
         frames = max(1, min(sampler.first_clip, self.config.max_clip_frames))
         silence = np.zeros(int(np.ceil(frames / fps * 16000)), np.float32)
-        audio = encode_audio((silence, 16000), fps, n_mels=a.n_mels, context=a.context,
-                             mel_per_token=a.mel_per_token, token_seconds=a.token_seconds)
+        audio = encode_audio((silence, 16000), fps, **window_settings(a))
         warm = dataclasses.replace(sampler, first_clip=frames)
         for _ in (stream or self.stream)(portrait, audio, None, warm):
             pass
