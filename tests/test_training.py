@@ -210,3 +210,21 @@ def test_mouth_head_learns_the_true_mouth_and_can_be_added_to_an_old_model(tiny_
         losses.append(float(loss.detach()))
     assert losses[-1] < 0.3 * losses[0]
     assert float(mouth_aux_loss(old, batch)) == 0.0  # no head: no auxiliary loss
+
+
+def test_large_datasets_are_read_from_disk_when_drawn_with_the_same_batches(tiny_data):
+    """Past in_memory clips the pool keeps only paths and frame counts; the batches drawn are the same."""
+    from llia_core.training.batches import load_training_clips, sample_batch
+
+    cfg = tiny_config()
+    memory = load_training_clips(tiny_data, "train", cfg, progress=False)
+    disk = load_training_clips(tiny_data, "train", cfg, progress=False, in_memory=1)
+    assert not memory.lazy and disk.lazy and len(disk._memory) == 0
+    assert list(disk.lengths) == [c.frames.shape[0] for c in memory]
+    disk.cache = 2
+    for seed in range(3):
+        a = sample_batch(memory, np.random.default_rng(seed), clip_len=4, motion=1, batch_frames=15)
+        b = sample_batch(disk, np.random.default_rng(seed), clip_len=4, motion=1, batch_frames=15)
+        assert torch.equal(a.frames, b.frames) and torch.equal(a.windows, b.windows)
+        assert torch.equal(a.states, b.states) and torch.equal(a.reference, b.reference)
+    assert len(disk._memory) <= 2  # only the last clips read stay in memory

@@ -8,13 +8,14 @@ The batch size adapts so every batch holds about ``batch_frames`` frames.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ..audio import Audio, frame_windows, log_mel
+from ..audio import Audio, audio_windows
 from ..config import LLIAConfig
 
 
@@ -35,9 +36,7 @@ def clip_to_training(clip, config: LLIAConfig) -> TrainingClip:
     frames = torch.as_tensor(np.asarray(clip.frames))
     n = frames.shape[0]
     audio = Audio(torch.as_tensor(np.asarray(clip.audio), dtype=torch.float32))
-    a = config.audio
-    windows = frame_windows(log_mel(audio.waveform, a.n_mels), n, float(clip.fps), a.context,
-                            a.mel_per_token, a.token_seconds)
+    windows = audio_windows(audio.waveform, n, float(clip.fps), config.audio)
     reference = torch.as_tensor(np.asarray(clip.reference)).permute(2, 0, 1).float() / 255.0
     mask = torch.as_tensor(np.asarray(clip.face_mask)).float()[None]
     mouth = None
@@ -48,17 +47,64 @@ def clip_to_training(clip, config: LLIAConfig) -> TrainingClip:
                         (mask > 0).float(), mouth)
 
 
-def load_training_clips(root, split: str, config: LLIAConfig, limit: int | None = None,
-                        progress: bool = True) -> list[TrainingClip]:
-    from tqdm import tqdm
+class ClipPool(Sequence):
+    """A split's training clips by index: all in memory, or read from disk when drawn.
 
-    from .data.dataset import ClipDataset, load_clip
+    Small datasets (the bundled recipe) load once. A paper-scale one does not fit in memory (a
+    3-second clip at 384 px is 33 MB of frames: ten hours of HDTF would be 400 GB), so past
+    ``in_memory`` clips only the paths and frame counts are kept and a drawn clip is read from its
+    .npz (the last ``cache`` read stay in memory). Either way ``pool[i]`` is the same clip.
+    """
+
+    def __init__(self, paths: list[Path], config: LLIAConfig, *, in_memory: int = 2000, cache: int = 64,
+                 progress: bool = True):
+        from tqdm import tqdm
+
+        from .data.dataset import load_clip
+
+        self.paths, self.config, self.cache = list(paths), config, max(1, int(cache))
+        self._load = lambda p: clip_to_training(load_clip(p), config)
+        self._memory: dict[int, TrainingClip] = {}
+        self.lazy = len(self.paths) > in_memory
+        if not self.lazy:
+            self._memory = {i: self._load(p) for i, p in enumerate(tqdm(self.paths, desc="load clips",
+                                                                         disable=not progress))}
+            self.lengths = np.array([c.frames.shape[0] for c in self._memory.values()], dtype=np.int64)
+        else:
+            self.lengths = np.array([_frame_count(p) for p in tqdm(self.paths, desc="index clips",
+                                                                   disable=not progress)], dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def __getitem__(self, i: int) -> TrainingClip:
+        i = int(i)
+        clip = self._memory.get(i)
+        if clip is None:
+            clip = self._load(self.paths[i])
+            if self.lazy:
+                if len(self._memory) >= self.cache:
+                    self._memory.pop(next(iter(self._memory)))  # the oldest read
+                self._memory[i] = clip
+        return clip
+
+
+def _frame_count(path) -> int:
+    """Frames of a clip file, read from its (small) states array only."""
+    with np.load(path, allow_pickle=False) as z:
+        return int(z["states"].shape[0])
+
+
+def load_training_clips(root, split: str, config: LLIAConfig, limit: int | None = None,
+                        progress: bool = True, in_memory: int = 2000) -> ClipPool:
+    """The clips of ``split`` in one or several datasets ("real,photos,cartoons")."""
+    from .data.dataset import ClipDataset
 
     paths = []
-    for one in str(root).split(","):  # several datasets: "real,photos,cartoons"
+    for one in str(root).split(","):
         ds = ClipDataset(one, split)
         paths += list(ds.paths)[:limit] if limit else list(ds.paths)
-    return [clip_to_training(load_clip(p), config) for p in tqdm(paths, desc=f"load {split}", disable=not progress)]
+    return ClipPool(paths, config, in_memory=in_memory, progress=progress)
 
 
 @dataclass
@@ -78,20 +124,21 @@ class Batch:
                        for f in self.__dataclass_fields__))
 
 
-def sample_batch(clips: list[TrainingClip], rng: np.random.Generator, *, clip_len: int, motion: int,
+def sample_batch(clips: ClipPool | list[TrainingClip], rng: np.random.Generator, *, clip_len: int, motion: int,
                  batch_frames: int) -> Batch:
     """Random windows of ``motion + clip_len`` frames from random clips."""
     span = motion + clip_len
-    eligible = [c for c in clips if c.frames.shape[0] >= span]
-    if not eligible:
+    lengths = clips.lengths if isinstance(clips, ClipPool) else np.array([c.frames.shape[0] for c in clips])
+    eligible = np.flatnonzero(lengths >= span)
+    if not len(eligible):
         raise ValueError(f"no training clip has {span} frames; generate longer clips")
     b = max(1, batch_frames // span)
     picks = rng.integers(0, len(eligible), size=b)
     rows = []
     for i in picks:
-        c = eligible[int(i)]
-        s = int(rng.integers(0, c.frames.shape[0] - span + 1))
-        rows.append((c, s))
+        k = int(eligible[int(i)])
+        s = int(rng.integers(0, int(lengths[k]) - span + 1))
+        rows.append((clips[k], s))
     frames = torch.stack([c.frames[s:s + span] for c, s in rows]).permute(0, 1, 4, 2, 3).float() / 255.0
     flags = torch.zeros(b, span)
     flags[:, :motion] = 1

@@ -21,6 +21,7 @@ writing ``model.safetensors`` (EMA weights) and ``log.csv``.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import csv
 import dataclasses
@@ -72,8 +73,12 @@ class TrainConfig:
     save_every: int = 200
     log_every: int = 20
     max_clips: int | None = None
+    in_memory_clips: int = 2000  # larger datasets are read from disk when drawn (ClipPool)
     threads: int | None = None
     progress: bool = True
+    device: str = "auto"  # auto: this rank's GPU when there is one, else the CPU
+    precision: str = "auto"  # fp32 or bf16 (autocast; fp32 master weights); auto: bf16 on GPUs
+    gradient_checkpointing: str = "auto"  # on, off; auto: on on GPUs (recompute activations, less memory)
 
 
 def _encode_frames(model: LLIAModel, frames: torch.Tensor) -> torch.Tensor:
@@ -83,8 +88,8 @@ def _encode_frames(model: LLIAModel, frames: torch.Tensor) -> torch.Tensor:
     return lat.reshape(b, f, *lat.shape[1:]).permute(0, 2, 1, 3, 4)
 
 
-def _keep(gen: torch.Generator, b: int, f: int, p: float) -> torch.Tensor:
-    return (torch.rand(b, generator=gen) >= p)[:, None].expand(b, f)
+def _keep(gen: torch.Generator, b: int, f: int, p: float, device=None) -> torch.Tensor:
+    return (torch.rand(b, generator=gen) >= p)[:, None].expand(b, f).to(device)
 
 
 def _timesteps(gen, b, scheduler, fewstep: torch.Tensor, fraction: float) -> torch.Tensor:
@@ -121,7 +126,7 @@ def mouth_weight_map(config, weight: float) -> torch.Tensor:
 
 
 def _alpha_sigma(scheduler, t: torch.Tensor, ndim: int):
-    acp = scheduler.alphas_cumprod[t].float()
+    acp = scheduler.alphas_cumprod.to(t.device)[t].float()
     shape = (-1,) + (1,) * (ndim - 1)
     return acp.sqrt().reshape(shape), (1 - acp).sqrt().reshape(shape)
 
@@ -133,16 +138,17 @@ def base_loss(model: LLIAModel, batch: Batch, scheduler, gen: torch.Generator, t
     b, c, f = x0.shape[:3]
     ref_latent = model.encode_pixels(batch.reference)
     bank = model.reference_net(ref_latent)
-    noise = torch.randn(x0.shape, generator=gen)
-    t = _timesteps(gen, b, scheduler, fewstep, tc.fewstep_fraction)
+    dev = x0.device  # random draws on the CPU generator (the same on every device), then moved
+    noise = torch.randn(x0.shape, generator=gen).to(dev)
+    t = _timesteps(gen, b, scheduler, fewstep, tc.fewstep_fraction).to(dev)
     motion = batch.motion_flags[:, None, :, None, None]
     xt = scheduler.add_noise(x0, noise, t) * (1 - motion) + x0 * motion
     with PaintInputs(model, tc.paint_aux_weight) as paint_inputs:
         pred = model.denoiser(xt, t, batch.windows, batch.states, ref_latent, bank, batch.face_mask,
-                              batch.motion_flags, audio_keep=_keep(gen, b, f, tc.audio_dropout),
-                              reference_keep=_keep(gen, b, f, tc.reference_dropout), mouth=_true_mouth(model, batch))
+                              batch.motion_flags, audio_keep=_keep(gen, b, f, tc.audio_dropout, dev),
+                              reference_keep=_keep(gen, b, f, tc.reference_dropout, dev), mouth=_true_mouth(model, batch))
     target = prediction_target(scheduler, x0, noise, t)
-    w = (1 - motion) * mouth_weight_map(model.config, tc.mouth_weight)
+    w = (1 - motion) * mouth_weight_map(model.config, tc.mouth_weight).to(dev)
     loss = ((pred - target) ** 2 * w).sum() / (w.sum() * c)
     loss = loss + tc.paint_aux_weight * paint_inputs.loss(x0, batch.motion_flags)
     return loss + tc.mouth_aux_weight * mouth_aux_loss(model, batch)
@@ -233,11 +239,12 @@ def distill_loss(student: LLIAModel, target: LLIAModel, teacher: LLIAModel, batc
     motion = batch.motion_flags[:, None, :, None, None]
     n_steps = scheduler.config.num_train_timesteps // tc.skip
     idx = torch.randint(0, n_steps, (b,), generator=gen)
-    t = (idx + 1) * tc.skip - 1  # 19, 39, ..., 999
+    dev = x0.device
+    t = ((idx + 1) * tc.skip - 1).to(dev)  # 19, 39, ..., 999
     s = (t - tc.skip).clamp(min=0)
-    noise = torch.randn(x0.shape, generator=gen)
+    noise = torch.randn(x0.shape, generator=gen).to(dev)
     xt = scheduler.add_noise(x0, noise, t) * (1 - motion) + x0 * motion
-    ones = torch.ones(b, f, dtype=torch.bool)
+    ones = torch.ones(b, f, dtype=torch.bool, device=dev)
     with torch.no_grad():
         ref_t = teacher.encode_pixels(batch.reference)
         bank_t = teacher.reference_net(ref_t)
@@ -260,7 +267,7 @@ def distill_loss(student: LLIAModel, target: LLIAModel, teacher: LLIAModel, batc
         v_s = student.denoiser(xt, t, batch.windows, batch.states, ref_s, student.reference_net(ref_s),
                                batch.face_mask, batch.motion_flags, mouth=mouth)
     pred = _consistency_fn(student, lcm, scheduler, xt, t, v_s)
-    w = (1 - motion) * mouth_weight_map(student.config, tc.mouth_weight)
+    w = (1 - motion) * mouth_weight_map(student.config, tc.mouth_weight).to(dev)
     err = torch.sqrt((pred - goal) ** 2 + 1e-3**2) - 1e-3  # pseudo-Huber, as in LCM
     loss = (err * w).sum() / (w.sum() * c) + tc.paint_aux_weight * paint_inputs.loss(x0, batch.motion_flags)
     return loss + tc.mouth_aux_weight * mouth_aux_loss(student, batch)
@@ -287,13 +294,62 @@ def with_new_heads(model: LLIAModel, config) -> LLIAModel:
     return grown
 
 
+class StageLoss(torch.nn.Module):
+    """One stage's loss for a batch as a module call, so DistributedDataParallel can wrap the model.
+
+    Only the trained model is a submodule; the teacher and the EMA target are held aside, so DDP
+    neither averages nor broadcasts them (every rank keeps its own identical copy).
+    """
+
+    def __init__(self, model: LLIAModel, tc: TrainConfig, scheduler, lcm, fewstep, teacher=None, ema=None):
+        super().__init__()
+        self.model = model
+        self.tc, self.scheduler, self.lcm, self.fewstep = tc, scheduler, lcm, fewstep
+        self._aside = (teacher, ema)
+
+    def forward(self, batch: Batch, gen: torch.Generator) -> torch.Tensor:
+        teacher, ema = self._aside
+        if self.tc.stage == "base":
+            return base_loss(self.model, batch, self.scheduler, gen, self.tc, self.fewstep)
+        return distill_loss(self.model, ema, teacher, batch, self.scheduler, self.lcm, gen, self.tc)
+
+
+def _precision(tc: TrainConfig, device: torch.device) -> torch.dtype | None:
+    """The autocast dtype (None: plain fp32)."""
+    if tc.precision not in ("auto", "fp32", "bf16"):
+        raise ValueError(f"unknown --precision {tc.precision!r}; use auto, fp32 or bf16")
+    if tc.precision == "bf16" or (tc.precision == "auto" and device.type == "cuda"):
+        return torch.bfloat16
+    return None
+
+
+def _checkpointing(tc: TrainConfig, device: torch.device) -> bool:
+    if tc.gradient_checkpointing not in ("auto", "on", "off"):
+        raise ValueError(f"unknown --gradient-checkpointing {tc.gradient_checkpointing!r}; use auto, on or off")
+    return tc.gradient_checkpointing == "on" or (tc.gradient_checkpointing == "auto" and device.type == "cuda")
+
+
 def train(tc: TrainConfig) -> Path:
-    """Run (or resume) one stage; returns the path of the exported EMA model."""
+    """Run (or resume) one stage; returns the path of the exported EMA model.
+
+    Under torchrun every rank runs this; see ``distributed.py``.
+    """
+    from .distributed import start
+
     if tc.threads:
         torch.set_num_threads(tc.threads)
+    ctx = start(tc.device)
+    try:
+        return _train(tc, ctx)
+    finally:
+        ctx.close()
+
+
+def _train(tc: TrainConfig, ctx) -> Path:
     out = Path(tc.out_dir)
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tc.seed)
+    main = ctx.is_main
     if tc.stage == "mouth":  # closed form: no steps, nothing to resume
         import json
 
@@ -306,6 +362,7 @@ def train(tc: TrainConfig) -> Path:
         final = out / "model.safetensors"
         save_model(model, final, dtype=torch.float16, stage="mouth")
         return final
+    device = ctx.device
     if tc.init:
         model = load_model(tc.init)
         if tc.stage == "base":
@@ -313,15 +370,20 @@ def train(tc: TrainConfig) -> Path:
         model = model.train().requires_grad_(True)
     else:
         model = LLIAModel(get_config(tc.config)).train()
+    model = model.to(device)
     config = model.config
     teacher = None
     if tc.stage == "distill":
         if not tc.init:
             raise ValueError("distillation needs --init with the trained base model (the teacher)")
-        teacher = load_model(tc.init).eval()
+        teacher = load_model(tc.init, device=device).eval()
     elif tc.stage != "base":
         raise ValueError(f"unknown stage {tc.stage!r}; use 'base' or 'distill'")
     ema = copy.deepcopy(model).eval().requires_grad_(False)
+    autocast = _precision(tc, device)
+    if _checkpointing(tc, device):
+        model.denoiser.unet.enable_gradient_checkpointing()
+        model.reference_net.unet.enable_gradient_checkpointing()
     if tc.train_only:
         for name, p in model.named_parameters():
             p.requires_grad_(tc.train_only in name)
@@ -331,42 +393,52 @@ def train(tc: TrainConfig) -> Path:
     opt = torch.optim.AdamW(params, lr=tc.lr, weight_decay=0.0, betas=(0.9, 0.99))
     state_path = out / "state.safetensors"
     step = 0
-    if state_path.exists():
+    if state_path.exists():  # every rank reads the same state
         step, _ = load_training_state(state_path, model, ema, opt)
-        print(f"resumed {tc.stage} from step {step}")
-    clips = load_training_clips(tc.data, "train", config, tc.max_clips, tc.progress)
+        if main:
+            print(f"resumed {tc.stage} from step {step}")
+    clips = load_training_clips(tc.data, "train", config, tc.max_clips, tc.progress and main, tc.in_memory_clips)
     scheduler = training_scheduler(config)
     lcm = consistency_scheduler(config)
     fewstep = fewstep_timesteps(config)
-    rng = np.random.default_rng(tc.seed * 7919 + step)
-    gen = torch.Generator().manual_seed(tc.seed * 104729 + step)
+    loss_fn = ctx.wrap(StageLoss(model, tc, scheduler, lcm, fewstep, teacher, ema))
+    # each rank draws its own batches and noise; rank 0 draws what a single process draws
+    rng = np.random.default_rng(tc.seed * 7919 + step + 1_000_003 * ctx.rank)
+    gen = torch.Generator().manual_seed(tc.seed * 104729 + step + 1_000_003 * ctx.rank)
     fixed_steps = int(tc.fixed_fraction * tc.steps) if tc.stage == "base" else 0
     log_path = out / "log.csv"
     new_log = not log_path.exists()
     from tqdm import tqdm
 
-    bar = tqdm(total=tc.steps, initial=step, desc=f"train {tc.stage}", disable=not tc.progress)
+    bar = tqdm(total=tc.steps, initial=step, desc=f"train {tc.stage}" + (f" x{ctx.world}" if ctx.active else ""),
+               disable=not (tc.progress and main))
     t_start = time.perf_counter()
     losses: list[float] = []
-    with open(log_path, "a", newline="") as log_file:
+    run = {"train_config": asdict(tc), "ranks": ctx.world}
+
+    def save_state() -> float:
+        spread = ctx.check_in_sync(model)
+        if main:
+            save_training_state(state_path, model, ema, opt, step, run)
+        return spread
+
+    with open(log_path, "a", newline="") if main else _NoLog() as log_file:
         log = csv.writer(log_file)
-        if new_log:
+        if new_log and main:
             log.writerow(["step", "loss", "lr", "clip_len", "motion", "seconds"])
         while step < min(tc.steps, tc.stop_step or tc.steps):
-            if tc.minutes is not None and time.perf_counter() - t_start > tc.minutes * 60:
+            if tc.minutes is not None and ctx.any(time.perf_counter() - t_start > tc.minutes * 60):
                 break
             clip_len, motion = draw_lengths(rng, step, fixed_steps, tc.fixed_len, config.max_clip_frames,
                                             config.motion_frames)
-            batch = sample_batch(clips, rng, clip_len=clip_len, motion=motion, batch_frames=tc.batch_frames)
+            batch = sample_batch(clips, rng, clip_len=clip_len, motion=motion, batch_frames=tc.batch_frames).to(device)
             lr = tc.lr * min(1.0, (step + 1) / tc.warmup) * (0.5 + 0.5 * math.cos(math.pi * step / tc.steps))
             for g in opt.param_groups:
                 g["lr"] = lr
-            if tc.stage == "base":
-                loss = base_loss(model, batch, scheduler, gen, tc, fewstep)
-            else:
-                loss = distill_loss(model, ema, teacher, batch, scheduler, lcm, gen, tc)
+            with torch.autocast(device.type, dtype=autocast) if autocast else contextlib.nullcontext():
+                loss = loss_fn(batch, gen)
             opt.zero_grad(set_to_none=True)
-            loss.backward()
+            loss.backward()  # DDP averages the gradients of all ranks here
             torch.nn.utils.clip_grad_norm_(params, 1.0)
             opt.step()
             update_ema(ema, model, tc.ema_decay if step > tc.warmup else 0.9)
@@ -374,15 +446,33 @@ def train(tc: TrainConfig) -> Path:
             losses.append(float(loss.detach()))
             bar.update(1)
             if step % tc.log_every == 0:
-                mean = float(np.mean(losses[-tc.log_every:]))
+                mean = ctx.mean(float(np.mean(losses[-tc.log_every:])))
                 bar.set_postfix(loss=f"{mean:.4f}", len=clip_len)
                 log.writerow([step, f"{mean:.6f}", f"{lr:.2e}", clip_len, motion,
                               f"{time.perf_counter() - t_start:.1f}"])
                 log_file.flush()
             if step % tc.save_every == 0:
-                save_training_state(state_path, model, ema, opt, step, {"train_config": asdict(tc)})
+                save_state()
     bar.close()
-    save_training_state(state_path, model, ema, opt, step, {"train_config": asdict(tc)})
+    spread = save_state()
     final = out / "model.safetensors"
-    save_model(ema, final, dtype=torch.float16, stage=tc.stage, steps=str(step))
+    if main:
+        save_model(ema, final, dtype=torch.float16, stage=tc.stage, steps=str(step), ranks=str(ctx.world),
+                   ranks_weight_spread=f"{spread:g}")
     return final
+
+
+class _NoLog:
+    """Stands in for the log file on ranks other than 0."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+    def write(self, text):
+        return len(text)
+
+    def flush(self):
+        pass
