@@ -221,10 +221,12 @@ def add_live_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--steps", type=int, default=1, help="consistency steps per clip (2 for a little more detail)")
     p.add_argument("--clip-frames", type=int, default=2, help="frames per clip (shorter = lower latency)")
     p.add_argument("--lead", type=float, default=0.08, help="seconds of frames kept ready (jitter buffer)")
-    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16", "int8"),
                    help="auto: bf16 on CPUs with native bf16, else fp32")
     p.add_argument("--threads", type=int, default=None)
     p.add_argument("--seconds", type=float, default=None, help="stop after this long (default: until Ctrl+C)")
+    p.add_argument("--portrait-state", default=None, help=argparse.SUPPRESS)  # a host's prepared portrait (live/process.py)
+    p.add_argument("--exit-with-stdin", action="store_true", help=argparse.SUPPRESS)  # stop when the host's pipe closes
 
 
 def feed_file(push, path: str, chunk_seconds: float = 0.2, stop=None, loop: bool = False) -> None:
@@ -247,8 +249,13 @@ def run_live(args) -> None:
 
     model = load_model(args.model)
     cfg = model.config
-    portrait = prepare_portrait(args.portrait or DEFAULT_PORTRAIT, cfg.resolution, mode=args.crop,
-                                face_scale=cfg.face_scale, expression=args.expression)
+    if args.portrait_state:  # prepared by a host (ComfyUI's Live View node)
+        from .live.process import load_portrait_state
+
+        portrait = load_portrait_state(args.portrait_state)
+    else:
+        portrait = prepare_portrait(args.portrait or DEFAULT_PORTRAIT, cfg.resolution, mode=args.crop,
+                                    face_scale=cfg.face_scale, expression=args.expression)
     for note in portrait.notes:
         print(f"note: {note}", file=sys.stderr)
     from .quantization import model_at_precision
@@ -268,6 +275,10 @@ def run_live(args) -> None:
         f.start()
     if args.seconds is not None:
         threading.Timer(args.seconds, avatar.stop).start()
+    if args.exit_with_stdin:
+        from .live.process import exit_with_stdin
+
+        exit_with_stdin(avatar.stop)
     try:
         avatar.run(args.threads)  # in the main thread: PyTorch runs this model faster here than in a new thread
     except KeyboardInterrupt:

@@ -1,6 +1,8 @@
-"""LLIA Live View: start (or stop) the live avatar server for a model and portrait prepared in the graph.
+"""LLIA Live View: start (or stop) the live avatar for a model and portrait prepared in the graph.
 
-Lifecycle: one server per node and per port. Queuing the node again restarts it with the new
+The avatar runs in its own process (``llia_core/live/process.py``: the standalone live engine, with
+its own threads, so a clip costs inside ComfyUI what it costs alone), which ends with ComfyUI.
+Lifecycle: one avatar per node and per port. Queuing the node again restarts it with the new
 inputs (the old one stops first, whatever its port); queuing it with ``live`` off stops it; and
 ComfyUI's "Unload models" / "Free memory" stops every live avatar, so none keeps a core busy
 after the user is done with it.
@@ -13,7 +15,7 @@ from llia_core.portrait import OUTPUTS as FRAME_SIZES
 from . import comfy_bridge
 from .loader import LLIAModelHandle
 
-_SERVERS: dict[int, object] = {}  # port -> running LiveServer
+_SERVERS: dict[int, object] = {}  # port -> running LiveProcess
 _OWNERS: dict[str, int] = {}  # node id -> the port its server runs on
 
 
@@ -76,7 +78,8 @@ class LLIALiveView:
 
     def start(self, model: LLIAModelHandle, reference, port: int, steps: int, clip_frames: int,
               frame_size: str = "full", max_size: int = 1024, motion=None, live: bool = True, unique_id=None):
-        from llia_core.live import LiveAvatar, LiveServer
+        from llia_core.errors import LLIAError
+        from llia_core.live.process import LiveProcess
 
         owner = str(unique_id) if unique_id is not None else f"port {port}"
         if owner in _OWNERS:  # this node's previous server, on whatever port
@@ -85,11 +88,17 @@ class LLIALiveView:
         if not live:
             text = f"stopped (port {port})"
             return {"ui": {"text": [text]}, "result": (text,)}
+        if not model.path:
+            raise LLIAError("this model handle has no checkpoint file for the live process; load it with Load LLIA Model")
         comfy_bridge.on_unload_models(stop_all)
-        avatar = LiveAvatar(model.pipeline, reference, steps=steps, clip_frames=clip_frames, output=frame_size,
-                            max_size=max_size or None, motion=motion)
-        server = LiveServer(avatar, "127.0.0.1", port).start()
+        server = LiveProcess(model.path, reference, port, steps=steps, clip_frames=clip_frames, output=frame_size,
+                             max_size=max_size or None, motion=motion, dtype=model.precision)
         _SERVERS[port], _OWNERS[owner] = server, port
+        try:
+            server.wait_ready()
+        except LLIAError:
+            stop_port(port)
+            raise
         return {"ui": {"text": [server.url]}, "result": (server.url,)}
 
     @classmethod

@@ -20,6 +20,7 @@ class LLIAModelHandle:
     pipeline: LLIAPipeline
     name: str
     precision: str
+    path: str = ""  # the checkpoint file (the live view's own process loads it again)
 
     @property
     def model(self):
@@ -77,5 +78,5 @@ class LLIALoadModel:
             m = load_model(path, device=dev, dtype=getattr(torch, dtype))
             if precision == "int8":
                 m = llia_core.quantize_int8(m)
-            _CACHE[key] = LLIAModelHandle(LLIAPipeline(m, device=dev), name, precision)
+            _CACHE[key] = LLIAModelHandle(LLIAPipeline(m, device=dev), name, precision, str(path))
         return (_CACHE[key],)

@@ -1,6 +1,7 @@
 """The node pack without ComfyUI: registration, tooltips, each node's contract, cancel, bad input."""
 
 import math
+import os
 import sys
 import types
 
@@ -195,12 +196,16 @@ def test_live_view_node_serves_the_page_and_restarts_cleanly(pack, handle):
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
     node = m["LLIALiveView"]()
+    live = sys.modules[type(node).__module__]
     out = node.start(handle, ref, port, 1, 2)
     url = out["result"][0]
     assert url == f"http://127.0.0.1:{port}/" and out["ui"]["text"] == [url]
+    first = live._SERVERS[port]
+    assert first.proc.pid != os.getpid() and first.running  # its own process, the standalone engine
     try:
         assert b"<canvas" in urllib.request.urlopen(url, timeout=10).read()
-        out = node.start(handle, ref, port, 1, 2)  # queued again: the old server stops, a new one starts
+        out = node.start(handle, ref, port, 1, 2)  # queued again: the old avatar stops, a new one starts
+        assert not first.running and live._SERVERS[port].running
         time.sleep(0.5)
         stats = json.loads(urllib.request.urlopen(url + "api/stats", timeout=10).read())
         assert stats["paused"] and stats["frames"] == 0  # nobody watching: nothing generated
@@ -220,8 +225,12 @@ def test_live_view_node_serves_the_page_and_restarts_cleanly(pack, handle):
         assert asyncio.run(watch())["index"] >= 0  # a page connected: frames come
         stats = json.loads(urllib.request.urlopen(url + "api/stats", timeout=10).read())
         assert stats["frames"] > 0
+        second = live._SERVERS[port]
+        second.proc.stdin.close()  # what the host's end of the pipe does when ComfyUI exits or is killed
+        second.proc.wait(30)
+        assert not second.running
     finally:
-        sys.modules[type(node).__module__]._SERVERS.pop(port).stop()
+        live.stop_all()
 
 
 def _free_port():
@@ -266,10 +275,26 @@ def test_live_view_stops_from_the_graph_on_rerun_elsewhere_and_when_comfyui_unlo
         url = node.start(handle, ref, a, 1, 2, unique_id="7")["result"][0]
         other = m["LLIALiveView"]().start(handle, ref, b, 1, 2, unique_id="9")["result"][0]
         assert _serving(url) and _serving(other)
+        procs = list(live._SERVERS.values())
         fake.unload_all_models()
         assert calls == ["comfy"] and not live._SERVERS and not _serving(url) and not _serving(other)
-        node.start(handle, ref, a, 1, 2, unique_id="7")  # started again: hooked once, not twice
+        assert not any(p.running for p in procs)  # the processes are gone, not just the pages
+        comfy_bridge = sys.modules[live.__name__.rsplit(".", 1)[0] + ".comfy_bridge"]
+        comfy_bridge.on_unload_models(live.stop_all)  # as a second start would: hooked once, not twice
         fake.unload_all_models()
         assert calls == ["comfy", "comfy"] and not live._SERVERS
     finally:
         live.stop_all()
+
+
+def test_a_live_process_that_cannot_start_says_why(pack, handle):
+    from llia_core.errors import LLIAError
+    from llia_core.live.process import LiveProcess
+
+    m = pack.NODE_CLASS_MAPPINGS
+    image = torch.rand(1, 40, 40, 3, generator=torch.Generator().manual_seed(0))
+    ref = m["LLIAReferencePortrait"]().prepare(handle, image, "whole", 1.8)[0]
+    broken = LiveProcess("/no/such/model.safetensors", ref, _free_port())
+    with pytest.raises(LLIAError, match="ended before serving.*not found"):
+        broken.wait_ready()
+    assert not broken.running and not broken._dir.exists()
