@@ -272,13 +272,12 @@ def test_live_view_stops_from_the_graph_on_rerun_elsewhere_and_when_comfyui_unlo
         monkeypatch.setitem(sys.modules, "comfy", types.ModuleType("comfy"))
         monkeypatch.setitem(sys.modules, "comfy.model_management", fake)
         sys.modules["comfy"].model_management = fake
-        url = node.start(handle, ref, a, 1, 2, unique_id="7")["result"][0]
-        other = m["LLIALiveView"]().start(handle, ref, b, 1, 2, unique_id="9")["result"][0]
-        assert _serving(url) and _serving(other)
+        url = m["LLIALiveView"]().start(handle, ref, a, 1, 2, unique_id="9")["result"][0]  # another node
+        assert _serving(url)
         procs = list(live._SERVERS.values())
         fake.unload_all_models()
-        assert calls == ["comfy"] and not live._SERVERS and not _serving(url) and not _serving(other)
-        assert not any(p.running for p in procs)  # the processes are gone, not just the pages
+        assert calls == ["comfy"] and not live._SERVERS and not _serving(url)
+        assert procs and not any(p.running for p in procs)  # the processes are gone, not just the pages
         comfy_bridge = sys.modules[live.__name__.rsplit(".", 1)[0] + ".comfy_bridge"]
         comfy_bridge.on_unload_models(live.stop_all)  # as a second start would: hooked once, not twice
         fake.unload_all_models()
