@@ -51,18 +51,19 @@ class StepEstimate:
         return self.state_gib + self.activations_checkpointed_gib
 
 
-def _forward(model: LLIAModel, clips: int, frames: int, checkpointing: bool) -> tuple[float, int]:
-    """(FLOPs, bytes saved for backward) of one base-stage forward on the meta device."""
+def _forward(model: LLIAModel, clips: int, frames: int, checkpointing: bool) -> tuple[float, float, int]:
+    """(FLOPs of the frozen VAE, FLOPs in all, bytes saved for backward) of one base-stage forward on
+    the meta device."""
     from torch.utils.flop_counter import FlopCounterMode
 
     cfg = model.config
     c, h, r = cfg.autoencoder.latent_channels, cfg.latent_size, cfg.resolution
     f = frames + cfg.motion_frames
-    model.denoiser.unet.gradient_checkpointing = False
-    model.reference_net.unet.gradient_checkpointing = False
-    if checkpointing:
-        model.denoiser.unet.enable_gradient_checkpointing()
-        model.reference_net.unet.enable_gradient_checkpointing()
+    for unet in (model.denoiser.unet, model.reference_net.unet):
+        if checkpointing:
+            unet.enable_gradient_checkpointing()
+        else:
+            unet.disable_gradient_checkpointing()
     saved = [0]
 
     def pack(t):
@@ -74,13 +75,14 @@ def _forward(model: LLIAModel, clips: int, frames: int, checkpointing: bool) -> 
         with torch.no_grad():  # the frozen VAE encodes the frames and the portrait
             x0 = model.encode_pixels(torch.zeros(clips * f, 3, r, r, **meta))
             ref = model.encode_pixels(torch.zeros(clips, 3, r, r, **meta))
+        vae = counter.get_total_flops()
         with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
             bank = model.reference_net(ref)
             model.denoiser(x0.reshape(clips, f, c, h, h).transpose(1, 2), torch.zeros(clips, **meta),
                            torch.zeros(clips, f, cfg.audio.num_tokens, cfg.audio.mel_per_token * cfg.audio.n_mels, **meta),
                            torch.zeros(clips, f, dtype=torch.long, **meta), ref, bank,
                            torch.zeros(clips, 1, r, r, **meta), torch.zeros(clips, f, **meta))
-    return float(counter.get_total_flops()), saved[0]
+    return float(vae), float(counter.get_total_flops()), saved[0]
 
 
 def estimate_step(config_name: str = "sd15-384", clips: int = 1, frames: int = 16) -> StepEstimate:
@@ -90,15 +92,10 @@ def estimate_step(config_name: str = "sd15-384", clips: int = 1, frames: int = 1
     model.autoencoder.requires_grad_(False)
     trained = sum(p.numel() for p in model.parameters() if p.requires_grad)
     frozen = sum(p.numel() for p in model.autoencoder.parameters())
-    flops, saved = _forward(model, clips, frames, checkpointing=False)
-    flops_ckpt, saved_ckpt = _forward(model, clips, frames, checkpointing=True)
-    with torch.no_grad(), torch.device("meta"):
-        from torch.utils.flop_counter import FlopCounterMode
-
-        with FlopCounterMode(display=False) as enc:
-            model.encode_pixels(torch.zeros(clips * (frames + cfg.motion_frames + 1), 3, cfg.resolution, cfg.resolution))
-    trained_forward = flops - enc.get_total_flops()  # the VAE runs forward only
-    step = enc.get_total_flops() + 3 * trained_forward  # forward + backward (2x)
+    vae, flops, saved = _forward(model, clips, frames, checkpointing=False)
+    saved_ckpt = _forward(model, clips, frames, checkpointing=True)[2]
+    trained_forward = flops - vae  # the VAE runs forward only
+    step = vae + 3 * trained_forward  # forward + backward (2x)
     gib = 2 ** 30
     return StepEstimate(
         config=config_name, clips=clips, frames=frames, trained_parameters=trained, frozen_parameters=frozen,

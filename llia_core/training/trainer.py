@@ -26,6 +26,7 @@ import copy
 import csv
 import dataclasses
 import math
+import os
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -422,7 +423,7 @@ def _train(tc: TrainConfig, ctx) -> Path:
             save_training_state(state_path, model, ema, opt, step, run)
         return spread
 
-    with open(log_path, "a", newline="") if main else _NoLog() as log_file:
+    with open(log_path if main else os.devnull, "a", newline="") as log_file:  # rank 0 alone logs
         log = csv.writer(log_file)
         if new_log and main:
             log.writerow(["step", "loss", "lr", "clip_len", "motion", "seconds"])
@@ -461,18 +462,3 @@ def _train(tc: TrainConfig, ctx) -> Path:
                    ranks_weight_spread=f"{spread:g}")
     return final
 
-
-class _NoLog:
-    """Stands in for the log file on ranks other than 0."""
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        return False
-
-    def write(self, text):
-        return len(text)
-
-    def flush(self):
-        pass
