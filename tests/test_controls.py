@@ -140,9 +140,10 @@ def _speech(pipe, seconds):
 
 def test_mouth_amplitude_scales_the_opening_the_mesh_measures(bundled, templates):
     portrait = templates["neutral"]
-    audio = _speech(bundled, 3.0)
+    audio = _speech(bundled, 2.0)
     states = states_from_activity(audio.speech)
     speaking = states.numpy() == SPEAKING
+    assert speaking.sum() >= 25
     stds, mouths = [], []
     for amp in (0.0, 0.5, 1.0, 1.5):
         sampler = SamplerConfig(mouth_amplitude=amp)
@@ -151,7 +152,7 @@ def test_mouth_amplitude_scales_the_opening_the_mesh_measures(bundled, templates
         mouths.append(mouth)
         frames = render_clips(iter(clips), FrameRenderer(portrait, "full", None), total_frames=audio.num_frames).frames
         assert frames.shape == (audio.num_frames, 512, 512, 3)
-        stds.append(float(np.nanstd(track(frames)["opening"][speaking])))
+        stds.append(float(np.nanstd(track(frames[speaking])["opening"])))  # the mesh only where it speaks
     assert torch.equal(mouths[0], torch.tensor([[0.0, 0.5, 0.0]]).expand_as(mouths[0]))
     assert torch.allclose(mouths[1][:, 0], 0.5 * mouths[2][:, 0].clamp(0, 1), atol=1e-5)
     assert stds[0] < stds[1] < stds[2] < stds[3]

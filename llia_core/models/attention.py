@@ -26,24 +26,37 @@ def _heads(attn: Attention, x: torch.Tensor) -> torch.Tensor:
     return x.view(b, n, attn.heads, c // attn.heads).transpose(1, 2)
 
 
-def _mix(attn, q: torch.Tensor, key_value_in, attn_mask=None, upcast: bool = False) -> torch.Tensor:
+def _matmul_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """softmax(q k^T / sqrt(d)) v as two matrix products: for short sequences (a clip's frames) PyTorch's
+    CPU SDPA kernel is 2-3x slower than this (measured for 3-18 frames, head size 8-28, thousands of
+    latent pixels); for long ones (spatial attention) it is the other way round."""
+    scores = torch.matmul(q, k.transpose(-1, -2)) * q.shape[-1] ** -0.5
+    return torch.matmul(scores.softmax(-1), v)
+
+
+def _mix(attn, q: torch.Tensor, key_value_in, attn_mask=None, upcast: bool = False,
+         short: bool = False) -> torch.Tensor:
     """Attention of the projected queries q (B, heads, N, d) over ``key_value_in`` (B, M, C) through
     ``attn``'s key/value projections -> (B, N, heads * d), before the output projection.
 
     ``upcast``: compute the attention itself in float32 (the projections stay in the input dtype).
+    ``short``: the sequences are a few frames long (no mask): two matrix products instead of SDPA.
     """
     k = _heads(attn, attn.to_k(key_value_in))
     v = _heads(attn, attn.to_v(key_value_in))
-    if upcast and q.dtype != torch.float32:
-        out = F.scaled_dot_product_attention(q.float(), k.float(), v.float(), attn_mask=attn_mask).to(q.dtype)
+    dtype = q.dtype
+    if upcast and dtype != torch.float32:
+        q, k, v = q.float(), k.float(), v.float()
+    if short and attn_mask is None:
+        out = _matmul_attention(q, k, v)
     else:
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=attn_mask)
-    return out.transpose(1, 2).reshape(q.shape[0], -1, q.shape[1] * q.shape[-1])
+    return out.to(dtype).transpose(1, 2).reshape(q.shape[0], -1, q.shape[1] * q.shape[-1])
 
 
-def _attend(attn, query_in, key_value_in, attn_mask=None, upcast: bool = False) -> torch.Tensor:
+def _attend(attn, query_in, key_value_in, attn_mask=None, upcast: bool = False, short: bool = False) -> torch.Tensor:
     """Plain multi-head attention through ``attn``'s projections; (B, N, C) -> (B, N, C)."""
-    out = _mix(attn, _heads(attn, attn.to_q(query_in)), key_value_in, attn_mask, upcast)
+    out = _mix(attn, _heads(attn, attn.to_q(query_in)), key_value_in, attn_mask, upcast, short)
     return attn.to_out[1](attn.to_out[0](out))
 
 
@@ -61,13 +74,15 @@ class TemporalAttnProcessor:
     On CPU in bf16/fp16 the attention is computed in float32: a clip's temporal attention is
     thousands of tiny problems (one per latent pixel and head, 1-18 frames, head size 8-28), where
     PyTorch's CPU bf16 kernel is about twice as slow as its float32 one (measured on the demo
-    model's largest: 3.2 vs 1.5 ms per call), and float32 is also the more exact of the two.
+    model's largest: 3.2 vs 1.5 ms per call), and float32 is also the more exact of the two. There
+    it is two matrix products rather than SDPA (:func:`_matmul_attention`).
     """
 
     def __call__(self, attn: Attention, hidden_states, encoder_hidden_states=None, attention_mask=None,
                  temb=None, **_):
         context = hidden_states if encoder_hidden_states is None else encoder_hidden_states
-        return _attend(attn, hidden_states, context, upcast=hidden_states.device.type == "cpu")
+        cpu = hidden_states.device.type == "cpu"
+        return _attend(attn, hidden_states, context, upcast=cpu, short=cpu)
 
 
 class ReferenceCaptureProcessor:

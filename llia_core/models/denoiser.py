@@ -14,7 +14,7 @@ from .face_locator import FaceLocator
 from .mouth_map import MouthMap, MouthPaint
 from .mouth_warp import NEUTRAL_MOUTH, mouth_region, warp_patch_latent
 from ..states import SPEAKING
-from .unet_blocks import processor_map, unet_kwargs
+from .unet_blocks import contiguous_motion_inputs, processor_map, unet_kwargs
 
 
 class LLIADenoiser(nn.Module):
@@ -40,6 +40,7 @@ class LLIADenoiser(nn.Module):
             return ReferenceAttnProcessor(key)
 
         self.unet.set_attn_processor(processor_map(self.unet, reference_processor))
+        contiguous_motion_inputs(self.unet)
         if config.reference_skip:  # start exactly at "the frame is the portrait"
             nn.init.zeros_(self.unet.conv_out.weight)
             nn.init.zeros_(self.unet.conv_out.bias)
