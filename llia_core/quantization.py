@@ -129,6 +129,12 @@ class Int8Conv2d(nn.Module):
         return y.to(dtype)
 
 
+def is_int8(module: nn.Module) -> bool:
+    """Whether ``module`` holds int8 layers. Their activation scales are measured on every call, so a
+    trace would freeze the first call's scales as constants: such a model always runs eagerly."""
+    return any(isinstance(m, (Int8Linear, Int8Conv2d)) for m in module.modules())
+
+
 def _convertible_conv(m: nn.Module) -> bool:
     return (type(m) is nn.Conv2d and m.padding_mode == "zeros" and not isinstance(m.padding, str)
             and m.groups == 1 and m.in_channels * m.kernel_size[0] * m.kernel_size[1] >= 64)

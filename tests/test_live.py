@@ -269,3 +269,21 @@ def test_without_a_page_the_engine_sleeps_and_wakes_within_a_clip_when_one_conne
         assert stats["paused_frames"] > 0 and stats["frames"] > 0
     finally:
         server.stop()
+
+
+def test_an_int8_model_runs_live_eagerly(tiny_model):
+    """int8 layers measure their activation scales on every call: the live engine must not trace
+    them (a trace would freeze the first call's scales), yet it runs and makes frames."""
+    from llia_core.portrait import prepare_portrait
+    from llia_core.quantization import quantization_available, quantize_int8
+
+    if not quantization_available():
+        pytest.skip("this PyTorch has no oneDNN int8 kernels")
+    portrait = prepare_portrait(np.random.default_rng(6).integers(0, 255, (40, 40, 3), dtype=np.uint8), 32,
+                                mode="whole")
+    avatar = LiveAvatar(LLIAPipeline(quantize_int8(tiny_model)), portrait, steps=1, clip_frames=2)
+    assert avatar.pipe.frozen_limit == 0 and avatar.pipe._frozen == []
+    avatar.push_avatar_audio(voice(0.5))
+    frames = avatar.step() + avatar.step()
+    assert len(frames) == 4 and all(f.image.shape == frames[0].image.shape for f in frames)
+    assert np.ptp(np.stack([f.image for f in frames]).astype(int)) > 0

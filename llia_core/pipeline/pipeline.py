@@ -160,9 +160,12 @@ class LLIAPipeline:
         """Trace and freeze the denoiser for the first ``limit`` clip shapes it runs (``frozen.py``).
 
         For callers that repeat one clip shape with one portrait, like the live engine; every other
-        shape, and guidance, keeps running the eager model.
+        shape, and guidance, keeps running the eager model, as does an int8 model (its activation
+        scales are measured per call; a trace would fix them).
         """
-        self.frozen_limit = int(limit)
+        from ..quantization import is_int8
+
+        self.frozen_limit = 0 if is_int8(self.model.denoiser) else int(limit)
 
     def _frozen_for(self, reference: ReferenceState, sample, t, windows, states, flags,
                     mouth=None) -> FrozenDenoiser | None:
