@@ -58,8 +58,12 @@ def test_clips_are_variable_and_first_clip_is_short(pipe, portrait):
     clips = [c.clip for c in pipe.stream(portrait, audio, states, SamplerConfig(steps=1, first_clip=1))]
     lengths = [c.length for c in clips]
     assert lengths[0] == 1 and max(lengths) == pipe.config.max_clip_frames
-    assert [c for c in clips if c.start == 25][0].length == 1  # short again after the switch
+    assert all(c.stop <= 25 or c.start >= 25 for c in clips)  # cut at the switch
+    # offline the timeline is known: no short restart after the switch (it only costs throughput)
+    assert [c for c in clips if c.start == 25][0].length == pipe.config.max_clip_frames
     assert sum(lengths) == 50
+    live_like = pipe.plan(audio.num_frames, states, SamplerConfig(first_clip=1, restart_on_switch=True))
+    assert [c for c in live_like if c.start == 25][0].length == 1  # short again after the switch
 
 
 def test_motion_frames_are_the_previous_clips_last_latents(pipe, portrait, monkeypatch):
