@@ -1,8 +1,10 @@
 """The clip planner: variable-length clips and the frame <-> clip index maps.
 
 LLIA cuts time-to-first-frame by making the first clip very short (1-4 frames) and growing
-clip lengths afterwards up to the trained maximum; after every state switch the length starts
-short again, so the new state shows up fast. A clip never spans a state switch.
+clip lengths afterwards up to the trained maximum. Given the states, clips are cut at every
+switch and (``restart_on_switch``) start short again, so a new state shows up fast where it
+arrives while generating; given none, clips run across switches (each frame's state label is a
+condition of its own).
 """
 
 from __future__ import annotations
@@ -14,7 +16,8 @@ import torch
 
 @dataclass(frozen=True)
 class ClipPlan:
-    """Frames [start, start + length) generated together, all in state ``state``."""
+    """Frames [start, start + length) generated together; ``state``: their state when the plan was cut
+    at switches, else the first frame's (planned without states: 0)."""
 
     index: int
     start: int

@@ -54,16 +54,34 @@ def test_stream_equals_generate_and_is_deterministic(pipe, portrait):
 
 def test_clips_are_variable_and_first_clip_is_short(pipe, portrait):
     audio = _audio(2.0, 25, pipe.config)
-    states = parse_timeline("0-1:speaking,1-end:listening", audio.num_frames, 25)
-    clips = [c.clip for c in pipe.stream(portrait, audio, states, SamplerConfig(steps=1, first_clip=1))]
+    states = parse_timeline("0-0.9:speaking,0.9-end:listening", audio.num_frames, 25)
+    sw = int(torch.nonzero(states[1:] != states[:-1])[0]) + 1  # frame 22/23: inside a clip of the plan
+    jobs = []
+    original = pipe.new_job
+
+    def spy(clip, audio, states, motion, sampler):
+        jobs.append(original(clip, audio, states, motion, sampler))
+        return jobs[-1]
+
+    pipe.new_job = spy
+    try:
+        clips = [c.clip for c in pipe.stream(portrait, audio, states, SamplerConfig(steps=1, first_clip=1))]
+    finally:
+        del pipe.new_job
     lengths = [c.length for c in clips]
     assert lengths[0] == 1 and max(lengths) == pipe.config.max_clip_frames
-    assert all(c.stop <= 25 or c.start >= 25 for c in clips)  # cut at the switch
-    # offline the timeline is known: no short restart after the switch (it only costs throughput)
-    assert [c for c in clips if c.start == 25][0].length == pipe.config.max_clip_frames
     assert sum(lengths) == 50
+    # offline the timeline is known: clips keep growing across the switch (short ones only cost
+    # throughput), and each frame inside carries its own state
+    across = [i for i, c in enumerate(clips) if c.start < sw < c.stop]
+    assert len(across) == 1 and clips[across[0]].length == pipe.config.max_clip_frames
+    job = jobs[across[0]]
+    new = job.states[0, -job.clip.length:]
+    assert torch.equal(new, states[job.clip.start:job.clip.stop].to(new.device))
+    assert new.unique().numel() == 2
     live_like = pipe.plan(audio.num_frames, states, SamplerConfig(first_clip=1, restart_on_switch=True))
-    assert [c for c in live_like if c.start == 25][0].length == 1  # short again after the switch
+    assert all(c.stop <= sw or c.start >= sw for c in live_like)  # cut at the switch
+    assert [c for c in live_like if c.start == sw][0].length == 1  # and short again after it
 
 
 def test_motion_frames_are_the_previous_clips_last_latents(pipe, portrait, monkeypatch):
