@@ -149,7 +149,7 @@ def run_generate(args) -> dict:
     from .portrait import prepare_portrait
 
     # oneDNN caches up to 1024 compiled kernels, each holding its own reordered (bf16) weights, and
-    # clip lengths vary (short after every state switch): 400 random clip shapes grew the process by
+    # clip lengths vary (the first clips, the last one): 400 random clip shapes grew the process by
     # 570 MB with the default cache and stayed flat with 256 (3% slower over 150 s of audio, measured
     # with the session-5 model). With the mouth-paint model 256 is too few: the main job ran 13% slower
     # (23.7 vs 27.1 FPS in one process, 512 px output); 512 runs as fast as 1024 (26.0 vs 26.3).

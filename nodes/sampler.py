@@ -35,8 +35,8 @@ class LLIAVariableLengthSampler:
             "reference": ("LLIA_REFERENCE", {"tooltip": "From LLIA Reference Portrait."}),
             "states": ("LLIA_STATES", {"tooltip": "From LLIA State Switcher."}),
             "sampler": ("LLIA_SAMPLER", {"tooltip": "From LLIA Consistency Step."}),
-            "first_clip_frames": ("INT", {"default": 2, "min": 1, "max": 64, "tooltip": "Frames in the first clip "
-                                  "and after each state switch; 1-2 shows the first frame fastest."}),
+            "first_clip_frames": ("INT", {"default": 2, "min": 1, "max": 64, "tooltip": "Frames in the first clip; "
+                                  "1-2 shows the first frame fastest. Later clips grow to clip_frames."}),
             "clip_frames": ("INT", {"default": 16, "min": 1, "max": 64, "tooltip": "Longest clip (capped at the "
                             "model's trained maximum); longer clips are more efficient."}),
             "output": (OUTPUTS, {"default": "frames", "tooltip": "'mp4 only' streams frames straight into an "
