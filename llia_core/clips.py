@@ -1,9 +1,9 @@
 """The clip planner: variable-length clips and the frame <-> clip index maps.
 
 LLIA cuts time-to-first-frame by making the first clip very short (1-4 frames) and growing
-clip lengths afterwards up to the trained maximum. Given the states, clips are cut at every
-switch and (``restart_on_switch``) start short again, so a new state shows up fast where it
-arrives while generating; given none, clips run across switches (each frame's state label is a
+clip lengths afterwards up to the trained maximum. Clips may be cut at every state switch and
+(``restart_on_switch``) start short again, so a new state shows up fast where it arrives while
+generating; or run across switches (``cut_at_switches=False``: each frame's state label is a
 condition of its own).
 """
 
@@ -16,8 +16,8 @@ import torch
 
 @dataclass(frozen=True)
 class ClipPlan:
-    """Frames [start, start + length) generated together; ``state``: their state when the plan was cut
-    at switches, else the first frame's (planned without states: 0)."""
+    """Frames [start, start + length) generated together; ``state``: its first frame's (every frame's
+    when the plan is cut at switches)."""
 
     index: int
     start: int
@@ -30,12 +30,15 @@ class ClipPlan:
 
 
 def plan_clips(num_frames: int, states: torch.Tensor | None = None, *, first_clip: int = 2,
-               max_clip: int = 16, growth: float = 2.0, restart_on_switch: bool = True) -> list[ClipPlan]:
+               max_clip: int = 16, growth: float = 2.0, restart_on_switch: bool = True,
+               cut_at_switches: bool = True) -> list[ClipPlan]:
     """Split ``num_frames`` into clips: first_clip, first_clip*growth, ... capped at max_clip.
 
     Args:
-        states: (num_frames,) state per frame; clips are cut where it changes.
+        states: (num_frames,) state per frame.
         restart_on_switch: start short again after a switch (lower switch latency).
+        cut_at_switches: end a clip where the state changes (else clips run across switches and
+            ``restart_on_switch`` has nothing to restart at).
     """
     if num_frames < 1:
         raise ValueError("nothing to plan: num_frames must be >= 1")
@@ -49,7 +52,7 @@ def plan_clips(num_frames: int, states: torch.Tensor | None = None, *, first_cli
     if states.numel() != num_frames:
         raise ValueError(f"states has {states.numel()} entries for {num_frames} frames")
     change = torch.nonzero(states[1:] != states[:-1]).reshape(-1) + 1
-    bounds = [0, *change.tolist(), num_frames]
+    bounds = [0, *(change.tolist() if cut_at_switches else []), num_frames]
     clips: list[ClipPlan] = []
     length = float(first_clip)
     for seg_start, seg_stop in zip(bounds[:-1], bounds[1:]):

@@ -49,3 +49,13 @@ def test_noise_seed_depends_on_place_not_history():
     assert [clip_noise_seed(7, c) for c in a] == [clip_noise_seed(7, c) for c in b]
     assert len({clip_noise_seed(7, c) for c in a}) == len(a)
     assert clip_noise_seed(7, a[0]) != clip_noise_seed(8, a[0])
+
+
+def test_clips_can_run_across_switches_and_name_their_first_frames_state():
+    states = torch.tensor([0] * 21 + [2] * 59)
+    clips = plan_clips(80, states, first_clip=2, max_clip=16, cut_at_switches=False)
+    assert [c.length for c in clips] == [2, 4, 8, 16, 16, 16, 16, 2]
+    assert sum(c.length for c in clips) == 80
+    across = [c for c in clips if c.start < 21 < c.stop]
+    assert len(across) == 1 and across[0].state == 0
+    assert all(c.state == int(states[c.start]) for c in clips)

@@ -214,10 +214,8 @@ class LLIAPipeline:
     # 2. Clip plan
     def plan(self, num_frames: int, states: torch.Tensor, sampler: SamplerConfig) -> list[ClipPlan]:
         max_clip = min(sampler.clip_frames, self.config.max_clip_frames)
-        return plan_clips(num_frames, states if sampler.restart_on_switch else None,
-                          first_clip=min(sampler.first_clip, max_clip),
-                          max_clip=max_clip, growth=sampler.growth,
-                          restart_on_switch=sampler.restart_on_switch)
+        return plan_clips(num_frames, states, first_clip=min(sampler.first_clip, max_clip), max_clip=max_clip,
+                          growth=sampler.growth, cut_at_switches=sampler.restart_on_switch)
 
     # 3. Denoise one clip
     def _model_fn(self, reference: ReferenceState, windows, states, motion, guidance: SamplerConfig, mouth=None):
