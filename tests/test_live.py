@@ -16,6 +16,7 @@ import torch
 
 from llia_core.errors import AudioError
 from llia_core.live import LiveAvatar, LiveServer, decode_audio_body
+from llia_core.live.server import parse_message
 from llia_core.pipeline import LLIAPipeline
 from llia_core.states import IDLE, LISTENING, SPEAKING
 
@@ -126,12 +127,12 @@ def test_server_on_loopback_streams_states_and_timestamps(avatar):
             seen = []
             async with aiohttp.ClientSession() as session:
                 async with session.ws_connect(server.url + "ws") as ws:
-                    hello = json.loads((await ws.receive()).data)
+                    hello = parse_message((await ws.receive()).data)
                     assert hello["type"] == "hello" and hello["fps"] == 25
                     t_end = time.perf_counter() + 3.0
                     pushed = listened = False
                     while time.perf_counter() < t_end:
-                        msg = json.loads((await ws.receive(timeout=5)).data)
+                        msg = parse_message((await ws.receive(timeout=5)).data)
                         if msg["type"] == "frame":
                             seen.append(msg)
                             await ws.send_str(json.dumps({"type": "shown", "index": msg["index"], "lag_ms": 0.0}))
@@ -149,6 +150,12 @@ def test_server_on_loopback_streams_states_and_timestamps(avatar):
         states = [f["state"] for f in frames]
         assert states[0] == "idle" and "speaking" in states and "listening" in states
         assert states.index("speaking") < states.index("listening")
+        import cv2  # frames travel as binary JPEG messages: they decode at the portrait's own size
+
+        first = cv2.imdecode(np.frombuffer(frames[0]["jpeg"], np.uint8), cv2.IMREAD_COLOR)
+        assert first.shape == (40, 40, 3)
+        speaking = cv2.imdecode(np.frombuffer(frames[states.index("speaking") + 3]["jpeg"], np.uint8), cv2.IMREAD_COLOR)
+        assert speaking.shape == first.shape and np.abs(speaking.astype(int) - first).mean() > 0.5
         pts = [f["pts"] for f in frames]
         assert all(b > a for a, b in zip(pts, pts[1:]))
         stats = json.loads(urllib.request.urlopen(server.url + "api/stats", timeout=10).read())
@@ -257,7 +264,7 @@ def test_without_a_page_the_engine_sleeps_and_wakes_within_a_clip_when_one_conne
                     c1 = time.process_time()
                     t_end = t_join + 1.5
                     while time.perf_counter() < t_end:
-                        msg = json.loads((await ws.receive(timeout=5)).data)
+                        msg = parse_message((await ws.receive(timeout=5)).data)
                         if msg["type"] == "frame" and first is None:
                             first = time.perf_counter() - t_join
                     return first, time.process_time() - c1

@@ -214,11 +214,13 @@ def test_live_view_node_serves_the_page_and_restarts_cleanly(pack, handle):
 
         import aiohttp
 
+        from llia_core.live import parse_message
+
         async def watch():
             async with aiohttp.ClientSession() as session:
                 async with session.ws_connect(url + "ws") as ws:
                     while True:
-                        msg = json.loads((await ws.receive(timeout=10)).data)
+                        msg = parse_message((await ws.receive(timeout=10)).data)
                         if msg["type"] == "frame":
                             return msg
 

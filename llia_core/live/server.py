@@ -12,9 +12,11 @@ API (all on 127.0.0.1 by default; audio bodies are WAV files, or raw little-endi
 - ``GET /api/motion``, ``POST /api/motion``: the motion controls, read or changed from the next clip
   on: JSON ``{"mouth_amplitude": 0..2, "head_motion": 0..2, "blink_rate": blinks per minute}``
   (any subset). Returns the controls now in use.
-- ``GET /ws``: WebSocket for viewers. Server -> page: JSON ``hello``, ``frame`` (index, pts,
-  state, JPEG base64), ``audio`` (pts, 16 kHz int16 base64), ``stats``. Page -> server: binary
-  16 kHz int16 mic PCM, JSON ``{"type": "shown", "index", "lag_ms"}`` reports.
+- ``GET /ws``: WebSocket for viewers. Server -> page: JSON ``hello``, ``audio`` (pts, 16 kHz int16
+  base64), ``stats``; frames as binary messages (:func:`frame_message`: a 4-byte big-endian length,
+  that many bytes of JSON ``{"type": "frame", index, pts, state}``, then the JPEG), which the page
+  decodes off its main thread without keeping every frame as a data-URL string. Page -> server:
+  binary 16 kHz int16 mic PCM, JSON ``{"type": "shown", "index", "lag_ms"}`` reports.
 """
 
 from __future__ import annotations
@@ -64,11 +66,26 @@ def decode_audio_body(body: bytes, query) -> tuple[np.ndarray, int]:
     raise AudioError(f"unknown format '{fmt}'; use format=s16 or format=f32 (or send a WAV file)")
 
 
-def _jpeg(image: np.ndarray) -> str:
+def _jpeg(image: np.ndarray) -> bytes:
     import cv2
 
     ok, buf = cv2.imencode(".jpg", image[:, :, ::-1], [cv2.IMWRITE_JPEG_QUALITY, 90])
-    return base64.b64encode(buf.tobytes()).decode()
+    return buf.tobytes()
+
+
+def frame_message(meta: dict, jpeg: bytes) -> bytes:
+    """One frame for the WebSocket: 4-byte big-endian header length, the JSON header, the JPEG."""
+    header = json.dumps(meta).encode()
+    return len(header).to_bytes(4, "big") + header + jpeg
+
+
+def parse_message(data: str | bytes) -> dict:
+    """A WebSocket message as a dict, for clients written in Python: JSON text as it is; a binary
+    frame (:func:`frame_message`) as its header with the JPEG bytes under ``"jpeg"``."""
+    if isinstance(data, str):
+        return json.loads(data)
+    n = int.from_bytes(data[:4], "big")
+    return json.loads(data[4:4 + n]) | {"jpeg": data[4 + n:]}
 
 
 class LiveServer:
@@ -92,14 +109,14 @@ class LiveServer:
     def _frame_from_thread(self, frame: LiveFrame) -> None:
         if self.loop is None or not self.viewers:
             return
-        msg = json.dumps({"type": "frame", "index": frame.index, "pts": frame.pts,
-                          "state": LiveAvatar.state_name(frame.state), "jpeg": _jpeg(frame.image)})
+        msg = frame_message({"type": "frame", "index": frame.index, "pts": frame.pts,
+                             "state": LiveAvatar.state_name(frame.state)}, _jpeg(frame.image))
         self.loop.call_soon_threadsafe(self._broadcast, msg)
 
-    def _broadcast(self, msg: str) -> None:
+    def _broadcast(self, msg: str | bytes) -> None:
         for ws in list(self.viewers):
             if not ws.closed:
-                asyncio.ensure_future(ws.send_str(msg))
+                asyncio.ensure_future(ws.send_bytes(msg) if isinstance(msg, bytes) else ws.send_str(msg))
 
     # handlers
     async def page(self, request):
