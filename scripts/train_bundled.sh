@@ -2,7 +2,7 @@
 # Reproduce the bundled model from nothing: the cartoon model (data -> base -> mouth paint -> distillation),
 # then the real-people model on top of it (real videos + photos + cartoons -> mouth head -> base -> distillation).
 # Training about 2 h 50 min on a 2-core CPU (cartoons: data 6, base 74, paint 12, distillation 14; real people:
-# data 4, base ~50, distillation ~12; the evaluations ~40 more). Every stage resumes where it stopped when rerun.
+# data 4, mouth head 1, base ~50, distillation ~12; the evaluations ~40 more). Every stage resumes where it stopped when rerun.
 # Needs the real-face material in ../shared/realfaces (REAL=...). Usage: bash scripts/train_bundled.sh [WORKDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,7 +39,9 @@ VAL_PHOTOS=hallo_1,hallo_4,genface_000007,genface_015270,liveportrait_s3,livepor
 $PY -m llia_core.training.data --videos "$REAL/talking" --out "$W/real/talking" --val "$VAL_VIDEOS"
 $PY -m llia_core.training.data --photos "$REAL/photos" --out "$W/real/photos" --val "$VAL_PHOTOS"
 $PY -m llia_core.training.data --out "$W/real/cartoons" --identities 60 --clips 3 --split train --workers 1
-# 6. the window mouth head: ridge regression from the log-mel window to the landmarks' mouth (closed form)
+# 6. the window mouth head: ridge regression from the log-mel window to the landmarks' mouth (closed form),
+#    after undoing each training video's sound/picture offset (3 passes; the pass that predicts best for
+#    people left out is kept; base and distillation never change the head)
 $PY -m llia_core train --stage mouth --config real --init "$W/distill/model.safetensors" --data "$W/real/talking" \
     --out-dir "$W/real/mouth"
 # 7. base: trained with the true mouth shapes (the warp moves the portrait, the residual learns the rest);

@@ -29,6 +29,7 @@ class TrainingClip:
     reference: torch.Tensor  # (3, R, R) float 0..1
     face_mask: torch.Tensor  # (1, R, R) float 0/1
     mouth: torch.Tensor | None = None  # (F, 3) true opening, width, roundness (generated data only)
+    identity: int | None = None  # the person (or source video) the clip came from
 
 
 def clip_to_training(clip, config: LLIAConfig) -> TrainingClip:
@@ -43,8 +44,9 @@ def clip_to_training(clip, config: LLIAConfig) -> TrainingClip:
     if getattr(clip, "mouth_open", None) is not None:
         mouth = torch.as_tensor(np.stack([np.asarray(getattr(clip, f"mouth_{k}"), np.float32)
                                           for k in ("open", "width", "round")], axis=1))
+    identity = getattr(clip, "identity_id", None)
     return TrainingClip(frames, windows.float(), torch.as_tensor(np.asarray(clip.states)).long(), reference,
-                        (mask > 0).float(), mouth)
+                        (mask > 0).float(), mouth, None if identity is None else int(identity))
 
 
 class ClipPool(Sequence):

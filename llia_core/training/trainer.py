@@ -66,6 +66,7 @@ class TrainConfig:
     mouth_weight: float = 10.0  # extra loss weight on the mouth region (a few % of the pixels)
     mouth_aux_weight: float = 0.5  # weight of the audio -> mouth-parameter loss (models with a mouth head)
     paint_aux_weight: float = 0.0  # weight of the mouth paint's own proposal loss (models with a paint)
+    mouth_align_passes: int = 3  # stage mouth: passes estimating each video's audio/picture offset (0: none)
     ema_decay: float = 0.998
     guidance_scale: float = 1.5  # teacher guidance distilled into the student
     skip: int = 20  # DDIM solver skip (1000 / 20 = 50-step teacher discretisation)
