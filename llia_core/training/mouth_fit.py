@@ -115,8 +115,8 @@ def fit_mouth_head(model: LLIAModel, clips: list[TrainingClip], val: list[Traini
     """Fit ``model``'s window mouth head in place; returns per-output correlations (train, val).
 
     Talking-head footage often has its sound a few frames off the picture (encoders, re-cuts); a
-    head fitted across such videos learns a smeared timing. With clips that name their person and
-    ``align_passes`` > 0, each person's offset is estimated (``estimate_offsets``, repeated on the
+    head fitted across such videos learns a smeared timing. With clips that name their identity
+    (ingested footage: one per source video) and ``align_passes`` > 0, each one's offset is estimated (``estimate_offsets``, repeated on the
     realigned fit) and the pass whose head predicts best for people it did not see (their clips as
     recorded, ``_held_out_r``; pass 0 = no realignment) is kept.
     """
