@@ -15,8 +15,7 @@ import soundfile as sf
 import torch
 
 from llia_core.errors import AudioError
-from llia_core.live import LiveAvatar, LiveServer, decode_audio_body
-from llia_core.live.server import parse_message
+from llia_core.live import LiveAvatar, LiveServer, decode_audio_body, parse_message
 from llia_core.pipeline import LLIAPipeline
 from llia_core.states import IDLE, LISTENING, SPEAKING
 

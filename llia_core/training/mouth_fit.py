@@ -81,25 +81,24 @@ def _opening_r(p: np.ndarray, t: np.ndarray) -> float:
     return float(np.corrcoef(p, t)[0, 1]) if len(t) > 2 and t.std() > 1e-4 and p.std() > 0 else float("nan")
 
 
-def _held_out_r(rows: list[tuple], lags: dict, ridge: float) -> float:
-    """Opening r on each person's own clips, as recorded (no offset fixed), by a fit without that
-    person; the mean over people: how the head does on a voice it never heard."""
-    people = sorted({ident for ident, _, _ in rows})
-    scores = []
-    for person in people:
-        fit = _ridge([r for r in rows if r[0] != person], lags, ridge)
-        rs = [_opening_r(_predict(fit, x)[:, 0], y[:, 0]) for ident, x, y in rows if ident == person]
-        scores.append(np.nanmean(rs))
+def _leave_one_out(rows: list[tuple], lags: dict, ridge: float) -> dict:
+    """{identity: a fit on every other identity's (realigned) frames}."""
+    return {person: _ridge([r for r in rows if r[0] != person], lags, ridge) for person in sorted({r[0] for r in rows})}
+
+
+def _held_out_r(rows: list[tuple], fits: dict) -> float:
+    """Opening r on each identity's own clips, as recorded (no offset fixed), by the fit without it;
+    the mean over identities: how the head does on a voice it never heard."""
+    scores = [np.nanmean([_opening_r(_predict(fit, x)[:, 0], y[:, 0]) for ident, x, y in rows if ident == person])
+              for person, fit in fits.items()]
     return float(np.nanmean(scores))
 
 
-def estimate_offsets(rows: list[tuple], lags: dict, ridge: float, max_lag: int) -> dict:
-    """Each person's audio/picture offset in frames: the lag at which a head fitted on everyone else
-    (with ``lags``) predicts their opening best; centred so the median person counts as in sync."""
-    people = sorted({ident for ident, _, _ in rows})
+def estimate_offsets(rows: list[tuple], fits: dict, max_lag: int) -> dict:
+    """Each identity's audio/picture offset in frames: the lag at which the fit without it
+    (``_leave_one_out``) predicts its opening best; centred so the median one counts as in sync."""
     found = {}
-    for person in people:
-        fit = _ridge([r for r in rows if r[0] != person], lags, ridge)
+    for person, fit in fits.items():
         own = [(_predict(fit, x)[:, 0], y[:, 0]) for ident, x, y in rows if ident == person]
         best = []
         for lag in range(-max_lag, max_lag + 1):
@@ -116,20 +115,24 @@ def fit_mouth_head(model: LLIAModel, clips: list[TrainingClip], val: list[Traini
 
     Talking-head footage often has its sound a few frames off the picture (encoders, re-cuts); a
     head fitted across such videos learns a smeared timing. With clips that name their identity
-    (ingested footage: one per source video) and ``align_passes`` > 0, each one's offset is estimated (``estimate_offsets``, repeated on the
-    realigned fit) and the pass whose head predicts best for people it did not see (their clips as
-    recorded, ``_held_out_r``; pass 0 = no realignment) is kept.
+    (ingested footage: one per source video) and ``align_passes`` > 0, each identity's offset is
+    estimated (``estimate_offsets``, repeated on the realigned fit) and the pass whose head
+    predicts best for identities it did not see (their clips as recorded, ``_held_out_r``; pass 0
+    = no realignment) is kept.
     """
     enc = model.denoiser.audio_encoder
     if enc.mouth_head is None or enc.config.mouth_head_input != "windows":
         raise ValueError("the mouth stage fits a 'windows' mouth head; use a config with one (e.g. 'real')")
     rows = _rows(clips)
     people = {ident for ident, _, _ in rows}
-    passes = [{}]
+    passes, held_out = [{}], [float("nan")]
     if align_passes > 0 and None not in people and len(people) >= 3:
-        for _ in range(align_passes):
-            passes.append(estimate_offsets(rows, passes[-1], ridge, max_lag))
-    held_out = [_held_out_r(rows, lags, ridge) for lags in passes] if len(passes) > 1 else [float("nan")]
+        held_out = []
+        for k in range(align_passes + 1):  # one set of leave-one-out fits scores a pass and aligns the next
+            fits = _leave_one_out(rows, passes[-1], ridge)
+            held_out.append(_held_out_r(rows, fits))
+            if k < align_passes:
+                passes.append(estimate_offsets(rows, fits, max_lag))
     chosen = int(np.nanargmax(held_out)) if len(passes) > 1 else 0
     lags = passes[chosen]
     w, mu, sd, y_mean, pred, y = _ridge(rows, lags, ridge)
