@@ -70,15 +70,56 @@ def test_states_follow_who_is_talking_and_frames_keep_the_clock(avatar):
     assert s["listen_switch_ms_median"] is not None and s["listen_switch_ms_median"] < 1500
 
 
+def test_page_reports_date_a_voice_chunk_by_the_first_of_its_frames_the_page_showed(avatar):
+    run_until(avatar, 0.2)
+    first = avatar.push_avatar_audio(voice(0.4), 16000)
+    frames = run_until(avatar, first.start + 0.6)
+    second = avatar.push_avatar_audio(voice(0.4), 16000)
+    frames += run_until(avatar, second.start + 0.6)
+    assert first.first_frame_index is not None and second.first_frame_index is not None
+    k = first.first_frame_index
+    avatar.page_showed(k - 1, 0.0)  # an earlier (silent) frame dates nothing
+    assert first.page_shown is None
+    avatar.page_showed(k + 1, 30.0)  # the page skipped frame k: the next one it showed counts, with its lag
+    assert first.page_shown == pytest.approx(avatar.t0 + (k + 1.5) / avatar.fps + 0.030)
+    past_end = int((second.start + second.duration) * avatar.fps) + 2
+    avatar.page_showed(past_end, 0.0)  # none of the second chunk's frames was shown: no date for it
+    assert second.page_shown is None
+    s = avatar.stats.summary()
+    assert s["page_chunks"] == 1
+    assert s["latency_page_ms_median"] == pytest.approx(1000 * (first.page_shown - first.received), abs=0.1)
+
+
+def test_the_lead_grows_to_the_clip_time_and_the_voice_never_lands_in_audio_already_read(avatar):
+    assert avatar.lead == pytest.approx(0.1) and not avatar.adaptive_lead  # off by default
+    avatar.adaptive_lead = True
+    base_delay = avatar.audio_delay
+    run_until(avatar, 0.2)
+    assert avatar.lead == pytest.approx(0.1)  # this fast machine needs no more than asked for
+    avatar.stats.clip_seconds.extend([0.3] * 40)  # clips now take 300 ms (a slow, busy machine)
+    avatar._adapt_lead()
+    assert avatar.lead == pytest.approx(0.305) and avatar.audio_delay == pytest.approx(base_delay + 0.205)
+    frames = run_until(avatar, avatar.now() + 0.5)
+    read_until = frames[-1].pts + avatar.lookahead
+    avatar.stats.clip_seconds.extend([0.0] * 40)  # fast again: the lead shrinks back to its least ...
+    avatar._adapt_lead()
+    assert avatar.lead == pytest.approx(0.1)
+    event = avatar.push_avatar_audio(voice(0.2), 16000)
+    # ... but new voice still starts after the audio the frames made with the long lead have read
+    assert event.start > read_until
+
+
 def test_a_slow_machine_drops_frames_instead_of_piling_up_delay(avatar):
     run_until(avatar, 0.1)
     time.sleep(0.8)  # the generator stalls
     stalled_until = avatar.now()
     frames = avatar.step()
     assert avatar.stats.dropped >= 15
-    # the next clip starts at the clock (not 0.8 s behind it); measured against the clock when the step
-    # began, so a slow (busy) machine's generation time does not count against it
-    assert frames[0].pts >= stalled_until - 0.5 / avatar.fps - 0.05
+    # the next clip starts not 0.8 s behind, nor at the clock (it would be shown a clip's time late,
+    # behind its sound), but at the newest frame whose audio is in: ``lead`` ahead of the clock.
+    # Measured against the clock when the step began, so a busy machine's generation time does not count
+    assert frames[0].pts >= stalled_until + avatar.lead - 1.0 / avatar.fps
+    assert frames[0].pts <= avatar.now() + avatar.lead  # and never ahead of its audio
 
 
 def test_bad_audio_chunks_get_clear_errors(avatar):
@@ -128,6 +169,10 @@ def test_server_on_loopback_streams_states_and_timestamps(avatar):
                 async with session.ws_connect(server.url + "ws") as ws:
                     hello = parse_message((await ws.receive()).data)
                     assert hello["type"] == "hello" and hello["fps"] == 25
+                    await ws.send_str(json.dumps({"type": "ping", "t": 12.5}))  # the page's clock sync
+                    while (pong := parse_message((await ws.receive(timeout=5)).data))["type"] != "pong":
+                        pass
+                    assert pong["t"] == 12.5 and pong["media_now"] >= hello["media_now"]
                     t_end = time.perf_counter() + 3.0
                     pushed = listened = False
                     while time.perf_counter() < t_end:
@@ -159,6 +204,9 @@ def test_server_on_loopback_streams_states_and_timestamps(avatar):
         assert all(b > a for a, b in zip(pts, pts[1:]))
         stats = json.loads(urllib.request.urlopen(server.url + "api/stats", timeout=10).read())
         assert stats["shown_reports"] >= 10 and stats["latency_shown_ms_median"] < 2000
+        # the page's own reports date the voice's first frame: never before its audio plays
+        assert stats["page_chunks"] == 1
+        assert 1000 * (avatar.audio_delay - 0.05) <= stats["latency_page_ms_median"] < 2000
     finally:
         server.stop()
 

@@ -3,7 +3,8 @@
 The avatar answers with espeak-ng speech (or the built-in synthesiser) pushed in 200 ms chunks
 the way a streaming TTS would; between answers the "user" talks (their chunks go to the user
 input) and there are silences. Reports, from one run: latency from a voice chunk arriving to its
-first frame being shown (the page shows a frame at its media time, in sync with the audio),
+first frame being shown (the page shows a frame at its media time, in sync with the audio; with
+``--browser`` also as the page itself reports it),
 latency from the user starting to talk to the avatar visibly listening, frames dropped, and
 whether delay grows (first vs last minute). ``--browser`` also opens the page in headless
 Chromium and reports the page's own display lag.
@@ -50,9 +51,13 @@ def minute_stats(avatar, minute: int) -> dict:
     lag = [l for pts, l in avatar.stats.lag if lo <= pts < hi]
     shown = [c.first_frame_shown - c.received for c in avatar.stats.chunks
              if c.first_frame_shown and lo <= c.start < hi]
-    return {"minute": minute + 1, "frames": len(lag),
-            "ready_minus_due_ms_median": None if not lag else round(1000 * float(np.median(lag)), 1),
-            "chunk_to_shown_ms_median": None if not shown else round(1000 * float(np.median(shown)), 1)}
+    page = [c.page_shown - c.received for c in avatar.stats.chunks if c.page_shown and lo <= c.start < hi]
+
+    def ms(xs):
+        return None if not xs else round(1000 * float(np.median(xs)), 1)
+
+    return {"minute": minute + 1, "frames": len(lag), "ready_minus_due_ms_median": ms(lag),
+            "chunk_to_shown_ms_median": ms(shown), "chunk_to_page_shown_ms_median": ms(page)}
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -62,6 +67,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=1)
     p.add_argument("--clip-frames", type=int, default=2)
     p.add_argument("--lead", type=float, default=0.08)
+    p.add_argument("--adaptive-lead", action="store_true", help="grow --lead to the measured clip time")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eager", action="store_true", help="run the denoiser eagerly (no traced fast path)")
@@ -84,7 +90,8 @@ def main(argv: list[str] | None = None) -> dict:
     portrait = prepare_portrait(args.portrait or Path(__file__).parents[1] / "assets" / "portrait.png",
                                 model.config.resolution)
     avatar = LiveAvatar(LLIAPipeline(model, dtype=dtype), portrait, steps=args.steps, clip_frames=args.clip_frames,
-                        lead=args.lead, frozen=not args.eager, output=args.output, max_size=args.max_size or None)
+                        lead=args.lead, adaptive_lead=args.adaptive_lead, frozen=not args.eager, output=args.output,
+                        max_size=args.max_size or None)
     # generating for nobody on purpose: the numbers are the engine's, with or without the page
     server = LiveServer(avatar, "127.0.0.1", 0, pause_unwatched=False).start(args.threads, generator=False)
     browser = None
@@ -138,7 +145,11 @@ def _plot(avatar, path: Path) -> None:
     shown = [(c.start / 60, 1000 * (c.first_frame_shown - c.received)) for c in avatar.stats.chunks if c.first_frame_shown]
     if shown:
         x, y = zip(*shown)
-        axes[1].plot(x, y, ".", ms=3)
+        axes[1].plot(x, y, ".", ms=3, label="engine (frame due or ready)")
+    page = [(c.start / 60, 1000 * (c.page_shown - c.received)) for c in avatar.stats.chunks if c.page_shown]
+    if page:
+        x, y = zip(*page)
+        axes[1].plot(x, y, ".", ms=3, label="reported shown by the page")
     axes[1].axhline(300, color="r", lw=0.8, ls="--", label="300 ms target")
     axes[1].set_xlabel("session minute")
     axes[1].set_ylabel("voice chunk in -> first frame shown, ms")

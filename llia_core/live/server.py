@@ -16,7 +16,9 @@ API (all on 127.0.0.1 by default; audio bodies are WAV files, or raw little-endi
   base64), ``stats``; frames as binary messages (:func:`frame_message`: a 4-byte big-endian length,
   that many bytes of JSON ``{"type": "frame", index, pts, state}``, then the JPEG), which the page
   decodes off its main thread without keeping every frame as a data-URL string. Page -> server:
-  binary 16 kHz int16 mic PCM, JSON ``{"type": "shown", "index", "lag_ms"}`` reports.
+  binary 16 kHz int16 mic PCM, JSON ``{"type": "shown", "index", "lag_ms"}`` reports (which date
+  when each voice chunk's face was really shown: ``latency_page_ms_*`` in the stats), and
+  ``{"type": "ping", "t"}``, answered with ``{"type": "pong", "t", "media_now"}`` to sync its clock.
 """
 
 from __future__ import annotations
@@ -163,6 +165,8 @@ class LiveServer:
         out = self.avatar.stats.summary()
         out["viewers"] = len(self.viewers)
         out["paused"] = bool(self.avatar.paused)
+        out["lead_ms"] = round(1000 * self.avatar.lead, 1)
+        out["audio_delay_ms"] = round(1000 * self.avatar.audio_delay, 1)
         out["shown_reports"] = len(self.shown_reports)
         if self.shown_reports:
             out["browser_lag_ms_median"] = float(np.median([r["lag_ms"] for r in self.shown_reports[-500:]]))
@@ -223,6 +227,13 @@ class LiveServer:
                     if data.get("type") == "shown":
                         self.shown_reports.append(data)
                         del self.shown_reports[:-5000]
+                        try:
+                            self.avatar.page_showed(int(data["index"]), float(data.get("lag_ms", 0.0)))
+                        except (KeyError, TypeError, ValueError):
+                            pass  # a malformed report from a foreign client: ignore it
+                    elif data.get("type") == "ping":  # the page syncing its media clock
+                        await ws.send_str(json.dumps({"type": "pong", "t": data.get("t"),
+                                                      "media_now": self.avatar.now()}))
                     elif data.get("type") == "stats":
                         await ws.send_str(json.dumps({"type": "stats", **self.stats()}))
         finally:

@@ -8,11 +8,14 @@ One media clock (seconds since the session started) orders everything:
 - the user's microphone only decides the state: speech in it means *listening* for ``user_hold``;
 - a generator thread keeps ``lead`` seconds of frames ahead of the clock in short clips (2
   frames by default) and labels each frame speaking (avatar voice there), listening or idle.
-  When the machine is too slow it skips to the clock rather than letting delay pile up.
+  When the machine is too slow it skips ahead, to the newest frame whose audio is all in, rather
+  than letting delay pile up or showing frames behind their sound.
 
 ``audio_delay`` = ``lead`` + the model's audio look-ahead (``context`` tokens) + the rest of a
 clip, so a frame is generated only once all the audio it depends on is known; it is the
-voice-in -> face-shown latency whenever the machine keeps up.
+voice-in -> face-shown latency whenever the machine keeps up. With ``adaptive_lead`` the lead
+grows to the time a clip really takes, so frames reach the page before they are due (in sync with
+the voice, at the cost of latency: measured 380 vs ~357 ms on 2 cores, so it is off by default).
 """
 
 from __future__ import annotations
@@ -64,7 +67,9 @@ class ChunkEvent:
     start: float
     duration: float
     first_frame_ready: float | None = None
-    first_frame_shown: float | None = None
+    first_frame_shown: float | None = None  # when a page shows it on time (or when it was ready, if late)
+    first_frame_index: int | None = None
+    page_shown: float | None = None  # when a page reported showing its first frame (wall), if one did
 
 
 @dataclass
@@ -89,11 +94,15 @@ class LiveStats:
         ready = [c.first_frame_ready - c.received for c in self.chunks if c.first_frame_ready]
         shown = [c.first_frame_shown - c.received for c in self.chunks if c.first_frame_shown]
         switch = [s - r for r, s in self.switches if s]
-        return {"frames": self.frames, "dropped": self.dropped, "paused_frames": self.paused_frames,
-                "chunks": len(self.chunks),
-                "latency_ready_ms_median": med(ready), "latency_shown_ms_median": med(shown),
-                "latency_shown_ms_p95": p95(shown), "listen_switch_ms_median": med(switch),
-                "clip_ms_median": med(list(self.clip_seconds))}
+        page = [c.page_shown - c.received for c in self.chunks if c.page_shown]
+        out = {"frames": self.frames, "dropped": self.dropped, "paused_frames": self.paused_frames,
+               "chunks": len(self.chunks),
+               "latency_ready_ms_median": med(ready), "latency_shown_ms_median": med(shown),
+               "latency_shown_ms_p95": p95(shown), "listen_switch_ms_median": med(switch),
+               "clip_ms_median": med(list(self.clip_seconds))}
+        if page:  # measured by the page itself: includes its decode queue and display refresh
+            out.update(latency_page_ms_median=med(page), latency_page_ms_p95=p95(page), page_chunks=len(page))
+        return out
 
 
 def push_paced(push: Callable, wave: np.ndarray, chunk_seconds: float = 0.2, stop: threading.Event | None = None) -> bool:
@@ -121,7 +130,8 @@ class LiveAvatar:
         portrait: the prepared portrait.
         steps: consistency steps per clip (2 by default; 1 on slow machines).
         clip_frames: frames generated together; shorter clips mean lower latency.
-        lead: seconds of frames kept ready ahead of the media clock (the jitter buffer).
+        lead: seconds of frames kept ready ahead of the media clock (the jitter buffer); with
+            ``adaptive_lead`` the least, grown to the time a clip really takes (see ``_adapt_lead``).
         user_hold: seconds the avatar keeps listening after the user's speech.
         motion_frames: previous frames each clip sees (1 halves the cost of 2-frame clips; the
             model is trained with 0 to ``config.motion_frames``).
@@ -142,7 +152,7 @@ class LiveAvatar:
                  lead: float = 0.08, user_hold: float = 0.6, seed: int = 0, motion_frames: int = 1,
                  frozen: bool = True, on_frame: Callable[[LiveFrame], None] | None = None,
                  output: str = "full", max_size: int | None = DEFAULT_MAX_SIZE, pause_unwatched: bool = False,
-                 motion: MotionControls | None = None):
+                 motion: MotionControls | None = None, adaptive_lead: bool = False):
         self.pipe, self.portrait = pipe, portrait
         self.pause_unwatched = pause_unwatched
         self.viewers = 0
@@ -158,11 +168,12 @@ class LiveAvatar:
         self.sampler.validate(cfg.max_clip_frames)
         self.set_motion(motion or MotionControls(seed=seed))
         self.clip_frames, self.lead, self.user_hold = clip_frames, lead, user_hold
+        self.min_lead, self.adaptive_lead = lead, adaptive_lead
         self.motion_frames = max(0, min(int(motion_frames), cfg.motion_frames))
         a = cfg.audio
         self.lookahead = (a.context + 0.5) * a.token_seconds + 0.5 / self.fps
-        # audio arriving after a clip started generating must play after every frame of that clip
-        self.audio_delay = lead + self.lookahead + (clip_frames - 1) / self.fps + 0.01
+        self._set_lead(lead)
+        self._audio_used_until = 0.0  # media time up to which generated clips have read the avatar track
         self.on_frame = on_frame
         self.stats = LiveStats()
         self._lock = threading.Lock()
@@ -174,6 +185,7 @@ class LiveAvatar:
         self._generator: int | None = None  # the generating thread's id while run() runs
         self._wake = threading.Event()
         self._chunks_waiting: deque = deque()  # avatar chunks whose first speaking frame is not out yet
+        self._chunks_on_page: deque = deque()  # ... out, but no page has reported showing it yet
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if frozen:  # its own pipeline (same model): the fast path must not change the caller's
@@ -185,6 +197,28 @@ class LiveAvatar:
         self.next_frame = 0
         self._motion = None
         self._last_state = IDLE
+
+    MAX_LEAD = 0.5
+
+    def _set_lead(self, lead: float) -> None:
+        self.lead = lead
+        # audio arriving after a clip started generating must play after every frame of that clip
+        self.audio_delay = lead + self.lookahead + (self.clip_frames - 1) / self.fps + 0.01
+
+    def _adapt_lead(self) -> None:
+        """Keep the lead at the time a clip really takes (90th percentile of the last 40, + 5 ms).
+
+        A clip is started ``lead`` before its first frame is due; if it takes longer, its frames
+        reach the page late and are shown behind their sound. Measured on 2 cores with the page
+        open: 98-123 ms a 2-frame clip against the 80 ms default lead, so frames came 40 ms late
+        (median). The voice is then scheduled that much later instead (``audio_delay`` follows),
+        which keeps the face in sync with the voice but costs latency (1-minute browser runs:
+        lead 146 ms, frames 30 ms early, 370 ms voice -> face vs 357 ms with the fixed lead).
+        """
+        recent = list(self.stats.clip_seconds)[-40:]
+        if self.adaptive_lead and len(recent) >= 5:
+            want = float(np.percentile(recent, 90)) + 0.005
+            self._set_lead(min(self.MAX_LEAD, max(self.min_lead, want)))
 
     def set_motion(self, motion: MotionControls) -> None:
         """New mouth amplitude, head sway and blinks, from the next clip on (the sway and the blinks
@@ -217,7 +251,8 @@ class LiveAvatar:
         with self._lock:
             received = self.now()
             end = (self._track_offset + self._track.size) / RATE
-            start = max(received + self.audio_delay, end)
+            # never into audio that clips already generated have read (the lead may have shrunk)
+            start = max(received + self.audio_delay, end, self._audio_used_until + 0.001)
             gap = int(round(start * RATE)) - (self._track_offset + self._track.size)
             self._track = np.concatenate([self._track, np.zeros(max(gap, 0), np.float32), wave])
             event = ChunkEvent(time.perf_counter(), start, wave.size / RATE)
@@ -328,12 +363,21 @@ class LiveAvatar:
             states = torch.full((m + self.clip_frames,), IDLE, dtype=torch.long)
             _, motion = self._generate(0, self.clip_frames, windows, speech, states, motion)
 
+    def newest_complete_frame(self) -> int:
+        """The latest frame whose clip can start now: its audio (``lead`` ahead of the clock) is all in.
+
+        A machine that falls behind resumes here, not at the clock: frames at the clock would be
+        ready a clip's time after they were due and shown that late, behind their audio (measured
+        on 2 cores: 98 ms clips, frames shown ~100 ms late, 373 ms voice -> face); these are
+        ready ``clip time - lead`` after due at worst, so the picture stays with the sound.
+        """
+        return int(math.floor((self.now() + self.lead) * self.fps - 0.5))
+
     def step(self) -> list[LiveFrame]:
         """Generate the next clip now (the thread calls this on schedule; tests may call it directly)."""
         t_start = time.perf_counter()
-        now = self.now()
-        behind = int(math.floor(now * self.fps)) - self.next_frame
-        if behind > 0:  # too slow: skip to the clock instead of piling up delay
+        behind = self.newest_complete_frame() - self.next_frame
+        if behind > 0:  # too slow: skip ahead instead of piling up delay
             self.stats.dropped += behind
             self.next_frame += behind
         start, length = self.next_frame, self.clip_frames
@@ -342,9 +386,12 @@ class LiveAvatar:
         windows, speech = self._clip_inputs(start, length, m)
         pts_all = (np.arange(start - m, start + length) + 0.5) / self.fps
         states = self._states(speech, pts_all)
+        with self._lock:
+            self._audio_used_until = max(self._audio_used_until, pts_all[-1] + self.lookahead)
         images, self._motion = self._generate(start, length, windows, speech, states, motion)
         ready = time.perf_counter()
         self.stats.clip_seconds.append(ready - t_start)
+        self._adapt_lead()
         self.stats.frames += length  # counted before any is handed out: a viewer never sees uncounted frames
         frames = []
         for i in range(length):
@@ -367,7 +414,8 @@ class LiveAvatar:
                 waiting.popleft()  # its frames are past (skipped, or silent in the voice): no first frame
             if waiting and waiting[0].start <= frame.pts and frame.state == SPEAKING:
                 ev = waiting.popleft()
-                ev.first_frame_ready, ev.first_frame_shown = frame.ready, shown
+                ev.first_frame_ready, ev.first_frame_shown, ev.first_frame_index = frame.ready, shown, frame.index
+                self._chunks_on_page.append(ev)
         if frame.state == LISTENING and self._last_state != LISTENING:
             with self._lock:
                 pending, self._user_pending = self._user_pending, []
@@ -377,6 +425,18 @@ class LiveAvatar:
             with self._lock:
                 self._user_pending = [w for w in self._user_pending if time.perf_counter() - w < 2.0]
         self._last_state = frame.state
+
+    def page_showed(self, index: int, lag_ms: float) -> None:
+        """A page showed frame ``index`` ``lag_ms`` after its media time: the first such frame of a
+        voice chunk (its first speaking frame, or a later one if the page skipped that) dates when
+        the chunk's face was really shown."""
+        pts = (index + 0.5) / self.fps
+        with self._lock:
+            waiting = self._chunks_on_page
+            while waiting and waiting[0].first_frame_index <= index:
+                ev = waiting.popleft()
+                if pts < ev.start + ev.duration:
+                    ev.page_shown = self.t0 + pts + max(0.0, float(lag_ms)) / 1000.0
 
     def viewer_joined(self) -> None:
         with self._lock:
