@@ -220,8 +220,7 @@ def add_live_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--user-audio", default=None, help="a file played as the user's microphone")
     p.add_argument("--steps", type=int, default=1, help="consistency steps per clip (2 for a little more detail)")
     p.add_argument("--clip-frames", type=int, default=2, help="frames per clip (shorter = lower latency)")
-    p.add_argument("--lead", type=float, default=0.08,
-                   help="seconds of frames kept ready (jitter buffer)")
+    p.add_argument("--lead", type=float, default=0.08, help="seconds of frames kept ready (jitter buffer)")
     p.add_argument("--adaptive-lead", action="store_true",
                    help="grow the lead to the time a clip takes: face in sync with the voice, more latency")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16", "int8"),

@@ -21,6 +21,7 @@ the voice, at the cost of latency: measured 380 vs ~357 ms on 2 cores, so it is 
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import math
 import threading
 import time
@@ -185,7 +186,8 @@ class LiveAvatar:
         self._generator: int | None = None  # the generating thread's id while run() runs
         self._wake = threading.Event()
         self._chunks_waiting: deque = deque()  # avatar chunks whose first speaking frame is not out yet
-        self._chunks_on_page: deque = deque()  # ... out, but no page has reported showing it yet
+        # ... out, but no page has reported showing it yet (bounded: a host may have no page at all)
+        self._chunks_on_page: deque = deque(maxlen=2000)
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         if frozen:  # its own pipeline (same model): the fast path must not change the caller's
@@ -215,8 +217,10 @@ class LiveAvatar:
         which keeps the face in sync with the voice but costs latency (1-minute browser runs:
         lead 146 ms, frames 30 ms early, 370 ms voice -> face vs 357 ms with the fixed lead).
         """
-        recent = list(self.stats.clip_seconds)[-40:]
-        if self.adaptive_lead and len(recent) >= 5:
+        if not self.adaptive_lead:
+            return
+        recent = list(itertools.islice(reversed(self.stats.clip_seconds), 40))  # not a copy of all 20,000
+        if len(recent) >= 5:
             want = float(np.percentile(recent, 90)) + 0.005
             self._set_lead(min(self.MAX_LEAD, max(self.min_lead, want)))
 
