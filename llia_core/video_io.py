@@ -2,7 +2,8 @@
 
 The writer never holds all frames: each ``write`` encodes and muxes at once, audio interleaved up
 to the current video time. It writes fragmented MP4 to ``<name>.partial.mp4`` and renames it to
-the target on close, so a killed run leaves either a complete file or a partial one that plays.
+the target on close, so a killed run leaves either a complete file or a partial one that plays
+(every completed one-second fragment; the header is written with the first).
 """
 
 from __future__ import annotations
@@ -56,7 +57,9 @@ class Mp4Writer:
         self._closed = False
         try:
             self.container = av.open(str(self.partial), mode="w", format="mp4",
-                                     options={"movflags": "frag_keyframe+empty_moov+default_base_moof",
+                                     # delay_moov: the header waits for the first fragment, so it can
+                                     # carry the edit list that hides AAC's 1024 priming samples
+                                     options={"movflags": "frag_keyframe+delay_moov+default_base_moof",
                                               "flush_packets": "1"})
         except Exception as exc:
             raise VideoError(f"cannot write '{self.partial}' ({exc}); check the folder exists and is writable") from None
@@ -65,7 +68,10 @@ class Mp4Writer:
         self.video.pix_fmt = "yuv420p"
         gop = max(1, int(round(float(self.fps))))
         self.video.codec_context.gop_size = gop
-        self.video.options = {"crf": str(crf), "preset": preset, "g": str(gop), "keyint_min": str(gop)}
+        # no B-frames: their reordering delay (2 frames) shifted every frame's timestamp; with the old
+        # empty_moov header (no edit list) pictures played 59 ms behind their sound (a flash and a click
+        # decoded by timestamp, tests/test_video_io.py). Without them the encoder also holds no frames back.
+        self.video.options = {"crf": str(crf), "preset": preset, "g": str(gop), "keyint_min": str(gop), "bf": "0"}
         self.audio_stream = None
         self._audio = None
         self._audio_pos = 0

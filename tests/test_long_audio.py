@@ -113,7 +113,7 @@ def test_writer_streams_audio_from_disk(long_wav, tmp_path):
     video = read_video(out)
     assert video.frames.shape[0] == 250
     assert abs(video.audio.shape[-1] / video.sample_rate - 10.0) < 0.03
-    got = video.audio.reshape(-1)[1024: video.sample_rate * 9]  # AAC's 1024 priming samples come first
+    got = video.audio.reshape(-1)[: video.sample_rate * 9]  # the header's edit list drops AAC's priming
     want = resample(audio[0:160000], 16000, video.sample_rate).numpy()[: got.shape[0]]
     assert np.corrcoef(got, want)[0, 1] > 0.95  # the right sound, in the right place (AAC is lossy)
 

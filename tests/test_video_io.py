@@ -36,6 +36,35 @@ def test_frames_and_audio_duration(tmp_path):
     assert block_rows.tolist() == [i % 8 for i in range(50)]
 
 
+def _decoded(path, stream: str):
+    """[(time from the frame's timestamp, samples or pixels)] as a player decodes them."""
+    import av
+
+    with av.open(str(path)) as c:
+        return [(frame.time, frame.to_ndarray()) for frame in c.decode(**{stream: 0})]
+
+
+@pytest.mark.parametrize("fps", [25, 30])
+def test_picture_and_sound_play_in_sync(tmp_path, fps):
+    """A white frame and a click written for the same instant decode at that instant, by timestamp and
+    by counting samples: B-frames in a header without an edit list once put every picture 59 ms
+    behind its sound, and the audio's timestamps jumped 59 ms after its first packet."""
+    frames = np.zeros((3 * fps, 64, 64, 3), np.uint8)
+    frames[fps] = 255  # t = 1 s
+    audio = np.zeros(48000, np.float32)
+    audio[16000:16160] = 0.9  # a click at t = 1 s (16 kHz)
+    path = write_mp4(tmp_path / "sync.mp4", frames, fps, audio=audio)
+    video, sound = _decoded(path, "video"), _decoded(path, "audio")
+    assert [round(t * fps, 3) for t, _ in video] == list(range(3 * fps))  # frame i at i / fps
+    times = np.array([t for t, _ in sound])
+    lengths = np.array([x.shape[-1] for _, x in sound]) / 48000
+    assert times[0] == 0 and np.allclose(np.diff(times), lengths[:-1], atol=1e-6)  # contiguous from 0
+    flash = next(t for t, x in video if x.mean() > 150)
+    samples = np.concatenate([x.mean(0) for _, x in sound])
+    click = np.flatnonzero(np.abs(samples) > 0.3)[0] / 48000
+    assert abs(flash - 1.0) < 1e-6 and abs(click - 1.0) < 0.002, (flash, click)
+
+
 @pytest.mark.parametrize("audio_seconds", [1.0, 3.0])
 def test_audio_is_trimmed_or_padded_to_the_video(tmp_path, audio_seconds):
     path = write_mp4(tmp_path / "b.mp4", frames_with_index(50, 31, 33), 25,
