@@ -226,6 +226,67 @@ def test_an_open_mouth_is_dark_inside_and_the_lips_keep_their_colour():
     assert opening_depth(xs, xs * 0, torch.tensor([[0.0, 0.5, 0.0]])).abs().max() == 0  # closed: none
 
 
+def _source_pixel(p, x, y):
+    (px, py), = np.round(p.alignment.to_source(framing.to_pixels([[x, y]], 128))).astype(int)
+    return px, py
+
+
+def test_an_open_mouth_shows_upper_teeth_in_the_pictures_light():
+    from llia_core.models.mouth_warp import GAP_AT_OPEN, TEETH_HEIGHT, UPPER_SHARE, upper_teeth
+    from llia_core.portrait import Compositor
+
+    p = _portrait()
+    ax, ay, s = (float(v) for v in p.mouth_anchor)
+    mouth = np.array([[0.9, 0.5, 0.0]])
+    gap = 0.9 * GAP_AT_OPEN
+    top = ay - UPPER_SHARE * gap  # the upper lip's inner edge in the middle
+    band = min(0.4 * gap, TEETH_HEIGHT * s)
+    ys = torch.tensor([top + 0.4 * band, ay + 0.3 * gap, top - 0.02])  # teeth, the dark middle, the lip
+    cover, light = upper_teeth(torch.full_like(ys, ax)[None], ys[None], torch.tensor(mouth, dtype=torch.float32),
+                               p.mouth_anchor[None])
+    assert cover[0, 0] > 0.9 and cover[0, 1] == 0 and cover[0, 2] == 0 and 0.6 < light[0, 0] <= 1
+    for slit in (0.0, 0.05):  # closed, or barely parted: no teeth
+        assert upper_teeth(torch.full_like(ys, ax)[None], ys[None], torch.tensor([[slit, 0.5, 0.0]]),
+                           p.mouth_anchor[None])[0].max() < 0.05
+    with_teeth, without = Compositor(p, None), Compositor(p, None, teeth=False)
+    ref = with_teeth.reference_for(mouth[0]) / 255
+    a, b = (c.composite(ref[None], mouth)[0].astype(float) for c in (with_teeth, without))
+    (tx, ty), (cx, cy) = _source_pixel(p, ax, float(ys[0])), _source_pixel(p, ax, float(ys[1]))
+    teeth, cavity = a[ty, tx - 3:tx + 4].mean(0), a[cy - 1:cy + 2, cx - 3:cx + 4].mean((0, 1))
+    assert teeth.mean() > 2.5 * cavity.mean() and teeth.mean() > b[ty, tx - 3:tx + 4].mean() + 40
+    np.testing.assert_allclose(teeth, with_teeth.teeth_colour * float(light[0, 0]), atol=25)
+    assert np.abs(a - b).sum(-1)[cy - 1:cy + 2, cx - 3:cx + 4].max() < 30  # the middle stays dark
+    # the picture's own light: a grey photo gets grey teeth; no more than its brightest skin
+    grey = prepare_grey_portrait(p)
+    g = Compositor(grey, None).teeth_colour
+    assert np.ptp(g) < 1 and g[0] < np.percentile(grey.source, 99.5)
+
+
+def test_the_models_blurred_mouth_inside_stays_out_of_the_sharp_one():
+    from llia_core.portrait import Compositor
+
+    p = _portrait()
+    ax, ay, _ = (float(v) for v in p.mouth_anchor)
+    mouth = np.array([[0.9, 0.5, 0.0]])
+    comp = Compositor(p, None)
+    ref = comp.reference_for(mouth[0]) / 255
+    plain = comp.composite(ref[None], mouth)[0].astype(float)
+    painted = comp.composite(np.clip(ref - 0.2, 0, 1)[None], mouth)[0].astype(float)  # the model darkened everything
+    (cx, cy), (kx, ky) = _source_pixel(p, ax, ay + 0.3 * 0.9 * 0.26), _source_pixel(p, ax + 0.45, ay - 0.35)
+    assert np.abs(painted - plain)[cy - 1:cy + 2, cx - 2:cx + 3].max() <= 1  # inside the opening: the renderer's
+    assert (plain - painted)[ky - 1:ky + 2, kx - 1:kx + 2].mean() > 30  # the cheek: the model's change
+
+
+def prepare_grey_portrait(p):
+    import cv2
+
+    from llia_core.cli import DEFAULT_PORTRAIT
+    from llia_core.portrait import prepare_portrait
+
+    grey = cv2.cvtColor(cv2.imread(str(DEFAULT_PORTRAIT)), cv2.COLOR_BGR2GRAY)
+    return prepare_portrait(np.repeat(grey[..., None], 3, -1), 128)
+
+
 def test_photos_become_still_idle_and_listening_clips_mirrored(tmp_path):
     import shutil
 

@@ -25,6 +25,7 @@ from ..framing import neutral_mouth_anchor
 NEUTRAL_MOUTH = (0.0, 0.5, 0.0)  # opening, width, roundness of the portrait's own (closed) mouth
 UPPER_SHARE = 0.35  # of the lip gap, above the closed lip line (as ``mouth_ellipses`` centres it)
 GAP_AT_OPEN = 0.26  # lip gap at opening 1, face-box units (the renderer's and the mouth map's)
+TEETH_HEIGHT = 0.055  # the upper front teeth's visible height under the upper lip, face-box units (x width scale)
 
 
 def _fall(d: torch.Tensor, inner: torch.Tensor | float, outer: torch.Tensor | float) -> torch.Tensor:
@@ -84,11 +85,21 @@ def opening_depth(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
     return _depth(_lens(x, y, mouth, anchor))
 
 
-def source_and_depth(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
-                     anchor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """``mouth_source`` and ``opening_depth`` at once (one geometry pass: the paste-back's per-frame call)."""
+def upper_teeth(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor,
+                anchor: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Where the upper front teeth show in the opening: (coverage 0..1, light 0..1 for their colour).
+    The band hangs under the upper lip, ``TEETH_HEIGHT`` deep (at most 0.4 of the gap), across the
+    middle of the lens (hidden towards the corners), once the lips part by more than a slit; the
+    light darkens it under the lip, towards the corners and between the incisors."""
+    return _teeth(_lens(x, y, mouth, anchor))
+
+
+def source_and_interior(x: torch.Tensor, y: torch.Tensor, mouth: torch.Tensor, anchor: torch.Tensor | None = None
+                        ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """``mouth_source``, ``opening_depth`` and ``upper_teeth`` at once (one geometry pass: the
+    paste-back's per-frame call): (src_x, src_y, depth, teeth coverage, teeth light)."""
     lens = _lens(x, y, mouth, anchor)
-    return (*_source(x, y, lens), _depth(lens))
+    return (*_source(x, y, lens), _depth(lens), *_teeth(lens))
 
 
 def _source(x, y, geometry):
@@ -121,6 +132,30 @@ def _depth(geometry):
     centre = 0.5 * (down - up) * lens  # midway between the parted lips
     depth = 1 - (dy - centre).abs() / half.clamp(min=1e-6)
     return torch.where((half > 1e-4) & (gap > 1e-4), depth.clamp(0, 1), torch.zeros_like(depth))
+
+
+def _teeth(geometry):
+    dx, dy, lens, up, down, gap, k, hw0, ax, ay, s = geometry
+    local = (up + down) * lens  # the gap in this column
+    below = dy + up * lens  # under the upper lip's inner edge
+    inside = (below >= 0) & (below <= local) & (local > 1e-4) & (gap > 0.03 * s)
+    cover, light = torch.zeros_like(below), torch.zeros_like(below)
+    if not bool(inside.any()):
+        return cover, light
+    # the rest only where the opening is (a small part of the grid the paste-back warps every frame)
+    where = inside.nonzero(as_tuple=True)
+    pick = lambda t: torch.broadcast_to(t, inside.shape)[where]  # noqa: E731  (gathers only those points)
+    below, lens_in, gap_in, s_in = pick(below), pick(lens), pick(gap), pick(s)
+    band = torch.minimum(0.4 * pick(local), TEETH_HEIGHT * s_in).clamp(min=1e-6)
+    v = below / band  # 0 at the lip, 1 at the teeth's edge
+    cover[where] = (_fall(v, 0.6, 1.0) * (1 - _fall(v, 0.0, 0.12))  # a soft edge under the lip and at the tips
+                     * (1 - _fall(lens_in, 0.3, 0.75)) * (1 - _fall(gap_in, 0.03 * s_in, 0.09 * s_in)))  # front teeth
+    # light: the upper lip's shadow at the top, the arch turning away towards the corners, and the
+    # faint gaps between the front teeth (across the mouth: 0 in the middle, 1 at the corners)
+    across = (pick(dx) / (pick(hw0) * pick(k))).abs()
+    gaps = torch.exp(-(across / 0.025) ** 2) + torch.exp(-((across - 0.3) / 0.025) ** 2)
+    light[where] = (0.65 + 0.35 * (v / 0.4).clamp(0, 1).sqrt()) * (0.75 + 0.25 * lens_in) * (1 - 0.1 * gaps)
+    return cover, light
 
 
 def warp_grid(mouth: torch.Tensor, size: int, face_scale: float,

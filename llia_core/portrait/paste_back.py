@@ -4,8 +4,10 @@ Only the face changes, and it keeps the picture's own sharpness: what is pasted 
 crop itself but what the model changed, the generated crop minus the reference crop it started
 from, warped back by the inverse of the portrait's alignment and added to the full-resolution
 picture. For models that move the mouth by a warp (``config.reference_warp``) the same analytic
-warp (``models/mouth_warp.py``) moves the full-resolution pixels, so only what the warp cannot show
-(the inside of the mouth) comes from the low-resolution residual. It is blended in with a soft mask that follows the face (the face mesh's outline, widened
+warp (``models/mouth_warp.py``) moves the full-resolution pixels, and what the warp cannot show, the
+inside of an open mouth, is drawn here at full resolution (a dark interior, the upper front teeth
+in the picture's own light) instead of the model's 128 px version of it, which upscaled to a
+blurred lens. It is blended in with a soft mask that follows the face (the face mesh's outline, widened
 a little and lengthened below the chin so an opening jaw stays inside; without landmarks the
 contract's face ellipse), so every pixel outside it is the user's own. The mask is also cut to the
 part of the crop that saw the picture, so no repeated edge pixels ever reach a video.
@@ -24,6 +26,7 @@ from .landmarks import FACE_OVAL
 OUTPUTS = ("full", "crop")  # the portrait's own size | the model's square crop
 DEFAULT_MAX_SIZE = 1024
 INTERIOR_SHADE = 0.75  # how much darker than the lips the middle of an open mouth is drawn
+TEETH_TINT = (0.82, 0.79, 0.72)  # of the face's brightest skin: a warm off-white, in the mouth's shade
 
 
 def output_size(portrait: Portrait, max_size: int | None = DEFAULT_MAX_SIZE) -> tuple[int, int]:
@@ -81,12 +84,15 @@ class Compositor:
     cut to the face's bounding box so that each frame touches only that region, and the reference
     crop whose difference to each generated crop is pasted (detail transfer).
     ``face_scale``: the model's framing, for the mouth warp of ``paste(..., mouth=...)``; ``interior_shade``:
-    how much darker than the lips the middle of an open mouth is drawn (the model paints the inside
-    of the mouth on top; 0 = the lip colour the warp reads there).
+    how much darker than the lips the middle of an open mouth is drawn (0 = the lip colour the warp
+    reads there; with either, the model's own low-resolution inside is left out); ``teeth``: draw the upper front
+    teeth under the upper lip of an open mouth, in the picture's own light (the 128 px model cannot
+    draw them at the photo's resolution).
     """
 
     def __init__(self, portrait: Portrait, max_size: int | None = DEFAULT_MAX_SIZE,
-                 face_scale: float = framing.FACE_SCALE, interior_shade: float = INTERIOR_SHADE):
+                 face_scale: float = framing.FACE_SCALE, interior_shade: float = INTERIOR_SHADE,
+                 teeth: bool = True):
         import cv2
 
         self.portrait, self.face_scale, self.interior_shade = portrait, face_scale, interior_shade
@@ -116,6 +122,15 @@ class Compositor:
         self.base_f = self.base.astype(np.float32)
         self.alpha3 = np.ascontiguousarray(np.repeat(self.alpha[..., None], 3, -1))
         self._units = None
+        self.teeth_colour = None
+        if teeth:  # lit like the face's brightest skin (its top 5% by luma), a little of its colour too
+            face = self.base_f[self.alpha > 0.5] if (self.alpha > 0.5).any() else self.base_f.reshape(-1, 3)
+            luma = face @ np.array([0.299, 0.587, 0.114], np.float32)
+            bright = face[luma >= np.percentile(luma, 95)].mean(0)
+            tint = np.array(TEETH_TINT) / np.mean(TEETH_TINT)
+            tint = 1 + (tint - 1) * np.clip(np.ptp(bright) / 40, 0, 1)  # as grey as the skin in a grey photo
+            white = np.clip(np.percentile(luma, 97), 60, 255) * np.mean(TEETH_TINT) * tint
+            self.teeth_colour = np.float32(0.75 * white + 0.25 * bright)
 
     def _box_units(self):
         """Face-box units (framing contract) of every output pixel of the box, (1, h, w) each."""
@@ -166,18 +181,18 @@ class Compositor:
     def _warp_maps(self, mouth) -> dict:
         """The warp for one mouth shape (3,) on both grids: source points and opening depth (cached
         for the last shape: ``paste`` asks for the reference's and the picture's)."""
-        from ..models.mouth_warp import source_and_depth
+        from ..models.mouth_warp import source_and_interior
 
         key = tuple(float(v) for v in np.asarray(mouth, np.float64).reshape(3))
         if getattr(self, "_last_maps", None) is not None and self._last_maps[0] == key:
             return self._last_maps[1]
         box, crop = self._grids()
         anchor = self.portrait.mouth_anchor
-        sx, sy, depth = source_and_depth(*self._flat, torch.tensor([key], dtype=torch.float32),
-                                         None if anchor is None else anchor.reshape(1, 3))
+        sx, sy, depth, teeth, light = source_and_interior(*self._flat, torch.tensor([key], dtype=torch.float32),
+                                                         None if anchor is None else anchor.reshape(1, 3))
         n = box[1].numel()
         split = lambda t, grid, a, b: t[0, a:b].numpy().reshape(grid[1].shape[1:])  # noqa: E731
-        maps = {"box": (split(sx, box, 0, n), split(sy, box, 0, n), split(depth, box, 0, n)),
+        maps = {"box": tuple(split(t, box, 0, n) for t in (sx, sy, depth, teeth, light)),
                 "crop": (split(sx, crop, n, None), split(sy, crop, n, None))}
         self._last_maps = (key, maps)
         return maps
@@ -187,7 +202,7 @@ class Compositor:
         import cv2
 
         (rows, cols), _, _ = self._grids()[0]
-        sx, sy, depth = self._warp_maps(mouth)["box"]
+        sx, sy, depth, teeth, light = self._warp_maps(mouth)["box"]
         r = self.portrait.resolution
         u = framing.unit(r, self.face_scale)
         cx, cy = sx * u + r / 2, sy * u + r / 2  # crop pixels
@@ -199,6 +214,15 @@ class Compositor:
             moved = cv2.remap(self.base_f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             if self.interior_shade and depth.any():  # the parted lips show the dark inside of a mouth
                 moved *= (1 - self.interior_shade * np.sqrt(depth))[..., None]
+            if self.teeth_colour is not None and teeth.any():
+                a = teeth[..., None]
+                moved += a * (self.teeth_colour * light[..., None] - moved)
+            near = _around(depth > 0, 2)
+            if near is not None:  # the opening's outline is a hard edge of the warp: smooth it over a pixel
+                part = moved[near]
+                rim = cv2.GaussianBlur((depth[near] > 0).astype(np.float32), (3, 3), 0)
+                rim = (4 * rim * (1 - rim))[..., None]
+                part += rim * (cv2.GaussianBlur(part, (3, 3), 0) - part)
             out[rows, cols] = moved
         return out
 
@@ -243,6 +267,14 @@ class Compositor:
             up = cv2.warpAffine(delta, self.to_box, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             source = self.base_f if mouth is None else self.warped_base(mouth)
+            if mouth is not None and (self.interior_shade or self.teeth_colour is not None):
+                # the opening is drawn here, sharp: the model's blurred 128 px version of it stays out
+                (rows, cols), _, _ = self._grids()[0]
+                _, _, depth, teeth, _ = self._warp_maps(mouth)["box"]
+                near = _around((depth > 0) | (teeth > 0), 0)
+                if near is not None:
+                    inner = np.maximum(np.clip(depth[near] / 0.2, 0, 1), teeth[near])
+                    up[rows, cols][near] *= (1 - inner)[..., None]
             face = source + up
             face -= self.base_f
             face *= self.alpha3
@@ -260,6 +292,15 @@ class Compositor:
         for i, (crop, frame) in enumerate(zip(crops, out)):
             self.paste(crop, frame, None if mouth is None else mouth[i])
         return out
+
+
+def _around(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:
+    """The bounding box of ``mask``'s true pixels, ``margin`` pixels wider; None if there are none."""
+    ys = np.flatnonzero(mask.any(1))
+    if ys.size == 0:
+        return None
+    xs = np.flatnonzero(mask.any(0))
+    return (slice(max(0, ys[0] - margin), ys[-1] + margin + 1), slice(max(0, xs[0] - margin), xs[-1] + margin + 1))
 
 
 def crop_frames(frames, portrait: Portrait) -> np.ndarray:
