@@ -254,6 +254,8 @@ def test_an_open_mouth_shows_upper_teeth_in_the_pictures_light():
     (tx, ty), (cx, cy) = _source_pixel(p, ax, float(ys[0])), _source_pixel(p, ax, float(ys[1]))
     teeth, cavity = a[ty, tx - 3:tx + 4].mean(0), a[cy - 1:cy + 2, cx - 3:cx + 4].mean((0, 1))
     assert teeth.mean() > 2.5 * cavity.mean() and teeth.mean() > b[ty, tx - 3:tx + 4].mean() + 40
+    # the inside is the lips' red, darkened: this photo's lip line (a grin closed by the template) drew it grey-blue
+    assert cavity[0] > 1.2 * cavity[2] and with_teeth.mouth_colour[0] > with_teeth.mouth_colour[2] + 30
     np.testing.assert_allclose(teeth, with_teeth.teeth_colour * float(light[0, 0]), atol=25)
     assert np.abs(a - b).sum(-1)[cy - 1:cy + 2, cx - 3:cx + 4].max() < 30  # the middle stays dark
     # the picture's own light: a grey photo gets grey teeth; no more than its brightest skin

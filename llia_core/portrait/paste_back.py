@@ -122,6 +122,7 @@ class Compositor:
         self.base_f = self.base.astype(np.float32)
         self.alpha3 = np.ascontiguousarray(np.repeat(self.alpha[..., None], 3, -1))
         self._units = None
+        self.mouth_colour = self._lip_colour()
         self.teeth_colour = None
         if teeth:  # lit like the face's brightest skin (its top 5% by luma), a little of its colour too
             face = self.base_f[self.alpha > 0.5] if (self.alpha > 0.5).any() else self.base_f.reshape(-1, 3)
@@ -131,6 +132,23 @@ class Compositor:
             tint = 1 + (tint - 1) * np.clip(np.ptp(bright) / 40, 0, 1)  # as grey as the skin in a grey photo
             white = np.clip(np.percentile(luma, 97), 60, 255) * np.mean(TEETH_TINT) * tint
             self.teeth_colour = np.float32(0.75 * white + 0.25 * bright)
+
+    def _lip_colour(self) -> np.ndarray:
+        """(3,) the lips' colour: the reddest third of the crop's pixels on the lips around the mouth
+        anchor. The inside of an open mouth is drawn as it, darkened: the lip line itself, which the
+        warp reads there, can be anything (a grin closed by the expression template leaves teeth and
+        shadow on it, which drew a grey-blue mouth)."""
+        r = self.portrait.resolution
+        u = framing.unit(r, self.face_scale)
+        anchor = self.portrait.mouth_anchor
+        ax, ay, s = (0.0, framing.MOUTH_CENTRE_Y, 1.0) if anchor is None else (float(v) for v in anchor)
+        xs = np.linspace(ax - 0.15 * s, ax + 0.15 * s, 13)
+        ys = np.concatenate([np.linspace(ay - 0.07 * s, ay - 0.02 * s, 4), np.linspace(ay + 0.02 * s, ay + 0.08 * s, 4)])
+        px = np.clip(np.round(xs[None] * u + r / 2 - 0.5), 0, r - 1).astype(int)
+        py = np.clip(np.round(ys[:, None] * u + r / 2 - 0.5), 0, r - 1).astype(int)
+        lips = self.reference[py, px].reshape(-1, 3)
+        red = lips[:, 0] - 0.5 * (lips[:, 1] + lips[:, 2])
+        return np.median(lips[red >= np.percentile(red, 67)], 0).astype(np.float32)
 
     def _box_units(self):
         """Face-box units (framing contract) of every output pixel of the box, (1, h, w) each."""
@@ -213,6 +231,8 @@ class Compositor:
         if mx.size:
             moved = cv2.remap(self.base_f, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
             if self.interior_shade and depth.any():  # the parted lips show the dark inside of a mouth
+                w = np.clip(depth / 0.1, 0, 1)[..., None]  # the lips' own colour, not the lip line's
+                moved += w * (self.mouth_colour - moved)
                 moved *= (1 - self.interior_shade * np.sqrt(depth))[..., None]
             if self.teeth_colour is not None and teeth.any():
                 a = teeth[..., None]
