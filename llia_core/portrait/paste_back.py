@@ -84,10 +84,10 @@ class Compositor:
     cut to the face's bounding box so that each frame touches only that region, and the reference
     crop whose difference to each generated crop is pasted (detail transfer).
     ``face_scale``: the model's framing, for the mouth warp of ``paste(..., mouth=...)``; ``interior_shade``:
-    how much darker than the lips the middle of an open mouth is drawn (0 = the lip colour the warp
-    reads there; with either, the model's own low-resolution inside is left out); ``teeth``: draw the upper front
-    teeth under the upper lip of an open mouth, in the picture's own light (the 128 px model cannot
-    draw them at the photo's resolution).
+    how much darker than the lips' colour the middle of an open mouth is drawn (0: the inside is
+    not drawn: the lip line's colour the warp reads there, the model's residual on top);
+    ``teeth``: draw the upper front teeth under the upper lip, in the picture's own light. With
+    either, the opening is the compositor's alone: the model's 128 px version of it stays out.
     """
 
     def __init__(self, portrait: Portrait, max_size: int | None = DEFAULT_MAX_SIZE,
