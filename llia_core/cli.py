@@ -87,12 +87,15 @@ def add_expression_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--head-motion", type=float, default=DEFAULT_HEAD_MOTION,
                    help="head sway: 0 still, 1 natural, 2 lively")
     p.add_argument("--blink-rate", type=float, default=DEFAULT_BLINK_RATE, help="blinks per minute (0 = none)")
+    p.add_argument("--teeth", default=True, action=argparse.BooleanOptionalAction,
+                   help="draw the upper front teeth in an open mouth (--no-teeth: a plain dark opening)")
 
 
 def motion_controls(args):
     from .portrait.face_motion import MotionControls
 
-    return MotionControls(args.mouth_amplitude, args.head_motion, args.blink_rate, args.seed).validate()
+    return MotionControls(args.mouth_amplitude, args.head_motion, args.blink_rate, args.seed,
+                          args.teeth).validate()
 
 
 def build_states(spec: str, audio):

@@ -24,9 +24,13 @@ class LLIAMotionSettings:
                            "tooltip": "Blinks per minute at random intervals (0 = none; people blink 10-20 times)."}),
             "seed": ("INT", {"default": 0, "min": 0, "max": 2**31 - 1,
                      "tooltip": "Which sway and which blink times; the same seed gives the same motion."}),
+        }, "optional": {
+            "teeth": ("BOOLEAN", {"default": True,
+                      "tooltip": "Draw the upper front teeth in an open mouth (full-size output). Off: a plain "
+                                 "dark opening, e.g. for a stylised face."}),
         }}
 
-    def settings(self, mouth_amplitude, head_motion, blink_rate, seed=0):
+    def settings(self, mouth_amplitude, head_motion, blink_rate, seed=0, teeth=True):
         from llia_core.portrait.face_motion import MotionControls
 
-        return (MotionControls(mouth_amplitude, head_motion, blink_rate, seed).validate(),)
+        return (MotionControls(mouth_amplitude, head_motion, blink_rate, seed, bool(teeth)).validate(),)

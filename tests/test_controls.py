@@ -1,6 +1,7 @@
 """Expression templates and motion controls: measured with the face mesh, checked for direction and
 monotonicity (never timings)."""
 
+import argparse
 import json
 import sys
 import urllib.error
@@ -235,3 +236,34 @@ def test_motion_settings_node_feeds_the_sampler(bundled):
     m_a, m_b = track((a.numpy() * 255).round().astype(np.uint8)), track((b.numpy() * 255).round().astype(np.uint8))
     assert np.nanstd(m_b["roll"]) > 3 * np.nanstd(m_a["roll"])  # the head sways
     assert np.nanstd(m_b["opening"]) < 0.5 * np.nanstd(m_a["opening"])  # amplitude 0: the mouth stays
+
+
+def test_teeth_can_be_turned_off_from_the_node_the_cli_and_the_live_process():
+    from comfy_harness import load_pack
+
+    from llia_core.cli import add_generate_args, motion_controls
+    from llia_core.pipeline.output import FrameRenderer
+    from llia_core.portrait import prepare_portrait
+
+    m = load_pack().NODE_CLASS_MAPPINGS
+    assert m["LLIAMotionSettings"]().settings(1.0, 1.0, 15.0, 0)[0].teeth  # on unless asked (older graphs too)
+    (plain,) = m["LLIAMotionSettings"]().settings(1.0, 1.0, 15.0, 0, teeth=False)
+    assert plain == MotionControls(1.0, 1.0, 15.0, 0, teeth=False)
+    parser = argparse.ArgumentParser()
+    add_generate_args(parser)
+    assert motion_controls(parser.parse_args([])).teeth
+    assert not motion_controls(parser.parse_args(["--no-teeth"])).teeth
+    portrait = prepare_portrait(str(DEFAULT_PORTRAIT), 128)
+    drawn = FrameRenderer(portrait, motion=MotionControls(1.0, 1.0, 15.0, 0))
+    left_out = FrameRenderer(portrait, motion=plain)
+    assert drawn.compositor.teeth_colour is not None and left_out.compositor.teeth_colour is None
+    mouth = np.array([[0.9, 0.5, 0.0]])
+    crop = drawn.compositor.reference_for(mouth[0])[None] / 255
+    a, b = drawn(crop, mouth)[0].astype(int), left_out(crop, mouth)[0].astype(int)
+    changed = np.abs(a - b).sum(-1) > 30
+    assert 0 < changed.mean() < 0.01  # only the opening: the teeth
+    from llia_core.live.process import LiveProcess
+
+    child = LiveProcess("bundled", portrait, 0, motion=plain, python="/bin/echo")  # prints the command it got
+    child.proc.wait(10)
+    assert "--no-teeth" in child.log_tail()  # the Live View node's own process draws no teeth either

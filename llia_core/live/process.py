@@ -73,7 +73,8 @@ class LiveProcess:
                "--exit-with-stdin"]
         if motion is not None:
             cmd += ["--mouth-amplitude", str(motion.mouth_amplitude), "--head-motion", str(motion.head_motion),
-                    "--blink-rate", str(motion.blink_rate), "--seed", str(motion.seed)]
+                    "--blink-rate", str(motion.blink_rate), "--seed", str(motion.seed),
+                    "--teeth" if motion.teeth else "--no-teeth"]
         if threads:
             cmd += ["--threads", str(threads)]
         env = dict(os.environ)

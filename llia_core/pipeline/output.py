@@ -50,7 +50,8 @@ class FrameRenderer:
         if output not in OUTPUTS:
             raise LLIAError(f"unknown output '{output}'; use one of {', '.join(OUTPUTS)}")
         self.portrait, self.output = portrait, output
-        self.compositor = Compositor(portrait, max_size, face_scale) if output == "full" else None
+        teeth = True if motion is None else motion.teeth
+        self.compositor = Compositor(portrait, max_size, face_scale, teeth=teeth) if output == "full" else None
         r = portrait.resolution
         self.size = self.compositor.size if self.compositor is not None else (r, r)
         self._buffer: np.ndarray | None = None

@@ -48,13 +48,16 @@ class MotionControls:
 
     mouth_amplitude: 0 still .. 1 as trained .. 2 exaggerated (the pipeline scales the mouth shapes,
     ``SamplerConfig.mouth_amplitude``); head_motion: 0 still .. 1 natural .. 2 lively; blink_rate:
-    blinks per minute (0 = none; people blink 10-20 times); seed: which sway and which blink times.
+    blinks per minute (0 = none; people blink 10-20 times); seed: which sway and which blink times;
+    teeth: draw the upper front teeth in an open mouth (full-size output; off for a stylised face
+    whose mouth should stay a plain dark opening).
     """
 
     mouth_amplitude: float = 1.0
     head_motion: float = 0.0
     blink_rate: float = 0.0
     seed: int = 0
+    teeth: bool = True
 
     def validate(self) -> "MotionControls":
         if not 0 <= self.mouth_amplitude <= 2:
