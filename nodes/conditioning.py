@@ -152,12 +152,17 @@ class LLIAConsistencyStep:
             "drift_guard": ("FLOAT", {"default": 0.15, "min": 0.0, "max": 10.0, "step": 0.01,
                             "tooltip": "Long videos: how far (in reference standard deviations) colour and contrast "
                                        "may stray before being pulled back. 0 = off; ordinary frames are never touched."}),
+            "reuse_features": ("BOOLEAN", {"default": True, "tooltip": "Consistency sampling with 2+ steps: later "
+                               "steps reuse the first step's deep features and recompute only the top level "
+                               "(about 1.4x faster, frames within ~64 dB PSNR). Off recomputes every step."}),
         }}
 
-    def settings(self, sampler, steps, guidance_scale, reference_guidance, seed, drift_guard=0.15):
+    def settings(self, sampler, steps, guidance_scale, reference_guidance, seed, drift_guard=0.15,
+                 reuse_features=True):
         from llia_core.pipeline import SamplerConfig
 
         cfg = SamplerConfig(sampler=sampler, steps=steps, guidance_scale=guidance_scale,
-                            reference_guidance=reference_guidance, seed=seed, drift_guard=drift_guard)
+                            reference_guidance=reference_guidance, seed=seed, drift_guard=drift_guard,
+                            reuse_features=reuse_features)
         cfg.validate(max_clip=10**6)
         return (cfg,)

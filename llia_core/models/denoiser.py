@@ -11,6 +11,7 @@ from ..config import LLIAConfig
 from .attention import GatedReferenceAttnProcessor, ReferenceAttnProcessor
 from .audio_encoder import AudioEncoder
 from .face_locator import FaceLocator
+from .feature_reuse import DeepFeatures, motion_unet_pass
 from .mouth_map import MouthMap, MouthPaint
 from .mouth_warp import NEUTRAL_MOUTH, mouth_region, warp_patch_latent
 from ..states import SPEAKING
@@ -101,6 +102,7 @@ class LLIADenoiser(nn.Module):
         reference_keep: torch.Tensor | None = None,
         mouth_anchor: torch.Tensor | None = None,
         mouth: torch.Tensor | None = None,
+        deep: DeepFeatures | None = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -115,6 +117,9 @@ class LLIADenoiser(nn.Module):
             audio_keep / reference_keep: (B, F) bool, False drops that condition (guidance).
             mouth_anchor: (B, 3) the portrait's mouth in its crop (``framing.py``) for the mouth
                 map and paint; None = the framing contract's mouth (the synthetic training data).
+            mouth: (B, F, 3) the mouth shapes to draw; None = the mouth head's own.
+            deep: a later consistency step of the same clip reuses the first step's deep UNet
+                features kept here (``feature_reuse.py``); None = a plain full pass.
         Returns:
             (B, C, F, h, w) model prediction.
         """
@@ -145,7 +150,10 @@ class LLIADenoiser(nn.Module):
         timestep = torch.as_tensor(timestep, device=sample.device)
         if timestep.ndim == 0:
             timestep = timestep.expand(b)
-        out = self.unet(x, timestep, encoder_hidden_states=tokens, cross_attention_kwargs=kwargs).sample
+        if deep is None:
+            out = self.unet(x, timestep, encoder_hidden_states=tokens, cross_attention_kwargs=kwargs).sample
+        else:
+            out = motion_unet_pass(self.unet, x, timestep, tokens, kwargs, deep)
         if self.config.residual_region == "mouth":  # the residual only around the mouth, pixel by pixel
             ds = self.config.autoencoder.downscale
             region = mouth_region(h * ds, self.config.face_scale,

@@ -4,7 +4,8 @@ Rank r runs the denoising steps ``stage_bounds(...)[r]:[r+1]`` of every clip and
 on to rank r+1; the last rank also decodes and sinks the frames. Rank 0 hands motion frames to
 its own next clip right after its steps (``motion_step``), so no rank ever waits on a later one
 and all ranks work at once. Every rank plans the same clips from the same inputs, so only
-latents travel: per clip the motion frames, the current noisy latents and the clean estimate.
+latents travel: per clip the motion frames, the current noisy latents and the clean estimate, plus
+the first step's deep features when later steps reuse them (``models/feature_reuse.py``).
 
 Launch with ``torchrun --nproc-per-node N -m llia_core generate --distributed ...`` or call
 :func:`run_stage` from processes that joined one process group.
@@ -27,6 +28,27 @@ from .pipelined import pipelined_sampler, stage_bounds
 
 def _motion_lengths(clips, motion_frames: int) -> list[int]:
     return [0] + [min(motion_frames, c.length) for c in clips[:-1]]
+
+
+def _send_optional(t: torch.Tensor | None, dst: int, wire, group) -> list:
+    """Send a tensor whose shape the receiver does not know (or None): a 4-number header, then the data."""
+    shape = torch.zeros(4, dtype=torch.long)
+    if t is not None:
+        shape[:t.ndim] = torch.tensor(t.shape)
+    handles = [dist.isend(shape.to(wire), dst=dst, group=group)]
+    if t is not None:
+        handles.append(dist.isend(t.to(wire, torch.float32).contiguous(), dst=dst, group=group))
+    return handles
+
+
+def _recv_optional(src: int, wire, group, device, dtype) -> torch.Tensor | None:
+    shape = torch.empty(4, dtype=torch.long, device=wire)
+    dist.recv(shape, src=src, group=group)
+    if not bool(shape.any()):
+        return None
+    t = torch.empty(tuple(int(v) for v in shape), device=wire)
+    dist.recv(t, src=src, group=group)
+    return t.to(device, dtype)
 
 
 def run_stage(pipe: LLIAPipeline, portrait: Portrait, audio: AudioFeatures, states: torch.Tensor | None = None,
@@ -63,6 +85,8 @@ def stage_stream(pipe: LLIAPipeline, portrait: Portrait, audio: AudioFeatures, s
             job = pipe.new_job(clip, audio, states, motion_k, sampler)
             job.run = ConsistencyRun(consistency_scheduler(pipe.config), x, sampler.steps, job.run.seed,
                                      done=bounds[rank], denoised=denoised)
+            if job.deep is not None:
+                job.deep.features = _recv_optional(rank - 1, wire, group, pipe.device, pipe.dtype)
         pipe.advance(job, reference, sampler, bounds[rank + 1])
         if rank == 0:
             motion = pipe.motion_after(job.latents)
@@ -71,6 +95,8 @@ def stage_stream(pipe: LLIAPipeline, portrait: Portrait, audio: AudioFeatures, s
                 handle.wait()
             pending = [dist.isend(t.to(wire).contiguous(), dst=rank + 1, group=group)
                        for t in (job.motion, job.run.x, job.run.denoised)]
+            if job.deep is not None:
+                pending += _send_optional(job.deep.features, rank + 1, wire, group)
         else:
             yield ClipOutput(clip, pipe.decode_clip(job.latents), job.latents.cpu(), time.perf_counter() - t0,
                              pipe.clip_mouth(job))

@@ -21,6 +21,7 @@ from ..audio import AudioFeatures
 from ..clips import ClipPlan, clip_noise_seed, plan_clips
 from ..errors import LLIAError
 from ..models import LLIAModel, ReferenceState
+from ..models.feature_reuse import DeepFeatures
 from ..models.mouth_warp import scale_mouth
 from ..portrait import Portrait
 from ..sampling import ConsistencyRun, consistency_scheduler, sample_teacher, teacher_scheduler
@@ -60,6 +61,9 @@ class SamplerConfig:
         mouth_amplitude: how far the mouth moves from the portrait's own: 0 still, 1 as trained, 2
             exaggerated (scales the audio's mouth shapes the model and the paste-back draw;
             ``mouth_warp.scale_mouth``). Models without a mouth head ignore it.
+        reuse_features: consistency sampling with 2+ steps: later steps reuse the first step's deep
+            UNet features and recompute only the top level (``models/feature_reuse.py``): 1.4-1.5x
+            the speed, frames within about 64 dB PSNR of full steps. False recomputes every step.
     """
 
     sampler: str = "consistency"
@@ -74,6 +78,7 @@ class SamplerConfig:
     motion_step: int = 0
     drift_guard: float = DEFAULT_TOLERANCE
     mouth_amplitude: float = 1.0
+    reuse_features: bool = True
 
     def validate(self, max_clip: int) -> None:
         if self.sampler not in SAMPLERS:
@@ -111,6 +116,7 @@ class ClipJob:
     run: ConsistencyRun | None  # None for the teacher samplers
     result: torch.Tensor | None = None
     mouth: torch.Tensor | None = None  # (1, M + L, 3) the mouth shapes drawn, for models with a mouth head
+    deep: DeepFeatures | None = None  # the first step's deep features, reused by the later ones
 
     @property
     def latents(self) -> torch.Tensor:
@@ -125,7 +131,7 @@ class ClipJob:
         if run is not None:
             run = ConsistencyRun(run.scheduler, move(run.x), run.steps, run.seed, run.done, move(run.denoised))
         return ClipJob(self.clip, move(self.windows), move(self.states), move(self.motion), move(self.noise),
-                       run, move(self.result), move(self.mouth))
+                       run, move(self.result), move(self.mouth), None if self.deep is None else self.deep.to(device))
 
 
 @dataclass
@@ -218,9 +224,11 @@ class LLIAPipeline:
                           growth=sampler.growth, cut_at_switches=sampler.restart_on_switch)
 
     # 3. Denoise one clip
-    def _model_fn(self, reference: ReferenceState, windows, states, motion, guidance: SamplerConfig, mouth=None):
+    def _model_fn(self, reference: ReferenceState, windows, states, motion, guidance: SamplerConfig, mouth=None,
+                  deep: DeepFeatures | None = None):
         """Close the conditioning of one clip over ``model_fn(x, t)`` with guidance; ``mouth``: (1, F, 3)
-        or None (the denoiser's own)."""
+        or None (the denoiser's own); ``deep``: the clip's kept deep features, which only the eager
+        denoiser can keep and reuse: such clips never take the frozen fixed-shape path."""
         m, f = motion.shape[2], windows.shape[1]
         flags = torch.zeros(1, f, device=self.device)
         flags[:, :m] = 1
@@ -245,14 +253,14 @@ class LLIAPipeline:
         def model_fn(x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
             sample = torch.cat([motion, x.to(self.dtype)], dim=2).expand(n, -1, -1, -1, -1)
             frozen = None
-            if n == 1 and self.frozen_limit:
+            if n == 1 and self.frozen_limit and deep is None:
                 frozen = self._frozen_for(reference, sample, t.reshape(1), windows_n, states_n, flags_n, mouth_n)
             if frozen is not None:
                 return frozen(sample, t, windows_n, states_n, flags_n, mouth_n)[:, :, m:].float()
             out = self.model.denoiser(
                 sample, t.reshape(1).expand(n), windows_n, states_n, ref_latent, bank, mask, flags_n,
                 audio_keep=a_keep if n > 1 else None, reference_keep=r_keep if n > 1 else None,
-                mouth_anchor=anchor, mouth=mouth_n,
+                mouth_anchor=anchor, mouth=mouth_n, deep=deep,
             )[:, :, m:].float()
             if n == 1:
                 return out
@@ -283,14 +291,15 @@ class LLIAPipeline:
             with torch.no_grad():
                 mouth = self.model.denoiser.mouth_shape(windows[0], clip_states[0])
             mouth = scale_mouth(mouth, sampler.mouth_amplitude)[None]
-        return ClipJob(clip, windows, clip_states, motion.to(self.device), noise, run, mouth=mouth)
+        deep = DeepFeatures() if run is not None and sampler.steps > 1 and sampler.reuse_features else None
+        return ClipJob(clip, windows, clip_states, motion.to(self.device), noise, run, mouth=mouth, deep=deep)
 
     @torch.no_grad()
     def advance(self, job: "ClipJob", reference: ReferenceState, sampler: SamplerConfig, stop: int | None = None,
                 step_callback: Callable | None = None) -> "ClipJob":
         """Run the job's denoising steps up to ``stop`` (all by default) on this pipeline's device."""
         job = job.to(self.device)
-        model_fn = self._model_fn(reference, job.windows, job.states, job.motion, sampler, job.mouth)
+        model_fn = self._model_fn(reference, job.windows, job.states, job.motion, sampler, job.mouth, job.deep)
         if job.run is not None:
             job.run.advance(model_fn, stop, callback=step_callback)
         elif job.result is None:
