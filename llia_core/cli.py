@@ -393,6 +393,9 @@ def main(argv: list[str] | None = None) -> int:
     info = sub.add_parser("info", help="describe a checkpoint")
     info.add_argument("model", nargs="?", default="bundled")
     args = parser.parse_args(argv)
+    from .allocator import keep_freed_memory
+
+    keep_freed_memory()  # freed tensors stay in the process: 1.4x per denoiser call on CPU (allocator.py)
     try:
         if args.command == "generate":
             run_generate(args)

@@ -75,6 +75,10 @@ class LLIALoadModel:
             dtype = {"fp32": "float32", "bf16": "bfloat16", "fp16": "float16", "int8": "float32"}[precision]
             import torch
 
+            if torch.device(dev).type == "cpu":  # CPU tensors stop page-faulting back in (llia_core/allocator.py)
+                from llia_core.allocator import keep_freed_memory
+
+                keep_freed_memory()
             m = load_model(path, device=dev, dtype=getattr(torch, dtype))
             if precision == "int8":
                 m = llia_core.quantize_int8(m)

@@ -196,3 +196,19 @@ def test_motion_modules_project_a_contiguous_input_for_one_clip(tiny_model, port
         for h in hooks:
             h.remove()
     assert modules and len(seen) >= len(modules) and all(seen)
+
+
+def test_split_geglu_gives_diffusers_values_and_keeps_the_weights(tiny_model):
+    """Two products over the weight's halves instead of one split (strided GELU is slow on CPU)."""
+    from diffusers.models.activations import GEGLU
+
+    from llia_core.models.unet_blocks import _SplitGEGLU
+
+    layers = [m for m in tiny_model.denoiser.unet.modules() if isinstance(m, GEGLU)]
+    assert layers and all(type(m) is _SplitGEGLU for m in layers)
+    layer = layers[0]
+    x = torch.randn(2, 7, layer.proj.in_features)
+    with torch.no_grad():
+        h, g = layer.proj(x).chunk(2, dim=-1)
+        assert torch.allclose(layer(x), h * torch.nn.functional.gelu(g), atol=1e-6)
+    assert set(layer.state_dict()) == {"proj.weight", "proj.bias"}  # checkpoints load as before
