@@ -61,6 +61,9 @@ def minute_stats(avatar, minute: int) -> dict:
 
 
 def main(argv: list[str] | None = None) -> dict:
+    from ..allocator import keep_freed_memory
+
+    keep_freed_memory()  # as the CLI's live command does
     p = argparse.ArgumentParser(prog="python -m llia_core.live.bench")
     p.add_argument("--model", default="bundled")
     p.add_argument("--minutes", type=float, default=5.0)
