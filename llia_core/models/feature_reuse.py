@@ -8,7 +8,7 @@ level (``conv_in``, the first down block, the last up block, ``conv_out``), whic
 noisy input. On the bundled model, 2-step clips then differ from fully recomputed ones by about
 64 dB PSNR (below 8-bit rounding) and a later step costs about 40% of a full one.
 
-``MotionUNetPass`` runs diffusers' ``UNetMotionModel`` the way its ``forward`` does (for LLIA's
+:func:`motion_unet_pass` runs diffusers' ``UNetMotionModel`` the way its ``forward`` does (for LLIA's
 inputs: no attention mask, no added embeddings, no ControlNet residuals), plus the two things that
 forward cannot do: keep the deep features, and start from kept ones.
 """
