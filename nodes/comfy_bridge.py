@@ -101,7 +101,7 @@ class Progress:
             import comfy.utils  # type: ignore[import-not-found]
 
             self.bar = comfy.utils.ProgressBar(total)
-        except ImportError:
+        except (ImportError, AttributeError):  # no ComfyUI, or a folder named comfy that is not it
             self.bar = None
 
     def update(self, done: int, preview_rgb=None) -> None:
