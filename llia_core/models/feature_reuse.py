@@ -61,7 +61,7 @@ def motion_unet_pass(unet, sample: torch.Tensor, timestep: torch.Tensor, tokens:
     x = unet.conv_in(x)
     res = (x,)
     attn = dict(encoder_hidden_states=tokens, num_frames=f, cross_attention_kwargs=cross_attention_kwargs)
-    for i, block in enumerate(unet.down_blocks):
+    for block in unet.down_blocks:
         if _cross_attention(block):
             x, block_res = block(hidden_states=x, temb=emb, **attn)
         else:
