@@ -7,7 +7,8 @@ A clip's work is split into stages, StreamDiffusion-style:
 
 Stage 0 hands the next clip its motion frames right after its own steps (``motion_step``), so
 it never waits for stage 1, and the two run at the same time: on two devices (``devices``), or
-on one CPU as two threads with ``threads_per_stage`` cores each. Frames are identical to
+on one CPU as two threads with ``threads_per_stage`` cores each, stage 0 borrowing stage 1's
+while that one waits (``core_sharing.py``). Frames are identical to
 ``LLIAPipeline.stream`` with the same ``SamplerConfig`` (same ``motion_step``); only the wall
 clock changes. For stages in separate processes or machines see ``distributed.py``.
 """
@@ -25,6 +26,7 @@ import torch
 from ..audio import AudioFeatures
 from ..errors import LLIAError
 from ..portrait import Portrait
+from .core_sharing import CoreSharing, use_threads
 from .pipeline import ClipOutput, LLIAPipeline, SamplerConfig
 
 _DONE = object()
@@ -62,12 +64,16 @@ class PipelinedLLIA:
     Args:
         pipe: the pipeline whose model and device stage 0 uses.
         devices: optional (stage 0 device, stage 1 device); a second device gets its own model copy.
-        threads_per_stage: CPU threads each stage uses (both stages run at once).
+        threads_per_stage: CPU threads each stage owns (both stages run at once); on one CPU, stage 0
+            also uses stage 1's while stage 1 waits for its next clip (``share_cores``).
+        share_cores: lend stage 1's idle cores to stage 0 (CPU, one device, ``threads_per_stage`` set).
     """
 
-    def __init__(self, pipe: LLIAPipeline, devices: tuple | list | None = None, threads_per_stage: int | None = None):
+    def __init__(self, pipe: LLIAPipeline, devices: tuple | list | None = None, threads_per_stage: int | None = None,
+                 share_cores: bool = True):
         self.first = pipe
         self.threads = threads_per_stage
+        self.share_cores = share_cores
         if devices and torch.device(devices[1]) != pipe.device:
             model = copy.deepcopy(pipe.model).to(devices[1])
             self.second = LLIAPipeline(model, devices[1], pipe.dtype)
@@ -78,9 +84,12 @@ class PipelinedLLIA:
     def config(self):
         return self.first.config
 
-    def _limit_threads(self) -> None:
-        if self.threads:
-            torch.set_num_threads(self.threads)
+    def _core_sharing(self) -> CoreSharing | None:
+        """Thread counts per stage (None: leave them); cores lent only between stages on one CPU."""
+        if not self.threads:
+            return None
+        one_cpu = self.second is self.first and self.first.device.type == "cpu"
+        return CoreSharing(self.threads, self.threads, lend=self.share_cores and one_cpu)
 
     def stream(self, portrait: Portrait, audio: AudioFeatures, states: torch.Tensor | None = None,
                sampler: SamplerConfig = SamplerConfig(), *, step_callback: Callable | None = None) -> Iterator[ClipOutput]:
@@ -104,8 +113,12 @@ class PipelinedLLIA:
                     continue
             return False
 
+        cores = self._core_sharing()
+
         def stage0() -> None:
-            self._limit_threads()
+            if cores is not None:
+                cores.start_lead()
+            hooks = cores.attach(first.model.denoiser) if cores is not None and cores.lend else []
             try:
                 c, h = self.config.autoencoder.latent_channels, self.config.latent_size
                 motion = torch.zeros((1, c, 0, h, h), device=first.device)
@@ -114,19 +127,32 @@ class PipelinedLLIA:
                         return
                     job = first.new_job(clip, audio, states, motion, sampler)
                     first.advance(job, ref0, sampler, sampler.motion_split, step_callback)
+                    if cores is not None:
+                        cores.give_back()
                     motion = first.motion_after(job.latents)
                     if not put(job):
                         return
                 put(_DONE)
             except BaseException as exc:  # noqa: BLE001 - re-raised in the consumer
                 put(exc)
+            finally:
+                for hook in hooks:
+                    hook.remove()
+                if cores is not None:
+                    cores.give_back()
 
         worker = threading.Thread(target=stage0, name="llia-stage0", daemon=True)
-        self._limit_threads()
+        threads_before = torch.get_num_threads()
+        if cores is not None:
+            cores.start_lag()
         worker.start()
         try:
             while True:
-                item = handoff.get()
+                if cores is None:
+                    item = handoff.get()
+                else:
+                    with cores.waiting():
+                        item = handoff.get()
                 if item is _DONE:
                     break
                 if isinstance(item, BaseException):
@@ -137,6 +163,8 @@ class PipelinedLLIA:
         finally:
             stop.set()
             worker.join()
+            if cores is not None:
+                use_threads(threads_before)
 
     def generate(self, portrait: Portrait, audio: AudioFeatures, states: torch.Tensor | None = None,
                  sampler: SamplerConfig = SamplerConfig(), **kwargs):
