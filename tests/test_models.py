@@ -97,6 +97,25 @@ def test_patch_autoencoder_is_exact_before_training(tiny_model):
     assert torch.allclose(frames, x.permute(0, 2, 3, 1), atol=1e-6)
 
 
+def test_patch_decode_in_channels_last_gives_the_plain_values_as_contiguous_frames(tiny_model):
+    import copy
+
+    import torch.nn.functional as F
+
+    ae = copy.deepcopy(tiny_model.autoencoder)
+    torch.manual_seed(0)
+    for conv in (ae.refine_in, ae.refine_out):  # a trained refiner, not the zero-initialised one
+        torch.nn.init.normal_(conv.weight, std=0.1)
+        torch.nn.init.normal_(conv.bias, std=0.1)
+    lat = torch.randn(3, 48, 8, 8)
+    pixels = F.pixel_shuffle(lat / ae.config.scaling_factor, ae.config.downscale)
+    plain = pixels + ae.refine_out(F.silu(ae.refine_in(pixels)))
+    decoded = ae.decode(lat)
+    assert decoded.is_contiguous(memory_format=torch.channels_last)
+    assert torch.allclose(decoded, plain, atol=1e-6) and not torch.allclose(decoded, pixels, atol=1e-3)
+    assert decoded.permute(0, 2, 3, 1).is_contiguous()  # the frames' (B, H, W, 3) view, no copy
+
+
 def test_config_json_round_trip_and_unknown_names():
     for cfg in CONFIGS.values():
         from llia_core.config import LLIAConfig
