@@ -116,9 +116,7 @@ def _clip_source(args, pipe, sampler):
     """(stream function, sampler, whether this process writes the video) for --pipeline/--distributed."""
     import os
 
-    import torch
-
-    from .pipeline import PipelinedLLIA, pipelined_sampler
+    from .pipeline import clip_stream, pipelined_sampler
 
     if args.distributed:
         import torch.distributed as dist
@@ -132,12 +130,8 @@ def _clip_source(args, pipe, sampler):
         last = dist.get_rank() == dist.get_world_size() - 1
 
         return (lambda *a: stage_stream(pipe, *a)), pipelined_sampler(sampler, dist.get_world_size()), last
-    use = args.pipeline == "threads" or (
-        args.pipeline == "auto" and sampler.sampler == "consistency" and sampler.steps >= 2 and (os.cpu_count() or 1) >= 2)
-    if not use:
-        return pipe.stream, sampler, True
-    per_stage = args.threads_per_stage or max(1, (args.threads or torch.get_num_threads()) // 2)
-    return PipelinedLLIA(pipe, threads_per_stage=per_stage).stream, pipelined_sampler(sampler), True
+    stream, sampler = clip_stream(pipe, sampler, args.pipeline, args.threads, args.threads_per_stage)
+    return stream, sampler, True
 
 
 KERNEL_CACHE = "512"  # oneDNN kernels kept by a generate run (see run_generate)

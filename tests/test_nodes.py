@@ -73,13 +73,16 @@ def test_model_list_offers_bundled_and_folder_files(pack, model_dir, monkeypatch
 
 
 def test_full_chain_outputs(pack, handle):
+    threads = torch.get_num_threads()
     n, preview, text, out = run_all(pack, handle)
+    assert torch.get_num_threads() == threads  # the pipelined stages leave the host's threads as they were
     frames, audio, fps, report = out["result"]
     assert n == math.ceil(0.8 * 25) == frames.shape[0]
     assert frames.shape == (20, 40, 40, 3) and frames.dtype == torch.float32  # the portrait's own size
     assert 0 <= float(frames.min()) and float(frames.max()) <= 1 and float((frames[1:] - frames[:-1]).abs().mean()) > 0
     assert audio["sample_rate"] == 16000 and audio["waveform"].shape == (1, 1, round(n / fps * 16000))
     assert fps == 25.0 and "20 frames of 40x40" in report and "first frame" in report
+    assert "2 overlapping stages" in report  # a CPU model and 2 steps: pipelined, as on the command line
     assert preview.shape == (1, 32, 32, 3)
     assert text == "0-0.4:speaking,0.4-end:idle"
     crop = run_all(pack, handle, frame_size="crop")[3]["result"][0]
@@ -148,13 +151,16 @@ def test_cancel_stops_within_a_step_and_the_next_run_works(pack, handle, monkeyp
     before = {k: v.clone() for k, v in handle.model.state_dict().items()}
     with pytest.raises(Interrupted):
         run_all(pack, handle)
-    assert calls["n"] == 3  # stopped at the third denoising step, not at the end of the run
+    # stopped at the third denoising step, not at the end of the run (the other pipeline stage may
+    # finish the one step it is in)
+    assert 3 <= calls["n"] <= 4
     calls["limit"] = 10**9
     frames = run_all(pack, handle)[3]["result"][0]
     monkeypatch.delitem(sys.modules, "comfy.model_management")
     monkeypatch.delitem(sys.modules, "comfy")
     clean = run_all(pack, handle)[3]["result"][0]
-    assert torch.equal(frames, clean)
+    # the pipelined stages lend cores, so float rounding varies run to run: at most one 8-bit level
+    assert float((frames - clean).abs().max()) <= 1 / 255 + 1e-6 and float((frames - clean).abs().mean()) < 1e-4
     after = handle.model.state_dict()
     assert all(torch.equal(before[k], after[k]) for k in before)
 

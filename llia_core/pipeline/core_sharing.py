@@ -61,6 +61,14 @@ def use_threads(n: int) -> None:
         _MKL_SET_LOCAL(n)
 
 
+def restore_threads(n: int) -> None:
+    """Undo :func:`use_threads` in this thread: ``n`` OpenMP threads (its count before) and MKL's
+    process-wide count again, so a host's own setting (ComfyUI's) is as it was."""
+    use_threads(n)
+    if _MKL_SET_LOCAL is not None:
+        _MKL_SET_LOCAL(0)
+
+
 class CoreSharing:
     """Stage 0 (``lead``) owns ``lead`` threads, stage 1 owns ``lag``; stage 0 uses all of them
     while stage 1 waits.

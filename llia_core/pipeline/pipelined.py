@@ -8,9 +8,10 @@ A clip's work is split into stages, StreamDiffusion-style:
 Stage 0 hands the next clip its motion frames right after its own steps (``motion_step``), so
 it never waits for stage 1, and the two run at the same time: on two devices (``devices``), or
 on one CPU as two threads with ``threads_per_stage`` cores each, stage 0 borrowing stage 1's
-while that one waits (``core_sharing.py``). Frames are identical to
-``LLIAPipeline.stream`` with the same ``SamplerConfig`` (same ``motion_step``); only the wall
-clock changes. For stages in separate processes or machines see ``distributed.py``.
+while that one waits (``core_sharing.py``). Frames are those of ``LLIAPipeline.stream`` with the
+same ``SamplerConfig`` (same ``motion_step``); only the wall clock changes, and with lent cores the
+float rounding: the thread count of each layer depends on timing, so two runs differ by up to ~2e-7
+(a few pixels of a video by one 8-bit level; ``share_cores=False`` gives bitwise-repeatable runs). For stages in separate processes or machines see ``distributed.py``.
 """
 
 from __future__ import annotations
@@ -26,7 +27,7 @@ import torch
 from ..audio import AudioFeatures
 from ..errors import LLIAError
 from ..portrait import Portrait
-from .core_sharing import CoreSharing, use_threads
+from .core_sharing import CoreSharing, restore_threads
 from .pipeline import ClipOutput, LLIAPipeline, SamplerConfig
 
 _DONE = object()
@@ -56,6 +57,24 @@ def pipelined_sampler(sampler: SamplerConfig, stages: int = 2) -> SamplerConfig:
     import dataclasses
 
     return dataclasses.replace(sampler, motion_step=max(1, sampler.steps // stages))
+
+
+def clip_stream(pipe: LLIAPipeline, sampler: SamplerConfig, mode: str = "auto", threads: int | None = None,
+                threads_per_stage: int | None = None) -> tuple[Callable, SamplerConfig]:
+    """(stream function, sampler) for ``mode``: "threads" pipelines, "off" runs ``pipe.stream``, "auto"
+    pipelines where it is faster (the consistency sampler, 2+ steps, 2+ cores). The pipelined sampler
+    takes the next clip's motion frames after the first step, so its frames differ slightly from
+    sequential ones. ``threads``: the cores to use (default: PyTorch's count in the calling thread),
+    split between the stages unless ``threads_per_stage`` says otherwise.
+    """
+    import os
+
+    use = mode == "threads" or (mode == "auto" and sampler.sampler == "consistency" and sampler.steps >= 2
+                                and (os.cpu_count() or 1) >= 2)
+    if not use:
+        return pipe.stream, sampler
+    per_stage = threads_per_stage or max(1, (threads or torch.get_num_threads()) // 2)
+    return PipelinedLLIA(pipe, threads_per_stage=per_stage).stream, pipelined_sampler(sampler)
 
 
 class PipelinedLLIA:
@@ -164,7 +183,7 @@ class PipelinedLLIA:
             stop.set()
             worker.join()
             if cores is not None:
-                use_threads(threads_before)
+                restore_threads(threads_before)
 
     def generate(self, portrait: Portrait, audio: AudioFeatures, states: torch.Tensor | None = None,
                  sampler: SamplerConfig = SamplerConfig(), **kwargs):
