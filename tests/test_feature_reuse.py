@@ -66,18 +66,12 @@ def test_the_full_pass_is_diffusers_own_and_a_reuse_pass_skips_the_deep_levels(t
         assert torch.equal(got, want)  # the same modules in the same order
         top = unet.config.block_out_channels
         assert deep.features.shape == (x.shape[2], top[1], x.shape[3], x.shape[4])
-        assert deep.last_motion.shape == (x.shape[2], top[0], x.shape[3], x.shape[4])
         mid, deeper = count_calls(unet.mid_block), count_calls(unet.down_blocks[1])
-        modules = unet.up_blocks[-1].motion_modules
-        assert len(modules) >= 2
-        first_motion, last_motion = count_calls(modules[0]), count_calls(modules[-1])
-        top_resnets = count_calls(unet.up_blocks[-1].resnets[-1])
+        top_calls = count_calls(unet.up_blocks[-1])
         # same input and timestep: the top level recomputes exactly what the full pass had
         again = motion_unet_pass(unet, x, t, tokens, kwargs, deep)
         assert torch.allclose(again, want, atol=1e-6)
-        assert not mid and not deeper and len(top_resnets) == 1
-        # the top block's last motion module adds its kept change instead of running again
-        assert len(first_motion) == 1 and not last_motion
+        assert not mid and not deeper and len(top_calls) == 1
         # the top level sees the new input and timestep
         later = motion_unet_pass(unet, x * 0.5, torch.full((1,), 300), tokens, kwargs, deep)
         assert (later - want).abs().max() > 1e-3
@@ -102,7 +96,7 @@ def test_two_step_clips_run_the_deep_levels_once_unless_told_otherwise(tiny_mode
 
 
 def test_the_bundled_models_frames_barely_change_when_steps_reuse_features():
-    """Measured on the bundled model and speech: 58 dB PSNR over 12.7 s (1 step: 48 dB)."""
+    """Measured on the bundled model and speech: 64 dB PSNR over 12.7 s (8-bit rounding is ~59 dB)."""
     from llia_core.checkpoints import load_model
 
     model = load_model("bundled")

@@ -5,15 +5,11 @@ noise, and what it changes is fine detail: on the bundled model its frames diffe
 step's by 48 dB PSNR. The UNet's deep levels (everything below the top resolution) carry the
 slow-changing content, so later steps take them from the first step and recompute only the top
 level (``conv_in``, the first down block, the last up block, ``conv_out``), which sees the new
-noisy input. Of that top level, the last up block's last motion module (temporal attention over
-the clip's frames, a fifth of a later step's cost) is not recomputed either: later steps add the
-change it made in the first step. On the bundled model and speech (12.7 s), 2-step clips then differ
-from fully recomputed ones by 58 dB PSNR (64 dB when that module is recomputed; 1-step clips: 48
-dB), and eval --real measured the same mouth, shimmer and boundary numbers within noise (r 0.319
-against 0.320, boundaries 1.14 against 1.18) for 1.06x the main job's speed.
+noisy input. On the bundled model, 2-step clips then differ from fully recomputed ones by about
+64 dB PSNR (below 8-bit rounding) and a later step costs about 40% of a full one.
 
 :func:`motion_unet_pass` runs diffusers' ``UNetMotionModel`` the way its ``forward`` does (for LLIA's
-inputs: no attention mask, no added embeddings, no ControlNet residuals), plus the things that
+inputs: no attention mask, no added embeddings, no ControlNet residuals), plus the two things that
 forward cannot do: keep the deep features, and start from kept ones.
 """
 
@@ -26,49 +22,21 @@ class DeepFeatures:
     """One clip's deep features: filled by its first step, read by the later ones.
 
     ``features`` is the input of the UNet's last up block (the output of the one before it,
-    upsampled to the top resolution): (B * F, C, h, w); ``last_motion`` what that block's last
-    motion module added to its input: (B * F, C_top, h, w), or None where the block has
-    cross-attention (it then runs whole). They belong to one clip (its batch, frames, conditioning):
-    a new clip needs a new instance.
+    upsampled to the top resolution): (B * F, C, h, w). It belongs to one clip (its batch, frames,
+    conditioning): a new clip needs a new instance.
     """
 
     def __init__(self):
         self.features: torch.Tensor | None = None
-        self.last_motion: torch.Tensor | None = None
 
     def to(self, device) -> "DeepFeatures":
         moved = DeepFeatures()
-        move = lambda t: None if t is None else t.to(device)  # noqa: E731
-        moved.features, moved.last_motion = move(self.features), move(self.last_motion)
+        moved.features = None if self.features is None else self.features.to(device)
         return moved
 
 
 def _cross_attention(block) -> bool:
     return bool(getattr(block, "has_cross_attention", False))
-
-
-def _top_up_block(block, x: torch.Tensor, emb: torch.Tensor, res: tuple, frames: int, deep: DeepFeatures,
-                  reuse: bool) -> torch.Tensor:
-    """diffusers' ``UpBlockMotion.forward`` for the top level (no upsampler, no FreeU), except its last
-    motion module: a full pass keeps what it adds, a reuse pass adds that instead of running it."""
-    last = len(block.resnets) - 1
-    for i, (resnet, motion) in enumerate(zip(block.resnets, block.motion_modules)):
-        x = resnet(input_tensor=torch.cat([x, res[-1 - i]], dim=1), temb=emb)
-        if i < last:
-            x = motion(x, num_frames=frames)
-        elif reuse:
-            x = x + deep.last_motion
-        else:
-            out = motion(x, num_frames=frames)
-            deep.last_motion = out - x
-            x = out
-    return x
-
-
-def _unrolls(block) -> bool:
-    """Whether :func:`_top_up_block` computes what ``block`` does (the bundled model's top block)."""
-    return (not _cross_attention(block) and block.upsamplers is None and not getattr(block, "s1", None)
-            and len(block.resnets) == len(block.motion_modules))
 
 
 def motion_unet_pass(unet, sample: torch.Tensor, timestep: torch.Tensor, tokens: torch.Tensor,
@@ -116,9 +84,7 @@ def motion_unet_pass(unet, sample: torch.Tensor, timestep: torch.Tensor, tokens:
         block_res, res = res[-n:], res[:-n]
         if i == last and not reuse:
             deep.features = x
-        if i == last and _unrolls(block) and (not reuse or deep.last_motion is not None):
-            x = _top_up_block(block, x, emb, block_res, f, deep, reuse)
-        elif _cross_attention(block):
+        if _cross_attention(block):
             x = block(hidden_states=x, temb=emb, res_hidden_states_tuple=block_res, **attn)
         else:
             x = block(hidden_states=x, temb=emb, res_hidden_states_tuple=block_res, num_frames=f)

@@ -5,7 +5,7 @@ on to rank r+1; the last rank also decodes and sinks the frames. Rank 0 hands mo
 its own next clip right after its steps (``motion_step``), so no rank ever waits on a later one
 and all ranks work at once. Every rank plans the same clips from the same inputs, so only
 latents travel: per clip the motion frames, the current noisy latents and the clean estimate, plus
-the first step's deep features (and its last motion module's change) when later steps reuse them (``models/feature_reuse.py``).
+the first step's deep features when later steps reuse them (``models/feature_reuse.py``).
 
 Launch with ``torchrun --nproc-per-node N -m llia_core generate --distributed ...`` or call
 :func:`run_stage` from processes that joined one process group.
@@ -87,7 +87,6 @@ def stage_stream(pipe: LLIAPipeline, portrait: Portrait, audio: AudioFeatures, s
                                      done=bounds[rank], denoised=denoised)
             if job.deep is not None:
                 job.deep.features = _recv_optional(rank - 1, wire, group, pipe.device, pipe.dtype)
-                job.deep.last_motion = _recv_optional(rank - 1, wire, group, pipe.device, pipe.dtype)
         pipe.advance(job, reference, sampler, bounds[rank + 1])
         if rank == 0:
             motion = pipe.motion_after(job.latents)
@@ -98,7 +97,6 @@ def stage_stream(pipe: LLIAPipeline, portrait: Portrait, audio: AudioFeatures, s
                        for t in (job.motion, job.run.x, job.run.denoised)]
             if job.deep is not None:
                 pending += _send_optional(job.deep.features, rank + 1, wire, group)
-                pending += _send_optional(job.deep.last_motion, rank + 1, wire, group)
         else:
             yield ClipOutput(clip, pipe.decode_clip(job.latents), job.latents.cpu(), time.perf_counter() - t0,
                              pipe.clip_mouth(job))
