@@ -96,6 +96,7 @@ class CoreSharing:
         use_threads(self.lag)
 
     def boundary(self, *_) -> None:
+        """Between two modules: stage 0 takes lent cores, or returns them once stage 1 has work."""
         if threading.get_ident() != self._lead_thread or self._lent == self._borrowed:
             return
         with self._cond:

@@ -11,7 +11,8 @@ on one CPU as two threads with ``threads_per_stage`` cores each, stage 0 borrowi
 while that one waits (``core_sharing.py``). Frames are those of ``LLIAPipeline.stream`` with the
 same ``SamplerConfig`` (same ``motion_step``); only the wall clock changes, and with lent cores the
 float rounding: the thread count of each layer depends on timing, so two runs differ by up to ~2e-7
-(a few pixels of a video by one 8-bit level; ``share_cores=False`` gives bitwise-repeatable runs). For stages in separate processes or machines see ``distributed.py``.
+(a few pixels of a video by one 8-bit level; ``share_cores=False`` gives bitwise-repeatable runs).
+For stages in separate processes or machines see ``distributed.py``.
 """
 
 from __future__ import annotations
