@@ -120,7 +120,10 @@ def test_writer_streams_audio_from_disk(long_wav, tmp_path):
 
 def test_cli_long_audio_path_gives_the_same_video(tiny_model, long_wav, tmp_path, monkeypatch):
     ckpt = save_model(tiny_model, tmp_path / "tiny.safetensors")
-    args = ["generate", "--model", str(ckpt), "--audio", str(long_wav), "--quiet", "--seed", "1", "--duration", "6"]
+    # --pipeline off: lent cores make float rounding timing-dependent, which H.264 turns into visible
+    # differences on the random tiny model's noise-like frames; this test is about the audio path
+    args = ["generate", "--model", str(ckpt), "--audio", str(long_wav), "--quiet", "--seed", "1", "--duration", "6",
+            "--pipeline", "off"]
     assert main(args + ["--out", str(tmp_path / "a.mp4")]) == 0
     monkeypatch.setattr(audio_mod, "LONG_AUDIO_SECONDS", 2.0)
     assert main(args + ["--out", str(tmp_path / "b.mp4")]) == 0
