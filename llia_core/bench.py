@@ -102,7 +102,6 @@ def time_calls(model: LLIAModel, sampler: SamplerConfig, num_frames: int, thread
     portrait = _portrait(cfg)
     reference = pipe.prepare_reference(portrait)
     cache: dict[tuple, float] = {}
-    reuse = sampler.sampler == "consistency" and sampler.steps > 1 and sampler.reuse_features
 
     def call_seconds(length: int, motion: int, later: bool = False) -> float:
         """One denoiser call; ``later``: a later consistency step reusing the first one's deep features."""
@@ -137,7 +136,7 @@ def time_calls(model: LLIAModel, sampler: SamplerConfig, num_frames: int, thread
     total, first, prev = 0.0, None, 0
     for clip in clips:
         motion = min(cfg.motion_frames, prev)
-        later_steps = (sampler.steps - 1) * call_seconds(clip.length, motion, later=reuse)
+        later_steps = (sampler.steps - 1) * call_seconds(clip.length, motion, later=sampler.reuses_features)
         total += call_seconds(clip.length, motion) + later_steps + decode_seconds(clip.length)
         first = total if first is None else first
         prev = clip.length

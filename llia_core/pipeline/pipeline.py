@@ -99,6 +99,12 @@ class SamplerConfig:
                             "sampler can hand motion frames over early")
 
     @property
+    def reuses_features(self) -> bool:
+        """Whether later steps of a clip reuse its first step's deep features (``reuse_features``
+        applies only to consistency sampling with 2+ steps)."""
+        return self.sampler == "consistency" and self.steps > 1 and self.reuse_features
+
+    @property
     def motion_split(self) -> int:
         """Steps after which the next clip's motion frames exist."""
         return self.motion_step or self.steps
@@ -291,7 +297,7 @@ class LLIAPipeline:
             with torch.no_grad():
                 mouth = self.model.denoiser.mouth_shape(windows[0], clip_states[0])
             mouth = scale_mouth(mouth, sampler.mouth_amplitude)[None]
-        deep = DeepFeatures() if run is not None and sampler.steps > 1 and sampler.reuse_features else None
+        deep = DeepFeatures() if sampler.reuses_features else None
         return ClipJob(clip, windows, clip_states, motion.to(self.device), noise, run, mouth=mouth, deep=deep)
 
     @torch.no_grad()
