@@ -131,11 +131,24 @@ def test_pipelined_run_lends_cores_and_restores_the_callers_threads(monkeypatch,
 
     import llia_core.pipeline.pipelined as pipelined
     monkeypatch.setattr(pipelined, "CoreSharing", record)
+    lag_threads = []  # stage 1's thread count per clip (stage 1 runs in the caller's thread)
+    advance = pipe.advance
+
+    def recorded(job, *args, **kwargs):
+        if threading.current_thread() is threading.main_thread():
+            lag_threads.append(torch.get_num_threads())
+        return advance(job, *args, **kwargs)
+
+    monkeypatch.setattr(pipe, "advance", recorded)
     before = torch.get_num_threads()
     audio = _audio(1.3, 25, pipe.config)
     sampler = pipelined_sampler(SamplerConfig(steps=2, first_clip=1, seed=3))
     shared = PipelinedLLIA(pipe, threads_per_stage=1).generate(portrait, audio, sampler=sampler)
+    lent_to_lag, lag_threads[:] = list(lag_threads), []
     alone = PipelinedLLIA(pipe, threads_per_stage=1, share_cores=False).generate(portrait, audio, sampler=sampler)
     assert torch.get_num_threads() == before
     assert made[0].lend and not made[1].lend and made[1].borrows == 0
+    # once stage 0 is done, the last clip gets both cores; without lending it keeps its own
+    assert len(lent_to_lag) >= 3 and set(lent_to_lag[:-1]) == {1} and lent_to_lag[-1] == 2, lent_to_lag
+    assert set(lag_threads) == {1}, lag_threads
     assert torch.allclose(shared.frames, alone.frames, atol=1e-5)

@@ -28,7 +28,7 @@ import torch
 from ..audio import AudioFeatures
 from ..errors import LLIAError
 from ..portrait import Portrait
-from .core_sharing import CoreSharing, restore_threads
+from .core_sharing import CoreSharing, restore_threads, use_threads
 from .pipeline import ClipOutput, LLIAPipeline, SamplerConfig
 
 _DONE = object()
@@ -149,7 +149,7 @@ class PipelinedLLIA:
                     first.advance(job, ref0, sampler, sampler.motion_split, step_callback)
                     if cores is not None:
                         cores.give_back()
-                    motion = first.motion_after(job.latents)
+                    motion = first.motion_after(job.latents, sampler.motion_frames)
                     if not put(job):
                         return
                 put(_DONE)
@@ -177,6 +177,10 @@ class PipelinedLLIA:
                     break
                 if isinstance(item, BaseException):
                     raise item
+                if cores is not None and cores.lend and item.clip is clips[-1]:
+                    # stage 0 has nothing left to compute: the last clip (and its paste-back and
+                    # encoding in the caller) gets every core instead of leaving one idle
+                    use_threads(cores.lead + cores.lag)
                 job = second.advance(item, ref1, sampler, None, step_callback)
                 frames = second.decode_clip(job.latents)
                 yield ClipOutput(job.clip, frames, job.latents.cpu(), time.perf_counter() - t0, second.clip_mouth(job))
