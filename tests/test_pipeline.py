@@ -84,7 +84,9 @@ def test_clips_are_variable_and_first_clip_is_short(pipe, portrait):
     assert [c for c in live_like if c.start == sw][0].length == 1  # and short again after it
 
 
-def test_motion_frames_are_the_previous_clips_last_latents(pipe, portrait, monkeypatch):
+@pytest.mark.parametrize("count", [1, 2, 5])
+def test_motion_frames_are_the_previous_clips_last_latents(pipe, portrait, monkeypatch, count):
+    assert pipe.config.motion_frames == 2  # 5 asks for more than the model was trained with: capped
     motions = []
     original = pipe.new_job
 
@@ -93,11 +95,13 @@ def test_motion_frames_are_the_previous_clips_last_latents(pipe, portrait, monke
         return original(clip, audio, states, motion, sampler)
 
     monkeypatch.setattr(pipe, "new_job", spy)
-    outs = list(pipe.stream(portrait, _audio(1.0, 25, pipe.config), sampler=SamplerConfig(steps=1, first_clip=1)))
+    sampler = SamplerConfig(steps=1, first_clip=1, motion_frames=count)
+    outs = list(pipe.stream(portrait, _audio(1.0, 25, pipe.config), sampler=sampler))
     assert motions[0].shape[2] == 0  # the first clip has no past
     history = outs[0].latents
+    assert max(m.shape[2] for m in motions) == min(count, 2)
     for motion, out in zip(motions[1:], outs[1:]):
-        m = min(pipe.config.motion_frames, history.shape[2])
+        m = min(count, pipe.config.motion_frames, history.shape[2])
         assert motion.shape[2] == m
         assert torch.equal(motion, history[:, :, history.shape[2] - m:])
         history = torch.cat([history, out.latents], dim=2)
@@ -131,7 +135,7 @@ def test_samplers_and_guidance_run(pipe, portrait, sampler, steps, g, rg):
 def test_bad_sampler_settings_are_clear(pipe, portrait):
     audio = _audio(0.3, 25, pipe.config)
     for cfg, words in [(SamplerConfig(steps=9), "1 to 8 steps"), (SamplerConfig(sampler="plms"), "unknown sampler"),
-                       (SamplerConfig(first_clip=50), "clip lengths")]:
+                       (SamplerConfig(first_clip=50), "clip lengths"), (SamplerConfig(motion_frames=-1), "motion_frames")]:
         with pytest.raises(LLIAError, match=words):
             pipe.generate(portrait, audio, sampler=cfg)
     with pytest.raises(LLIAError, match="frames but the audio"):

@@ -70,7 +70,7 @@ def stage_stream(pipe: LLIAPipeline, portrait: Portrait, audio: AudioFeatures, s
     clips = pipe.plan(audio.num_frames, states, sampler)
     c, h = pipe.config.autoencoder.latent_channels, pipe.config.latent_size
     wire = torch.device("cpu") if dist.get_backend(group) == "gloo" else pipe.device
-    lengths = _motion_lengths(clips, pipe.config.motion_frames)
+    lengths = _motion_lengths(clips, min(sampler.motion_frames, pipe.config.motion_frames))
     pending: list = []
     motion = torch.zeros((1, c, 0, h, h), device=pipe.device)
     for k, clip in enumerate(clips):
@@ -89,7 +89,7 @@ def stage_stream(pipe: LLIAPipeline, portrait: Portrait, audio: AudioFeatures, s
                 job.deep.features = _recv_optional(rank - 1, wire, group, pipe.device, pipe.dtype)
         pipe.advance(job, reference, sampler, bounds[rank + 1])
         if rank == 0:
-            motion = pipe.motion_after(job.latents)
+            motion = pipe.motion_after(job.latents, sampler.motion_frames)
         if rank < world - 1:
             for handle in pending:  # at most one clip in flight per link
                 handle.wait()
