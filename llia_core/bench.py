@@ -40,8 +40,8 @@ from .pipeline import LLIAPipeline, PipelinedLLIA, SamplerConfig, pipelined_samp
 from .quantization import cpu_has_bf16, model_at_precision
 
 LLIA_SAMPLER = SamplerConfig(sampler="consistency", steps=2, first_clip=1, clip_frames=16)
-BASELINE_SAMPLER = SamplerConfig(sampler="ddim", steps=25, guidance_scale=3.5, first_clip=16, clip_frames=16, motion_frames=2,
-                                 growth=1.0)
+BASELINE_SAMPLER = SamplerConfig(sampler="ddim", steps=25, guidance_scale=3.5, first_clip=16, clip_frames=16,
+                                 growth=1.0, motion_frames=2)
 
 
 def _audio(config, seconds: float):

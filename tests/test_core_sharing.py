@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import threading
 
+import pytest
 import torch
 
 from llia_core.pipeline import core_sharing
@@ -152,3 +153,30 @@ def test_pipelined_run_lends_cores_and_restores_the_callers_threads(monkeypatch,
     assert len(lent_to_lag) >= 3 and set(lent_to_lag[:-1]) == {1} and lent_to_lag[-1] == 2, lent_to_lag
     assert set(lag_threads) == {1}, lag_threads
     assert torch.allclose(shared.frames, alone.frames, atol=1e-5)
+
+
+@pytest.mark.parametrize("flag, lends", [([], True), (["--no-share-cores"], False)])
+def test_command_line_chooses_whether_stages_share_cores(monkeypatch, tiny_model, flag, lends):
+    import argparse
+
+    import numpy as np
+
+    import llia_core.pipeline.pipelined as pipelined
+    from llia_core.cli import _clip_source, add_generate_args
+    from llia_core.pipeline import LLIAPipeline, SamplerConfig
+    from llia_core.portrait import prepare_portrait
+    from tests.test_pipeline import _audio
+
+    parser = argparse.ArgumentParser()
+    add_generate_args(parser)
+    args = parser.parse_args(["--pipeline", "threads", "--threads", "2", *flag])
+    made = []
+    real = core_sharing.CoreSharing
+    monkeypatch.setattr(pipelined, "CoreSharing", lambda *a, **k: made.append(real(*a, **k)) or made[-1])
+    pipe = LLIAPipeline(tiny_model)
+    portrait = prepare_portrait(np.random.default_rng(1).integers(0, 255, (48, 48, 3), dtype=np.uint8), 32,
+                                mode="whole")
+    stream, sampler, writes = _clip_source(args, pipe, SamplerConfig(steps=2, first_clip=1, seed=3))
+    clips = list(stream(portrait, _audio(0.6, 25, pipe.config), None, sampler))
+    assert writes and len(clips) >= 2
+    assert len(made) == 1 and made[0].lend is lends

@@ -63,7 +63,7 @@ class SamplerConfig:
             ``mouth_warp.scale_mouth``). Models without a mouth head ignore it.
         motion_frames: how many of a clip's last frames the next clip sees as motion frames (capped
             at the model's ``motion_frames``, the most it was trained with; it is trained with 0 up to
-            that many). 1 makes every 16-frame clip a 17-frame denoiser call instead of 18: 6-7%
+            that many). 1 makes every 16-frame clip a 17-frame denoiser call instead of 18: 5-6%
             more frames per second end to end, with the real-face and cartoon measures unchanged
             (docs/benchmarks.md); 2 carries a little more motion across clip boundaries.
         reuse_features: consistency sampling with 2+ steps: later steps reuse the first step's deep

@@ -61,12 +61,13 @@ def pipelined_sampler(sampler: SamplerConfig, stages: int = 2) -> SamplerConfig:
 
 
 def clip_stream(pipe: LLIAPipeline, sampler: SamplerConfig, mode: str = "auto", threads: int | None = None,
-                threads_per_stage: int | None = None) -> tuple[Callable, SamplerConfig]:
+                threads_per_stage: int | None = None, share_cores: bool = True) -> tuple[Callable, SamplerConfig]:
     """(stream function, sampler) for ``mode``: "threads" pipelines, "off" runs ``pipe.stream``, "auto"
     pipelines where it is faster (the consistency sampler, 2+ steps, 2+ cores). The pipelined sampler
     takes the next clip's motion frames after the first step, so its frames differ slightly from
     sequential ones. ``threads``: the cores to use (default: PyTorch's count in the calling thread),
-    split between the stages unless ``threads_per_stage`` says otherwise.
+    split between the stages unless ``threads_per_stage`` says otherwise. ``share_cores=False``: each
+    stage keeps its own cores (slower, but two runs give the same frames bit for bit).
     """
     import os
 
@@ -75,7 +76,7 @@ def clip_stream(pipe: LLIAPipeline, sampler: SamplerConfig, mode: str = "auto", 
     if not use:
         return pipe.stream, sampler
     per_stage = threads_per_stage or max(1, (threads or torch.get_num_threads()) // 2)
-    return PipelinedLLIA(pipe, threads_per_stage=per_stage).stream, pipelined_sampler(sampler)
+    return PipelinedLLIA(pipe, threads_per_stage=per_stage, share_cores=share_cores).stream, pipelined_sampler(sampler)
 
 
 class PipelinedLLIA:
