@@ -159,6 +159,7 @@ def test_pipelined_run_lends_cores_and_restores_the_callers_threads(monkeypatch,
 def test_command_line_chooses_whether_stages_share_cores(monkeypatch, tiny_model, flag, lends):
     import argparse
 
+    import cv2
     import numpy as np
 
     import llia_core.pipeline.pipelined as pipelined
@@ -177,6 +178,17 @@ def test_command_line_chooses_whether_stages_share_cores(monkeypatch, tiny_model
     portrait = prepare_portrait(np.random.default_rng(1).integers(0, 255, (48, 48, 3), dtype=np.uint8), 32,
                                 mode="whole")
     stream, sampler, writes = _clip_source(args, pipe, SamplerConfig(steps=2, first_clip=1, seed=3))
-    clips = list(stream(portrait, _audio(0.6, 25, pipe.config), None, sampler))
+    host_cv2 = cv2.getNumThreads()
+    cv2.setNumThreads(2)
+    clips, cv2_threads = [], []
+    try:
+        for clip in stream(portrait, _audio(0.6, 25, pipe.config), None, sampler):
+            clips.append(clip)
+            cv2_threads.append(cv2.getNumThreads())  # where the caller pastes each clip back
+        after = cv2.getNumThreads()
+    finally:
+        cv2.setNumThreads(host_cv2)
     assert writes and len(clips) >= 2
     assert len(made) == 1 and made[0].lend is lends
+    # OpenCV's pool stays off the other stage's core while the stages run, and is restored after
+    assert set(cv2_threads) == {1} and after == 2
