@@ -135,7 +135,7 @@ def time_calls(model: LLIAModel, sampler: SamplerConfig, num_frames: int, thread
 
     total, first, prev = 0.0, None, 0
     for clip in clips:
-        motion = min(cfg.motion_frames, prev)
+        motion = min(pipe.motion_count(sampler.motion_frames), prev)
         later_steps = (sampler.steps - 1) * call_seconds(clip.length, motion, later=sampler.reuses_features)
         total += call_seconds(clip.length, motion) + later_steps + decode_seconds(clip.length)
         first = total if first is None else first

@@ -168,12 +168,11 @@ class LiveAvatar:
         # full steps: the traced fixed-shape denoiser (1.3x the eager one on these 3-frame calls) cannot keep
         # deep features, and with 2 steps it is as fast as the eager model reusing them
         self.sampler = SamplerConfig(steps=steps, seed=seed, first_clip=clip_frames, clip_frames=clip_frames,
-                                     reuse_features=False)
+                                     reuse_features=False, motion_frames=motion_frames)
         self.sampler.validate(cfg.max_clip_frames)
         self.set_motion(motion or MotionControls(seed=seed))
         self.clip_frames, self.lead, self.user_hold = clip_frames, lead, user_hold
         self.min_lead, self.adaptive_lead = lead, adaptive_lead
-        self.motion_frames = max(0, min(int(motion_frames), cfg.motion_frames))
         a = cfg.audio
         self.lookahead = (a.context + 0.5) * a.token_seconds + 0.5 / self.fps
         self._set_lead(lead)
@@ -358,7 +357,7 @@ class LiveAvatar:
         job = pipe.new_job(clip, audio, states, motion, sampler)
         pipe.advance(job, self.reference, sampler)
         images = renderer(pipe.decode_clip(job.latents), pipe.clip_mouth(job), start)  # the portrait's own size (or the crop)
-        return images, pipe.motion_after(job.latents, self.motion_frames)
+        return images, pipe.motion_after(job.latents, sampler.motion_frames)
 
     @torch.no_grad()
     def _warm_up(self) -> None:

@@ -70,7 +70,7 @@ def stage_stream(pipe: LLIAPipeline, portrait: Portrait, audio: AudioFeatures, s
     clips = pipe.plan(audio.num_frames, states, sampler)
     c, h = pipe.config.autoencoder.latent_channels, pipe.config.latent_size
     wire = torch.device("cpu") if dist.get_backend(group) == "gloo" else pipe.device
-    lengths = _motion_lengths(clips, min(sampler.motion_frames, pipe.config.motion_frames))
+    lengths = _motion_lengths(clips, pipe.motion_count(sampler.motion_frames))
     pending: list = []
     motion = torch.zeros((1, c, 0, h, h), device=pipe.device)
     for k, clip in enumerate(clips):

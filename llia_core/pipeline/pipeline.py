@@ -336,10 +336,14 @@ class LLIAPipeline:
             return None
         return job.mouth[0, -job.clip.length:].float().cpu()
 
+    def motion_count(self, requested: int | None = None) -> int:
+        """How many motion frames a clip hands the next: ``requested`` (e.g. ``SamplerConfig.motion_frames``;
+        default: the model's ``motion_frames``), at most the model's, the most it was trained with."""
+        return self.config.motion_frames if requested is None else min(requested, self.config.motion_frames)
+
     def motion_after(self, latents: torch.Tensor, count: int | None = None) -> torch.Tensor:
-        """The motion frames the next clip sees: the last ``count`` latents (default and cap: the
-        model's ``motion_frames``)."""
-        m = self.config.motion_frames if count is None else min(count, self.config.motion_frames)
+        """The motion frames the next clip sees: the last :meth:`motion_count` latents."""
+        m = self.motion_count(count)
         return latents[:, :, latents.shape[2] - m:] if m else latents[:, :, :0]
 
     # 4. Decode
