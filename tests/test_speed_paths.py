@@ -212,3 +212,41 @@ def test_split_geglu_gives_diffusers_values_and_keeps_the_weights(tiny_model):
         h, g = layer.proj(x).chunk(2, dim=-1)
         assert torch.allclose(layer(x), h * torch.nn.functional.gelu(g), atol=1e-6)
     assert set(layer.state_dict()) == {"proj.weight", "proj.bias"}  # checkpoints load as before
+
+
+@pytest.mark.parametrize("channels, size", [(16, (4, 4)), (5, (3, 7))])
+def test_phase_upsampler_gives_diffusers_values_on_the_low_resolution_input(channels, size):
+    """Nearest 2x + 3x3 convolution as four 2x2 kernels on the low-resolution input (inference only)."""
+    from diffusers.models.upsampling import Upsample2D
+
+    from llia_core.models.unet_blocks import _PhaseUpsample2D, phase_upsamplers
+
+    torch.manual_seed(0)
+    layer = Upsample2D(channels, use_conv=True, out_channels=channels + 3)
+    x = torch.randn(2, channels, *size)
+    with torch.no_grad():
+        stock = layer(x)
+        phase_upsamplers(layer)
+        assert type(layer) is _PhaseUpsample2D
+        assert torch.allclose(layer(x), stock, atol=1e-5)
+        calls = []
+        hook = layer.conv.register_forward_hook(lambda *_: calls.append(1))
+        layer(x)
+        assert not calls  # the 3x3 convolution never ran on the upsampled input
+        layer.conv.weight.mul_(2)  # new weights: new phase kernels
+        hook.remove()
+        assert torch.allclose(layer(x) - layer.conv.bias[:, None, None], 2 * (stock - layer.conv.bias[:, None, None]),
+                              atol=1e-4)
+        odd = (2 * size[0] + 1, 2 * size[1] + 1)  # an explicit odd output size takes the stock path
+        assert layer(x, output_size=odd).shape[-2:] == odd
+    assert torch.equal(layer(x), Upsample2D.forward(layer, x))  # with gradients: the stock path
+    assert set(layer.state_dict()) == {"conv.weight", "conv.bias"}
+
+
+def test_the_denoiser_upsamplers_are_phase_upsamplers(tiny_model):
+    from diffusers.models.upsampling import Upsample2D
+
+    from llia_core.models.unet_blocks import _PhaseUpsample2D
+
+    ups = [m for m in tiny_model.denoiser.unet.modules() if isinstance(m, Upsample2D)]
+    assert ups and all(type(m) is _PhaseUpsample2D for m in ups)

@@ -15,7 +15,7 @@ from .feature_reuse import DeepFeatures, motion_unet_pass
 from .mouth_map import MouthMap, MouthPaint
 from .mouth_warp import NEUTRAL_MOUTH, mouth_region, warp_patch_latent
 from ..states import SPEAKING
-from .unet_blocks import contiguous_motion_inputs, processor_map, split_geglu, unet_kwargs
+from .unet_blocks import contiguous_motion_inputs, phase_upsamplers, processor_map, split_geglu, unet_kwargs
 
 
 class LLIADenoiser(nn.Module):
@@ -43,6 +43,7 @@ class LLIADenoiser(nn.Module):
         self.unet.set_attn_processor(processor_map(self.unet, reference_processor))
         contiguous_motion_inputs(self.unet)
         split_geglu(self.unet)
+        phase_upsamplers(self.unet)
         if config.reference_skip:  # start exactly at "the frame is the portrait"
             nn.init.zeros_(self.unet.conv_out.weight)
             nn.init.zeros_(self.unet.conv_out.bias)
