@@ -193,3 +193,65 @@ def test_reference_skip_starts_at_the_portrait():
 
     with pytest.raises(ValueError, match="prediction_type 'sample'"):
         LLIAModel(dataclasses.replace(cfg, prediction_type="v_prediction"))
+
+
+def _warp_model():
+    """A tiny model with the bundled model's parts: mouth head, mouth map, reference warp, mouth region."""
+    import dataclasses
+
+    cfg = tiny_config(audio=dataclasses.replace(tiny_config().audio, mouth_head=True), mouth_map=True,
+                      reference_warp=True, residual_region="mouth")
+    torch.manual_seed(3)
+    model = LLIAModel(cfg).eval().requires_grad_(False)
+    torch.nn.init.normal_(model.denoiser.unet.conv_out.weight, std=0.05)
+    return model
+
+
+@torch.no_grad()
+@pytest.mark.parametrize("rows", [1, 2])
+def test_clip_conditioning_is_computed_once_per_clip_and_gives_the_same_values(rows):
+    """What every step of a clip shares (audio tokens, face locator, mouth map, the reference's share of
+    conv_in, the warped reference) comes from its first call; each call's output is the plain forward's."""
+    from llia_core.models.denoiser import ClipConditioning
+    from llia_core.models.feature_reuse import DeepFeatures
+
+    model = _warp_model()
+    den, cfg = model.denoiser, model.config
+    ref = model.encode_reference(torch.rand(1, 3, 32, 32), torch.ones(1, 1, 32, 32))
+    kw = _inputs(cfg, 4, motion=1)
+    bank = {k: v.expand(rows, -1, -1) for k, v in ref.bank.items()}
+    keep = torch.tensor([True, False][:rows])[:, None].expand(rows, 4)  # guidance rows: one without audio/reference
+    extra = dict(audio_keep=keep, reference_keep=keep) if rows > 1 else {}
+    calls = []
+    hooks = [m.register_forward_hook(lambda *_, n=n: calls.append(n))
+             for n, m in (("audio", den.audio_encoder), ("locator", den.face_locator), ("map", den.mouth_map))]
+
+    def call(sample, t, **more):
+        return den(sample.expand(rows, -1, -1, -1, -1), torch.full((rows,), t), kw["audio_windows"].expand(rows, -1, -1, -1),
+                   kw["states"].expand(rows, -1), ref.latent.expand(rows, -1, -1, -1), bank,
+                   kw["face_mask"].expand(rows, -1, -1, -1), kw["motion_flags"].expand(rows, -1), **extra, **more)
+
+    try:
+        second = kw["sample"] * 0.5
+        plain = [call(kw["sample"], 900), call(second, 400)]
+        calls.clear()
+        conditioning = ClipConditioning()
+        cached = [call(kw["sample"], 900, conditioning=conditioning), call(second, 400, conditioning=conditioning)]
+        assert sorted(calls) == ["audio", "locator", "map"]  # the first call only
+        assert "stem" in conditioning.values  # the reference's share of conv_in, once
+        conditioning, deep = ClipConditioning(), DeepFeatures()
+        reused = [call(kw["sample"], 900, conditioning=conditioning, deep=deep),
+                  call(second, 400, conditioning=conditioning, deep=deep)]
+        full = [call(kw["sample"], 900, deep=DeepFeatures())]
+    finally:
+        for h in hooks:
+            h.remove()
+    for a, b in zip(plain, cached):
+        assert torch.allclose(a, b, atol=1e-5) and not torch.equal(a, torch.zeros_like(a))
+    assert torch.allclose(reused[0], plain[0], atol=1e-5)
+    deep_only = DeepFeatures()
+    call(kw["sample"], 900, deep=deep_only)
+    assert torch.allclose(reused[1], call(second, 400, deep=deep_only), atol=1e-5)
+    assert torch.allclose(full[0], plain[0], atol=1e-5)
+    moved = conditioning.to("cpu")
+    assert moved.values.keys() == conditioning.values.keys()

@@ -18,6 +18,29 @@ from ..states import SPEAKING
 from .unet_blocks import contiguous_motion_inputs, phase_upsamplers, processor_map, split_geglu, unet_kwargs
 
 
+class ClipConditioning:
+    """One clip's conditioning as the denoiser uses it: filled by the clip's first call, read by the later ones.
+
+    Everything the denoiser derives from its inputs other than the noisy sample and the timestep
+    (audio tokens, the face-locator and mouth-map terms, the reference and flag channels, the
+    residual region, the warped reference) is the same at every step of a clip; recomputing it
+    took about 30 of a later step's 270 ms (bundled model, 17 frames, one thread). It belongs to
+    one clip and one set of inputs (its guidance rows, keep masks and mouth shapes): a new clip
+    needs a new instance.
+    """
+
+    def __init__(self):
+        self.values: dict | None = None
+
+    def to(self, device) -> "ClipConditioning":
+        """The same values on ``device`` (nothing to move while empty)."""
+        moved = ClipConditioning()
+        if self.values is not None:
+            move = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v  # noqa: E731
+            moved.values = {k: [move(t) for t in v] if isinstance(v, list) else move(v) for k, v in self.values.items()}
+        return moved
+
+
 class LLIADenoiser(nn.Module):
     """Predicts v (or noise) for a clip of latents.
 
@@ -105,6 +128,7 @@ class LLIADenoiser(nn.Module):
         mouth_anchor: torch.Tensor | None = None,
         mouth: torch.Tensor | None = None,
         deep: DeepFeatures | None = None,
+        conditioning: "ClipConditioning | None" = None,
     ) -> torch.Tensor:
         """
         Args:
@@ -122,58 +146,103 @@ class LLIADenoiser(nn.Module):
             mouth: (B, F, 3) the mouth shapes to draw; None = the mouth head's own.
             deep: a later consistency step of the same clip reuses the first step's deep UNet
                 features kept here (``feature_reuse.py``); None = a plain full pass.
+            conditioning: one clip's sample-independent values, filled by its first call and read by
+                the later ones (:class:`ClipConditioning`); None = computed for this call only.
         Returns:
             (B, C, F, h, w) model prediction.
         """
         b, c, f, h, w = sample.shape
+        cond = conditioning.values if conditioning is not None else None
+        if cond is None:
+            cond = self._condition(sample, audio_windows, states, reference_latent, face_mask, motion_flags,
+                                   audio_keep, reference_keep, mouth_anchor, mouth, split_stem=conditioning is not None)
+            if conditioning is not None:
+                conditioning.values = cond
+        x = sample
+        for term in cond["added"]:  # face locator, mouth map
+            x = x + term
+        x = torch.cat([x, *cond["concat"]], dim=1)
+        stem = None
+        if "stem" in cond:  # conv_in over the sample's channels; the reference's share is computed once
+            weight, bias, reference_part = cond["stem"]
+            flat = x.transpose(1, 2).reshape(b * f, x.shape[1], h, w)
+            stem = (F.conv2d(flat, weight, bias, padding=1).view(b, f, -1, h, w) + reference_part).view(b * f, -1, h, w)
+
+        kwargs = {"reference_bank": reference_bank, "num_frames": f}
+        if reference_keep is not None:
+            kwargs["reference_keep"] = reference_keep.reshape(b * f)
+        timestep = torch.as_tensor(timestep, device=sample.device)
+        if timestep.ndim == 0:
+            timestep = timestep.expand(b)
+        if deep is None and stem is None:
+            out = self.unet(x, timestep, encoder_hidden_states=cond["tokens"], cross_attention_kwargs=kwargs).sample
+        else:
+            out = motion_unet_pass(self.unet, x, timestep, cond["tokens"], kwargs, deep, stem)
+        if "region" in cond:  # the residual only around the mouth, pixel by pixel
+            out = out * cond["region"].to(out.dtype)
+        if "skip" in cond:
+            skip = cond["skip"].to(out.dtype)
+            out = out + skip
+            if self.mouth_paint is not None:
+                ref = skip.expand(-1, -1, f, -1, -1).transpose(1, 2).reshape(b * f, c, h, w)
+                flat = out.transpose(1, 2).reshape(b * f, c, h, w)
+                out = self.mouth_paint(cond["mouth"], ref, flat, cond["anchor"]).to(out.dtype).reshape(
+                    b, f, c, h, w).transpose(1, 2)
+        return out
+
+    def _condition(self, sample, audio_windows, states, reference_latent, face_mask, motion_flags, audio_keep,
+                   reference_keep, mouth_anchor, mouth, split_stem: bool) -> dict:
+        """What the denoiser computes from everything but the noisy sample and the timestep (see
+        :class:`ClipConditioning`): audio tokens, the terms added to the sample, the channels concatenated to
+        it, and the residual region and reference skip applied to the UNet output. ``split_stem``: the
+        reference's share of ``conv_in`` as one frame's convolution (the caller runs the UNet through
+        ``motion_unet_pass``)."""
+        b, c, f, h, w = sample.shape
         flat_keep = None if audio_keep is None else audio_keep.reshape(b * f)
         flat_windows = audio_windows.reshape(b * f, *audio_windows.shape[2:]).to(sample.dtype)
         tokens = self.audio_encoder(flat_windows, states.reshape(b * f), flat_keep)
-        x = sample + self.face_locator(face_mask.to(sample.dtype))[:, :, None]
+        added = [self.face_locator(face_mask.to(sample.dtype))[:, :, None]]
         if mouth is not None:
             mouth = mouth.reshape(b * f, 3).to(sample.dtype)
         elif self.draws_mouth:
             mouth = self.mouth_shape(flat_windows, states.reshape(b * f), tokens)
         anchor = None if mouth_anchor is None else mouth_anchor.reshape(b, 1, 3).expand(b, f, 3).reshape(b * f, 3)
         if self.mouth_map is not None:
-            x = x + self.mouth_map(mouth, h, anchor).to(sample.dtype).reshape(b, f, c, h, w).transpose(1, 2)
-        parts = [x]
-        if self.config.concat_reference:
-            parts.append(reference_latent[:, :, None].expand(-1, -1, f, -1, -1).to(sample.dtype))
-        parts.append(motion_flags.to(sample.dtype)[:, None, :, None, None].expand(-1, 1, -1, h, w))
-        x = torch.cat(parts, dim=1)
-
-        kwargs = {"reference_bank": reference_bank, "num_frames": f}
-        if reference_keep is not None:
-            kwargs["reference_keep"] = reference_keep.reshape(b * f)
-        if self.config.concat_reference and reference_keep is not None:
-            keep = reference_keep.to(sample.dtype)[:, None, :, None, None]
-            x = torch.cat([x[:, :c], x[:, c:2 * c] * keep, x[:, 2 * c:]], dim=1)
-        timestep = torch.as_tensor(timestep, device=sample.device)
-        if timestep.ndim == 0:
-            timestep = timestep.expand(b)
-        if deep is None:
-            out = self.unet(x, timestep, encoder_hidden_states=tokens, cross_attention_kwargs=kwargs).sample
+            added.append(self.mouth_map(mouth, h, anchor).to(sample.dtype).reshape(b, f, c, h, w).transpose(1, 2))
+        cond = {"tokens": tokens, "added": added, "mouth": mouth, "anchor": anchor}
+        flags = motion_flags.to(sample.dtype)[:, None, :, None, None].expand(-1, 1, -1, h, w)
+        conv_in = self.unet.conv_in
+        if self.config.concat_reference and split_stem and type(conv_in) is nn.Conv2d:
+            # conv_in is linear in its input channels [sample ; reference ; flag]: the reference's share
+            # is one frame's convolution, added to every frame (x keep), instead of a per-frame one
+            weight = conv_in.weight
+            part = F.conv2d(reference_latent.to(weight.dtype), weight[:, c:2 * c], None, padding=conv_in.padding)
+            part = part[:, None]
+            if reference_keep is not None:
+                part = part * reference_keep.to(part.dtype)[:, :, None, None, None]
+            cond["stem"] = (torch.cat([weight[:, :c], weight[:, 2 * c:]], dim=1), conv_in.bias, part)
+            cond["concat"] = [flags]
+        elif self.config.concat_reference:
+            ref = reference_latent[:, :, None].expand(-1, -1, f, -1, -1).to(sample.dtype)
+            if reference_keep is not None:
+                ref = ref * reference_keep.to(sample.dtype)[:, None, :, None, None]
+            cond["concat"] = [ref, flags]
         else:
-            out = motion_unet_pass(self.unet, x, timestep, tokens, kwargs, deep)
-        if self.config.residual_region == "mouth":  # the residual only around the mouth, pixel by pixel
+            cond["concat"] = [flags]
+        if self.config.residual_region == "mouth":
             ds = self.config.autoencoder.downscale
             region = mouth_region(h * ds, self.config.face_scale,
                                   None if mouth_anchor is None else mouth_anchor.reshape(b, 3), b)
-            region = F.pixel_unshuffle(region.to(out.dtype), ds).repeat(1, c // (ds * ds), 1, 1)
-            out = out * region[:, :, None]
+            region = F.pixel_unshuffle(region, ds).repeat(1, c // (ds * ds), 1, 1)
+            cond["region"] = region[:, :, None]
         if self.config.reference_skip:
-            skip = reference_latent[:, :, None].to(out.dtype)
+            skip = reference_latent[:, :, None]
             if self.config.reference_warp:
                 ref = reference_latent[:, None].expand(b, f, *reference_latent.shape[1:]).reshape(b * f, c, h, w)
                 warped = warp_patch_latent(ref.float(), mouth.float(), self.config.face_scale,
                                            self.config.autoencoder.downscale, anchor)
-                skip = warped.to(out.dtype).reshape(b, f, c, h, w).transpose(1, 2)
+                skip = warped.reshape(b, f, c, h, w).transpose(1, 2)
             if reference_keep is not None:
-                skip = skip * reference_keep.to(out.dtype)[:, None, :, None, None]
-            out = out + skip
-            if self.mouth_paint is not None:
-                ref = skip.expand(-1, -1, f, -1, -1).transpose(1, 2).reshape(b * f, c, h, w)
-                flat = out.transpose(1, 2).reshape(b * f, c, h, w)
-                out = self.mouth_paint(mouth, ref, flat, anchor).to(out.dtype).reshape(b, f, c, h, w).transpose(1, 2)
-        return out
+                skip = skip * reference_keep.to(skip.dtype)[:, None, :, None, None]
+            cond["skip"] = skip
+        return cond

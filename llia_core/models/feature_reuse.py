@@ -40,7 +40,8 @@ def _cross_attention(block) -> bool:
 
 
 def motion_unet_pass(unet, sample: torch.Tensor, timestep: torch.Tensor, tokens: torch.Tensor,
-                     cross_attention_kwargs: dict, deep: DeepFeatures) -> torch.Tensor:
+                     cross_attention_kwargs: dict, deep: DeepFeatures | None,
+                     stem: torch.Tensor | None = None) -> torch.Tensor:
     """``unet(sample, timestep, encoder_hidden_states=tokens, ...).sample``, keeping or reusing deep features.
 
     Args:
@@ -49,16 +50,21 @@ def motion_unet_pass(unet, sample: torch.Tensor, timestep: torch.Tensor, tokens:
         timestep: (B,) timesteps.
         tokens: (B * F, T, D) audio tokens (cross-attention context).
         cross_attention_kwargs: what the attention processors receive (reference bank, frames).
-        deep: empty -> a full pass that fills it; filled -> only the top level is recomputed.
+        deep: empty -> a full pass that fills it; filled -> only the top level is recomputed; None -> a
+            full pass that keeps nothing.
+        stem: (B * F, C, h, w) ``conv_in``'s output when the caller computed it (then only ``sample``'s
+            shape is read).
     Returns:
         (B, C_out, F, h, w) the UNet output.
     """
     b, _, f = sample.shape[:3]
-    reuse = deep.features is not None
+    reuse = deep is not None and deep.features is not None
     emb = unet.time_embedding(unet.time_proj(timestep.expand(b)).to(dtype=unet.dtype), None)
     emb = emb.repeat_interleave(f, dim=0, output_size=emb.shape[0] * f)
-    x = sample.permute(0, 2, 1, 3, 4).reshape((b * f, -1) + sample.shape[3:])
-    x = unet.conv_in(x)
+    if stem is None:
+        x = unet.conv_in(sample.permute(0, 2, 1, 3, 4).reshape((b * f, -1) + sample.shape[3:]))
+    else:
+        x = stem
     res = (x,)
     attn = dict(encoder_hidden_states=tokens, num_frames=f, cross_attention_kwargs=cross_attention_kwargs)
     for block in unet.down_blocks:
@@ -82,7 +88,7 @@ def motion_unet_pass(unet, sample: torch.Tensor, timestep: torch.Tensor, tokens:
             continue
         n = len(block.resnets)
         block_res, res = res[-n:], res[:-n]
-        if i == last and not reuse:
+        if i == last and deep is not None and not reuse:
             deep.features = x
         if _cross_attention(block):
             x = block(hidden_states=x, temb=emb, res_hidden_states_tuple=block_res, **attn)

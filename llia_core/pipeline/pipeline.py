@@ -21,6 +21,7 @@ from ..audio import AudioFeatures
 from ..clips import ClipPlan, clip_noise_seed, plan_clips
 from ..errors import LLIAError
 from ..models import LLIAModel, ReferenceState
+from ..models.denoiser import ClipConditioning
 from ..models.feature_reuse import DeepFeatures
 from ..models.mouth_warp import scale_mouth
 from ..portrait import Portrait
@@ -131,6 +132,7 @@ class ClipJob:
     result: torch.Tensor | None = None
     mouth: torch.Tensor | None = None  # (1, M + L, 3) the mouth shapes drawn, for models with a mouth head
     deep: DeepFeatures | None = None  # the first step's deep features, reused by the later ones
+    conditioning: ClipConditioning | None = None  # what every step's denoiser call shares (filled by the first)
 
     @property
     def latents(self) -> torch.Tensor:
@@ -145,7 +147,8 @@ class ClipJob:
         if run is not None:
             run = ConsistencyRun(run.scheduler, move(run.x), run.steps, run.seed, run.done, move(run.denoised))
         return ClipJob(self.clip, move(self.windows), move(self.states), move(self.motion), move(self.noise),
-                       run, move(self.result), move(self.mouth), None if self.deep is None else self.deep.to(device))
+                       run, move(self.result), move(self.mouth), None if self.deep is None else self.deep.to(device),
+                       None if self.conditioning is None else self.conditioning.to(device))
 
 
 @dataclass
@@ -239,10 +242,11 @@ class LLIAPipeline:
 
     # 3. Denoise one clip
     def _model_fn(self, reference: ReferenceState, windows, states, motion, guidance: SamplerConfig, mouth=None,
-                  deep: DeepFeatures | None = None):
+                  deep: DeepFeatures | None = None, conditioning: ClipConditioning | None = None):
         """Close the conditioning of one clip over ``model_fn(x, t)`` with guidance; ``mouth``: (1, F, 3)
         or None (the denoiser's own); ``deep``: the clip's kept deep features, which only the eager
-        denoiser can keep and reuse: such clips never take the frozen fixed-shape path."""
+        denoiser can keep and reuse: such clips never take the frozen fixed-shape path; ``conditioning``:
+        what the clip's denoiser calls share, filled by the first (``ClipConditioning``)."""
         m, f = motion.shape[2], windows.shape[1]
         flags = torch.zeros(1, f, device=self.device)
         flags[:, :m] = 1
@@ -274,7 +278,7 @@ class LLIAPipeline:
             out = self.model.denoiser(
                 sample, t.reshape(1).expand(n), windows_n, states_n, ref_latent, bank, mask, flags_n,
                 audio_keep=a_keep if n > 1 else None, reference_keep=r_keep if n > 1 else None,
-                mouth_anchor=anchor, mouth=mouth_n, deep=deep,
+                mouth_anchor=anchor, mouth=mouth_n, deep=deep, conditioning=conditioning,
             )[:, :, m:].float()
             if n == 1:
                 return out
@@ -306,14 +310,16 @@ class LLIAPipeline:
                 mouth = self.model.denoiser.mouth_shape(windows[0], clip_states[0])
             mouth = scale_mouth(mouth, sampler.mouth_amplitude)[None]
         deep = DeepFeatures() if sampler.reuses_features else None
-        return ClipJob(clip, windows, clip_states, motion.to(self.device), noise, run, mouth=mouth, deep=deep)
+        return ClipJob(clip, windows, clip_states, motion.to(self.device), noise, run, mouth=mouth, deep=deep,
+                       conditioning=ClipConditioning())
 
     @torch.no_grad()
     def advance(self, job: "ClipJob", reference: ReferenceState, sampler: SamplerConfig, stop: int | None = None,
                 step_callback: Callable | None = None) -> "ClipJob":
         """Run the job's denoising steps up to ``stop`` (all by default) on this pipeline's device."""
         job = job.to(self.device)
-        model_fn = self._model_fn(reference, job.windows, job.states, job.motion, sampler, job.mouth, job.deep)
+        model_fn = self._model_fn(reference, job.windows, job.states, job.motion, sampler, job.mouth, job.deep,
+                                  job.conditioning)
         if job.run is not None:
             job.run.advance(model_fn, stop, callback=step_callback)
         elif job.result is None:
