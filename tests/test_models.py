@@ -253,5 +253,6 @@ def test_clip_conditioning_is_computed_once_per_clip_and_gives_the_same_values(r
     call(kw["sample"], 900, deep=deep_only)
     assert torch.allclose(reused[1], call(second, 400, deep=deep_only), atol=1e-5)
     assert torch.allclose(full[0], plain[0], atol=1e-5)
-    moved = conditioning.to("cpu")
+    moved = conditioning.to("meta")  # every tensor moves with the clip (pipeline stages on other devices)
     assert moved.values.keys() == conditioning.values.keys()
+    assert moved.values["stem"][-1].device.type == "meta" and moved.values["added"][0].device.type == "meta"

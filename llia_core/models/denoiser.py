@@ -34,10 +34,14 @@ class ClipConditioning:
 
     def to(self, device) -> "ClipConditioning":
         """The same values on ``device`` (nothing to move while empty)."""
+        def move(v):
+            if isinstance(v, torch.Tensor):
+                return v.to(device)
+            return type(v)(move(t) for t in v) if isinstance(v, (list, tuple)) else v
+
         moved = ClipConditioning()
         if self.values is not None:
-            move = lambda v: v.to(device) if isinstance(v, torch.Tensor) else v  # noqa: E731
-            moved.values = {k: [move(t) for t in v] if isinstance(v, list) else move(v) for k, v in self.values.items()}
+            moved.values = {k: move(v) for k, v in self.values.items()}
         return moved
 
 
@@ -164,9 +168,10 @@ class LLIADenoiser(nn.Module):
         x = torch.cat([x, *cond["concat"]], dim=1)
         stem = None
         if "stem" in cond:  # conv_in over the sample's channels; the reference's share is computed once
-            weight, bias, reference_part = cond["stem"]
+            weight, bias, padding, reference_part = cond["stem"]
             flat = x.transpose(1, 2).reshape(b * f, x.shape[1], h, w)
-            stem = (F.conv2d(flat, weight, bias, padding=1).view(b, f, -1, h, w) + reference_part).view(b * f, -1, h, w)
+            stem = F.conv2d(flat, weight, bias, padding=padding).view(b, f, -1, h, w)
+            stem = (stem + reference_part).view(b * f, -1, h, w)
 
         kwargs = {"reference_bank": reference_bank, "num_frames": f}
         if reference_keep is not None:
@@ -220,7 +225,7 @@ class LLIADenoiser(nn.Module):
             part = part[:, None]
             if reference_keep is not None:
                 part = part * reference_keep.to(part.dtype)[:, :, None, None, None]
-            cond["stem"] = (torch.cat([weight[:, :c], weight[:, 2 * c:]], dim=1), conv_in.bias, part)
+            cond["stem"] = (torch.cat([weight[:, :c], weight[:, 2 * c:]], dim=1), conv_in.bias, conv_in.padding, part)
             cond["concat"] = [flags]
         elif self.config.concat_reference:
             ref = reference_latent[:, :, None].expand(-1, -1, f, -1, -1).to(sample.dtype)
