@@ -250,3 +250,21 @@ def test_the_denoiser_upsamplers_are_phase_upsamplers(tiny_model):
 
     ups = [m for m in tiny_model.denoiser.unet.modules() if isinstance(m, Upsample2D)]
     assert ups and all(type(m) is _PhaseUpsample2D for m in ups)
+
+
+def test_phase_upsampler_runs_on_inference_tensors():
+    """ComfyUI loads weights under torch.inference_mode: such tensors keep no version counter to key a cache on."""
+    from diffusers.models.upsampling import Upsample2D
+
+    from llia_core.models.unet_blocks import phase_upsamplers
+
+    with torch.inference_mode():
+        torch.manual_seed(1)
+        layer = Upsample2D(8, use_conv=True)
+        x = torch.randn(3, 8, 5, 5)
+        stock = layer(x)
+        phase_upsamplers(layer)
+        assert layer.conv.weight.is_inference()
+        assert torch.allclose(layer(x), stock, atol=1e-5)
+        layer.conv.weight.mul_(2)  # changed in place, as inference tensors may be: new kernels
+        assert not torch.allclose(layer(x), stock, atol=1e-3)

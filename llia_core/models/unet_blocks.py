@@ -121,16 +121,27 @@ def split_geglu(module: nn.Module) -> None:
 _PHASE_TAPS = ((slice(0, 1), slice(1, 3)), (slice(0, 2), slice(2, 3)))
 
 
+def _phase_map() -> torch.Tensor:
+    """(9, 16) 0/1 matrix: 3x3 tap (row-major) -> (row phase, column phase, row, column) of the 2x2 kernels."""
+    m = torch.zeros(3, 3, 2, 2, 2, 2)
+    for a, rows in enumerate(_PHASE_TAPS):
+        for b, cols in enumerate(_PHASE_TAPS):
+            for r, taps_r in enumerate(rows):
+                for c, taps_c in enumerate(cols):
+                    m[taps_r, taps_c, a, b, r, c] = 1
+    return m.reshape(9, 16)
+
+
+_PHASE_MAP = _phase_map()
+
+
 def phase_kernels(weight: torch.Tensor) -> torch.Tensor:
     """(O, I, 3, 3) kernel of "nearest 2x upsampling, then a padded 3x3 convolution" -> (4 * O, I, 2, 2):
     one 2x2 kernel per output phase (row parity, column parity), each 3x3 tap summed into the low-resolution
-    pixel it reads."""
-    kernels = []
-    for rows in _PHASE_TAPS:
-        for cols in _PHASE_TAPS:
-            kernels.append(torch.stack([torch.stack([weight[:, :, r][:, :, :, c].sum((2, 3)) for c in cols], -1)
-                                        for r in rows], -2))
-    return torch.cat(kernels)
+    pixel it reads (one product with a fixed 0/1 matrix)."""
+    o, i = weight.shape[:2]
+    kernels = weight.reshape(o * i, 9) @ _PHASE_MAP.to(weight.device, weight.dtype)
+    return kernels.view(o, i, 2, 2, 2, 2).permute(2, 3, 0, 1, 4, 5).reshape(4 * o, i, 2, 2)
 
 
 class _PhaseUpsample2D(Upsample2D):
@@ -156,15 +167,18 @@ class _PhaseUpsample2D(Upsample2D):
                 and (output_size is None or tuple(output_size) == (2 * h, 2 * w)))
 
     def _kernels(self) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """The phase kernels (and bias), recomputed only when the convolution's weights change."""
+        """The phase kernels (and bias), recomputed only when the convolution's weights change.
+
+        Inference tensors (weights loaded under ``torch.inference_mode``, as ComfyUI loads them) keep no
+        version counter to tell a change by: for them the kernels are recomputed each call (one small product)."""
         weight, bias = self.conv.weight, self.conv.bias
-        key = (weight.data_ptr(), weight._version, weight.dtype, weight.device,
-               None if bias is None else (bias.data_ptr(), bias._version))
+        tensors = (weight,) if bias is None else (weight, bias)
+        if torch.jit.is_tracing() or any(t.is_inference() for t in tensors):
+            return phase_kernels(weight), None if bias is None else bias.repeat(4)
+        key = tuple((t.data_ptr(), t._version, t.dtype, t.device) for t in tensors)
         cached = getattr(self, "_phase_cache", None)
-        if cached is None or cached[0] != key or torch.jit.is_tracing():
-            cached = (key, phase_kernels(weight), None if bias is None else bias.repeat(4))
-            if not torch.jit.is_tracing():
-                self._phase_cache = cached
+        if cached is None or cached[0] != key:
+            cached = self._phase_cache = (key, phase_kernels(weight), None if bias is None else bias.repeat(4))
         return cached[1], cached[2]
 
     def forward(self, hidden_states, output_size=None, *args, **kwargs):
