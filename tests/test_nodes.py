@@ -90,6 +90,36 @@ def test_full_chain_outputs(pack, handle):
     assert crop.shape == (20, 32, 32, 3)
 
 
+@pytest.mark.parametrize("share, frames", [(True, 1), (False, 2)])
+def test_sampler_nodes_pass_motion_frames_and_core_sharing_to_the_engine(pack, handle, monkeypatch, share, frames):
+    """Consistency Step's motion_frames and the sampler's share_cores reach the pipelined stages (off: the
+    same seed gives the same frames bit for bit)."""
+    from llia_core.pipeline import pipelined
+
+    seen = []
+    original = pipelined.PipelinedLLIA.__init__
+
+    def spy(self, pipe, *args, **kwargs):
+        seen.append(kwargs.get("share_cores"))
+        original(self, pipe, *args, **kwargs)
+
+    monkeypatch.setattr(pipelined.PipelinedLLIA, "__init__", spy)
+    motion_seen = []
+    first_job = pipelined.LLIAPipeline.new_job
+    monkeypatch.setattr(pipelined.LLIAPipeline, "new_job", lambda self, clip, audio, states, motion, sampler:
+                        (motion_seen.append(motion.shape[2]), first_job(self, clip, audio, states, motion, sampler))[1])
+    m = pack.NODE_CLASS_MAPPINGS
+    sampler = m["LLIAConsistencyStep"]().settings("consistency", 2, 1.0, 1.0, 5, motion_frames=frames)[0]
+    assert sampler.motion_frames == frames
+    monkeypatch.setattr(m["LLIAConsistencyStep"], "settings", lambda self, *a, **k: (sampler,))
+    out = run_all(pack, handle, share_cores=share)
+    assert seen == [share]
+    # the first clip has none to see, the second at most the first's 1 frame, later ones the setting
+    assert motion_seen[0] == 0 and motion_seen[-1] == max(motion_seen) == frames
+    if not share:
+        assert torch.equal(out[3]["result"][0], run_all(pack, handle, share_cores=share)[3]["result"][0])
+
+
 def test_real_photo_comes_back_at_full_size_with_its_own_pixels(pack, handle):
     import json
 
