@@ -1,12 +1,16 @@
 """Every bad input we know of gets one clear sentence (problem + fix) before heavy work starts.
 
-The test runs them all and writes the table in docs/bad_inputs.md, so the table is what the code says.
+The test runs them all and checks the table in docs/bad_inputs.md against what the code says (numbers
+in the notes, which move with float rounding between machines, are not compared); with
+``LLIA_UPDATE_DOCS=1`` it rewrites the table instead.
 """
 
 from __future__ import annotations
 
 import io
 import math
+import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -217,7 +221,16 @@ def test_every_bad_input_gets_a_clear_error_and_the_table_is_written(tmp_path):
             RESULTS.append((name, "accepted", _notes(result) or "-"))
     assert not problems, "\n".join(problems)
     lines = ["# Bad inputs and what they get", "",
-             "Written by `tests/test_bad_inputs.py` from what the code does (rerun the tests to refresh it).", "",
+             "Written by `tests/test_bad_inputs.py` from what the code does; the test checks it on every run and "
+             "`LLIA_UPDATE_DOCS=1 pytest tests/test_bad_inputs.py` rewrites it.", "",
              "| input | outcome | message / note |", "|---|---|---|"]
     lines += [f"| {n} | {o} | {m.replace('|', '/').replace(str(tmp_path), '<dir>')} |" for n, o, m in RESULTS]
-    (ROOT / "docs" / "bad_inputs.md").write_text("\n".join(lines) + "\n")
+    doc = ROOT / "docs" / "bad_inputs.md"
+    if os.environ.get("LLIA_UPDATE_DOCS") == "1":
+        doc.write_text("\n".join(lines) + "\n")
+        return
+    decimals = lambda text: re.sub(r"\d+\.\d+", "#", text)  # noqa: E731 - landmark measures vary by machine
+    documented = {decimals(line) for line in doc.read_text().splitlines()}
+    stale = [line for line in lines if decimals(line) not in documented]
+    assert not stale, ("docs/bad_inputs.md no longer says what the code does; rerun this test with "
+                       "LLIA_UPDATE_DOCS=1 to rewrite it:\n" + "\n".join(stale))
