@@ -165,13 +165,13 @@ class LLIADenoiser(nn.Module):
         x = sample
         for term in cond["added"]:  # face locator, mouth map
             x = x + term
-        x = torch.cat([x, *cond["concat"]], dim=1)
         stem = None
-        if "stem" in cond:  # conv_in over the sample's channels; the reference's share is computed once
-            weight, bias, padding, reference_part = cond["stem"]
-            flat = x.transpose(1, 2).reshape(b * f, x.shape[1], h, w)
-            stem = F.conv2d(flat, weight, bias, padding=padding).view(b, f, -1, h, w)
-            stem = (stem + reference_part).view(b * f, -1, h, w)
+        if "stem" in cond:  # conv_in over the sample's channels; the rest of its input was convolved once
+            weight, padding, constant = cond["stem"]
+            flat = x.transpose(1, 2).reshape(b * f, c, h, w)
+            stem = (F.conv2d(flat, weight, None, padding=padding).view(b, f, -1, h, w) + constant).view(b * f, -1, h, w)
+        else:
+            x = torch.cat([x, *cond["concat"]], dim=1)
 
         kwargs = {"reference_bank": reference_bank, "num_frames": f}
         if reference_keep is not None:
@@ -217,16 +217,18 @@ class LLIADenoiser(nn.Module):
         cond = {"tokens": tokens, "added": added, "mouth": mouth, "anchor": anchor}
         flags = motion_flags.to(sample.dtype)[:, None, :, None, None].expand(-1, 1, -1, h, w)
         conv_in = self.unet.conv_in
-        if self.config.concat_reference and split_stem and type(conv_in) is nn.Conv2d:
-            # conv_in is linear in its input channels [sample ; reference ; flag]: the reference's share
-            # is one frame's convolution, added to every frame (x keep), instead of a per-frame one
-            weight = conv_in.weight
-            part = F.conv2d(reference_latent.to(weight.dtype), weight[:, c:2 * c], None, padding=conv_in.padding)
-            part = part[:, None]
+        if self.config.concat_reference and split_stem and type(conv_in) is nn.Conv2d and conv_in.bias is not None:
+            # conv_in is linear in its input channels [sample ; reference ; flag]: the reference's share is
+            # one frame's convolution (x keep per frame), the flag's a fixed map (x 0 or 1 per frame); with
+            # the bias they make one constant per clip, so each step convolves the sample's channels only
+            weight, pad = conv_in.weight, conv_in.padding
+            part = F.conv2d(reference_latent.to(weight.dtype), weight[:, c:2 * c], None, padding=pad)[:, None]
             if reference_keep is not None:
                 part = part * reference_keep.to(part.dtype)[:, :, None, None, None]
-            cond["stem"] = (torch.cat([weight[:, :c], weight[:, 2 * c:]], dim=1), conv_in.bias, conv_in.padding, part)
-            cond["concat"] = [flags]
+            ones = torch.ones((1, 1, h, w), dtype=weight.dtype, device=weight.device)
+            flag_map = F.conv2d(ones, weight[:, 2 * c:2 * c + 1], None, padding=pad)
+            constant = part + flags.transpose(1, 2).to(weight.dtype) * flag_map + conv_in.bias[:, None, None]
+            cond["stem"] = (weight[:, :c].contiguous(), pad, constant)
         elif self.config.concat_reference:
             ref = reference_latent[:, :, None].expand(-1, -1, f, -1, -1).to(sample.dtype)
             if reference_keep is not None:
