@@ -53,15 +53,21 @@ def sample_consistency(model_fn: ModelFn, x: torch.Tensor, scheduler, steps: int
 
 def sample_teacher(model_fn: ModelFn, x: torch.Tensor, scheduler, steps: int,
                    generator: torch.Generator | None = None, callback=None) -> torch.Tensor:
-    """Deterministic multi-step sampling (DDIM, Song et al. 2021; or Euler) from pure noise."""
+    """Deterministic multi-step sampling (DDIM, Song et al. 2021; or Euler) from pure noise.
+
+    Returns the last step's clean estimate: DDIM's last step lands on training timestep 0, not on the
+    clean sample (``set_alpha_to_one=False``), which left sqrt(1 - alphas_cumprod[0]) = 3% of noise in
+    the frames (``tests/test_samplers.py``); Euler's last step ends at sigma 0, where the two agree.
+    """
     scheduler.set_timesteps(steps, device=x.device)
     x = x * scheduler.init_noise_sigma
+    clean = x
     for i, t in enumerate(scheduler.timesteps):
         out = model_fn(scheduler.scale_model_input(x, t), t)
-        x = scheduler.step(out, t, x, return_dict=False)[0]
+        x, clean = scheduler.step(out, t, x, return_dict=False)[:2]
         if callback is not None:
             callback(i + 1, steps)
-    return x
+    return clean
 
 
 def guided(model_fn_batched: Callable, guidance_scale: float) -> ModelFn:
