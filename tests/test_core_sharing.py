@@ -20,9 +20,19 @@ def _in_thread(fn):
         except BaseException as exc:  # noqa: BLE001 - re-raised below
             out["error"] = exc
 
-    t = threading.Thread(target=run)
+    t = threading.Thread(target=run, daemon=True)
     t.start()
     return t, out
+
+
+def _join(t, out, timeout=5.0):
+    """The thread's return value; its exception re-raised here; a thread still running after ``timeout``
+    fails the test instead of hanging it."""
+    t.join(timeout)
+    assert not t.is_alive(), "the thread did not finish: a stage is stuck waiting for its cores"
+    if "error" in out:
+        raise out["error"]
+    return out.get("value")
 
 
 def test_thread_counts_are_per_thread():
@@ -39,8 +49,7 @@ def test_thread_counts_are_per_thread():
         return fn
 
     (a, out_a), (b, out_b) = _in_thread(with_threads(2)), _in_thread(with_threads(1))
-    a.join(), b.join()
-    assert (out_a["value"], out_b["value"]) == (2, 1)
+    assert (_join(a, out_a), _join(b, out_b)) == (2, 1)
     assert torch.get_num_threads() == before
 
 
@@ -68,14 +77,13 @@ def test_lead_borrows_while_lag_waits_and_returns_before_lag_computes():
     assert seen == [2] and cores.borrows == 1
 
     done = threading.Event()
-    lag_thread, _ = _in_thread(lambda: (waiting.__exit__(None, None, None), done.set()))
+    lag_thread, lag_out = _in_thread(lambda: (waiting.__exit__(None, None, None), done.set()))
     assert not done.wait(0.3), "stage 1 went on computing while stage 0 still had its cores"
     go.set(), stepped.wait(5), stepped.clear()  # stage 0's next boundary returns them
     assert done.wait(5) and seen == [2, 1]
-    lag_thread.join(5)
+    _join(lag_thread, lag_out)
     go.set()
-    lead_thread.join(5)
-    assert lead_out["value"] == 1 and seen == [2, 1, 1]
+    assert _join(lead_thread, lead_out) == 1 and seen == [2, 1, 1]
 
 
 def test_give_back_releases_a_waiting_lag_without_another_boundary():
@@ -91,12 +99,16 @@ def test_give_back_releases_a_waiting_lag_without_another_boundary():
         cores.give_back()  # e.g. stage 0 failed or finished mid-clip
 
     go = threading.Event()
-    with cores.waiting():
-        t, _ = _in_thread(lead)
-        assert borrowed.wait(5) and cores.borrows == 1
-        go.set()
-    t.join(5)
-    assert not t.is_alive()
+
+    def lag():  # stage 1 waits in its own thread: if give_back failed, the test fails instead of hanging
+        with cores.waiting():
+            t, out = _in_thread(lead)
+            assert borrowed.wait(5) and cores.borrows == 1
+            go.set()
+        return _join(t, out)
+
+    lag_thread, lag_out = _in_thread(lag)
+    _join(lag_thread, lag_out, timeout=10)
 
 
 def test_no_lending_keeps_each_stage_on_its_own_threads():
@@ -109,8 +121,8 @@ def test_no_lending_keeps_each_stage_on_its_own_threads():
 
     with cores.waiting():
         t, out = _in_thread(lead)
-        t.join(5)
-    assert out["value"] == 1 and cores.borrows == 0
+        value = _join(t, out)
+    assert value == 1 and cores.borrows == 0
 
 
 def test_pipelined_run_lends_cores_and_restores_the_callers_threads(monkeypatch, tiny_model):

@@ -18,7 +18,7 @@ def test_eval_reports_every_metric(tiny_model, tmp_path, monkeypatch):
     report = run_eval(str(ckpt), str(tmp_path / "report"), identities=1, seconds=0.6, settings=["student-1"],
                       drift_minutes=0.04, threads=1)
     row = report["settings"]["student-1"]
-    assert -1 <= row["lip_sync_corr"] <= 1 or math.isnan(row["lip_sync_corr"])
+    assert -1 <= row["lip_sync_corr"] <= 1  # NaN fails: the measure must be defined on a talking clip
     assert 0 < row["identity_psnr_db"] < 100 and 0 <= row["mouth_closed_quiet_pct"] <= 100
     assert row["clip_boundary_ratio"] > 0 and row["state_switch_ratio"] > 0 and row["gen_fps"] > 0
     assert row["state_switch_ratio_outside_mouth"] > 0

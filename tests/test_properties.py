@@ -55,13 +55,32 @@ def test_timelines_either_cover_every_frame_or_say_why(segments, frames, fps, en
     if end_word:
         parts[-1] = parts[-1].split("-")[0] + "-end:" + parts[-1].split(":")[1]
     text = ",".join(parts)
+    # an independent reading of the same text: which timelines are valid, and each frame's state
+    duration, tol = frames / fps, 0.05
+    segs = []
+    for part in parts:
+        times, state = part.split(":")
+        a, b = times.split("-")
+        segs.append((float(a), duration if b == "end" else float(b), state))
+    segs.sort(key=lambda g: g[0])
+    slack = max(tol, 1.0 / fps)
+    valid = (all(state in STATE_NAMES for _, _, state in segs) and all(b > a for a, b, _ in segs)
+             and segs[0][0] <= tol and all(abs(s1 - e0) <= tol for (_, e0, _), (s1, _, _) in zip(segs, segs[1:]))
+             and duration - slack <= segs[-1][1] <= duration + slack)
     try:
         labels = parse_timeline(text, frames, fps)
     except TimelineError as exc:
         assert str(exc) and "\n" not in str(exc)
+        assert not valid, f"{text!r} ({frames} frames at {fps} fps) is a valid timeline but was refused: {exc}"
         return
+    assert valid, f"{text!r} ({frames} frames at {fps} fps) should have been refused"
     assert labels.shape == (frames,) and labels.dtype == torch.long
-    assert int(labels.min()) >= 0 and int(labels.max()) < len(STATE_NAMES)
+    for i in range(frames):  # the segment that has started by frame i (the first covers frame 0)
+        want = segs[0][2]
+        for start, _, state in segs[1:]:
+            if i >= max(0, math.floor(start * fps + 1e-6)):
+                want = state
+        assert STATE_NAMES[int(labels[i])] == want, (text, i)
 
 
 @settings(max_examples=12, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])

@@ -98,6 +98,24 @@ def test_live_workflow_starts_the_live_page(tiny_model, tmp_path, monkeypatch):
     try:
         assert url == f"http://127.0.0.1:{port}/"
         assert b"<canvas" in urllib.request.urlopen(url, timeout=10).read()
-        assert json.loads(urllib.request.urlopen(url + "api/stats", timeout=10).read())["frames"] >= 0
+        assert json.loads(urllib.request.urlopen(url + "api/stats", timeout=10).read())["paused"]  # no page yet
+        import asyncio
+
+        import aiohttp
+
+        from llia_core.live.server import parse_message
+
+        async def first_frame():  # a page connects: frames of the workflow's portrait arrive
+            async with aiohttp.ClientSession() as session:
+                async with session.ws_connect(url + "ws") as ws:
+                    for _ in range(200):
+                        msg = parse_message((await ws.receive(timeout=30)).data)
+                        if msg["type"] == "frame":
+                            return msg
+            return None
+
+        frame = asyncio.run(first_frame())
+        assert frame is not None and frame["pts"] >= 0 and len(frame["jpeg"]) > 100
+        assert json.loads(urllib.request.urlopen(url + "api/stats", timeout=10).read())["frames"] > 0
     finally:
         sys.modules[pack.NODE_CLASS_MAPPINGS["LLIALiveView"].__module__]._SERVERS.pop(port).stop()
