@@ -104,6 +104,7 @@ def _cases(tmp: Path):
         ("timeline past the audio", lambda: parse_timeline("0-5:speaking", 75, 25.0)),
         ("timeline with unknown state", lambda: parse_timeline("0-3:singing", 75, 25.0)),
         ("timeline garbage", lambda: parse_timeline("speaking from 0 to 3", 75, 25.0)),
+        ("training a 384 px model on clips ingested at 128 px", lambda: _train_at_another_size()),
     ]
     ok = [
         ("all-silent audio (valid: the avatar idles)", lambda: _silence_idles(enc)),
@@ -118,6 +119,7 @@ def _cases(tmp: Path):
         ("RGBA image with transparency", lambda: prepare_portrait(np.dstack([_face_image(256), np.full((256, 256), 128, np.uint8)]), 128)),
         ("16-bit image", lambda: prepare_portrait(_face_image(256).astype(np.uint16) * 257, 128)),
         ("several faces (the largest is used)", lambda: _largest_face(prepare_portrait(_face_image(768, faces=2), 128))),
+        ("a video as the portrait (its first frame)", lambda: _video_portrait(tmp)),
     ] + _photo_cases()
     return fail, ok
 
@@ -177,6 +179,26 @@ def _photo_census(photos):
         counts[kind] = counts.get(kind, 0) + 1
     assert counts.get("landmarks", 0) >= 0.85 * len(photos)
     return _Census([f"{k}: {v}" for k, v in counts.items()])
+
+
+def _train_at_another_size():
+    from llia_core.config import get_config
+    from llia_core.training.batches import clip_to_training
+    from llia_core.training.data.clips import make_clip
+
+    return clip_to_training(make_clip(1, 0, seconds=0.4, resolution=128), get_config("sd15-384"))
+
+
+def _video_portrait(tmp: Path):
+    from llia_core.video_io import write_mp4
+
+    first = _face_image(256)
+    frames = np.stack([first] + [np.zeros_like(first)] * 4)
+    path = write_mp4(tmp / "clip.mp4", frames, 25.0)
+    portrait = prepare_portrait(path, 128)
+    assert portrait.landmarks is not None  # the face of the first frame, not a black one
+    assert any("is a video" in n for n in portrait.notes)
+    return portrait
 
 
 def _largest_face(portrait):

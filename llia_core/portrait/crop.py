@@ -8,6 +8,8 @@ for the model only: `Portrait.valid` marks them, and nothing from there reaches 
 
 from __future__ import annotations
 
+import warnings
+
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -18,7 +20,7 @@ from ..errors import PortraitError
 from .align import Alignment, align_box, align_landmarks, align_whole
 from .face_detect import FaceBox, detect_faces
 from .expression import DEFAULT_EXPRESSION, EXPRESSIONS, apply_expression, describe_edit, mouth_geometry
-from .image_io import load_image
+from .image_io import PortraitNote, load_image
 from .landmarks import FACE_OVAL, MOUTH_CORNERS, FaceLandmarks, find_faces
 
 CROP_MODES = ("auto", "face", "whole")
@@ -168,9 +170,11 @@ def prepare_portrait(source, resolution: int, *, mode: str = "auto",
         raise PortraitError(f"resolution {resolution} is out of range; use 16 to 4096 pixels")
     if not 1.0 <= face_scale <= 6.0:
         raise PortraitError(f"face scale {face_scale:g} is out of range; use 1.0 (tight) to 6.0 (wide)")
-    rgb = load_image(source)
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always", PortraitNote)
+        rgb = load_image(source)
     h, w = rgb.shape[:2]
-    notes: list[str] = []
+    notes: list[str] = [str(c.message) for c in caught if issubclass(c.category, PortraitNote)]
     face, box, anchor, alignment = None, None, None, None
     if mode != "whole":
         faces = find_faces(rgb)

@@ -57,6 +57,31 @@ def _from_array(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
+class PortraitNote(UserWarning):
+    """Something a user should know about how their picture was read (``prepare_portrait`` lists it in
+    the portrait's notes)."""
+
+
+def _first_video_frame(path: Path) -> np.ndarray | None:
+    """The first frame of a video file (with a note that it is used as the portrait); None if ``path``
+    is not a video."""
+    import warnings
+
+    try:
+        import av
+
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                return None
+            frame = next(container.decode(video=0))
+            rgb = frame.to_ndarray(format="rgb24")
+    except Exception:
+        return None
+    warnings.warn(f"'{path.name}' is a video: its first frame is the portrait (to pick another frame, save it "
+                  "as PNG or JPEG)", PortraitNote, stacklevel=3)
+    return np.ascontiguousarray(rgb)
+
+
 def load_image(source) -> np.ndarray:
     """Any image source -> uint8 RGB (H, W, 3); transparency is composited over mid grey."""
     from PIL import Image
@@ -74,10 +99,12 @@ def load_image(source) -> np.ndarray:
         except PortraitError:
             raise
         except Exception:
-            raise PortraitError(
-                f"could not read '{path.name}' as an image (corrupt, truncated or not an image); "
-                "re-save it as PNG or JPEG"
-            ) from None
+            rgb = _first_video_frame(path)
+            if rgb is None:
+                raise PortraitError(
+                    f"could not read '{path.name}' as an image (corrupt, truncated or not an image); "
+                    "re-save it as PNG or JPEG"
+                ) from None
     elif isinstance(source, Image.Image):
         rgb = _from_pil(source)
     elif isinstance(source, torch.Tensor):

@@ -32,9 +32,23 @@ class TrainingClip:
     identity: int | None = None  # the person (or source video) the clip came from
 
 
+def check_resolution(size, config: LLIAConfig, where: str = "the training data") -> None:
+    """A clip's (H, W) against the model's resolution: a mismatch is a one-line error with the fix, not a
+    shape error from inside the training step."""
+    h, w = (int(v) for v in size)
+    if (h, w) != (config.resolution, config.resolution):
+        from ..errors import LLIAError
+
+        raise LLIAError(f"{where} is {w}x{h} px but the '{config.name}' model works at {config.resolution}x"
+                        f"{config.resolution}; ingest the data again with --resolution {config.resolution} "
+                        f"(python -m llia_core.training.data ... --resolution {config.resolution}) or train a model "
+                        f"of that size")
+
+
 def clip_to_training(clip, config: LLIAConfig) -> TrainingClip:
     """Turn a generated or read clip (arrays) into tensors with audio windows computed once."""
     frames = torch.as_tensor(np.asarray(clip.frames))
+    check_resolution(frames.shape[1:3], config)
     n = frames.shape[0]
     audio = Audio(torch.as_tensor(np.asarray(clip.audio), dtype=torch.float32))
     windows = audio_windows(audio.waveform, n, float(clip.fps), config.audio)
@@ -75,6 +89,8 @@ class ClipPool(Sequence):
         else:
             self.lengths = np.array([_frame_count(p) for p in tqdm(self.paths, desc="index clips",
                                                                    disable=not progress)], dtype=np.int64)
+            with np.load(self.paths[0], allow_pickle=False) as z:  # the size of the data before the first step
+                check_resolution(z["reference"].shape[:2], config, f"the training data ({self.paths[0].parent})")
 
     def __len__(self) -> int:
         return len(self.paths)
