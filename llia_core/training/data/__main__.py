@@ -1,5 +1,6 @@
 """python -m llia_core.training.data --out DIR --identities N --clips K [--preview sheet.png]
-python -m llia_core.training.data --videos DIR --out DATA [--val name1,name2]   (real videos)"""
+python -m llia_core.training.data --videos DIR --out DATA [--val name1,name2]   (real videos)
+python -m llia_core.training.data --videos DIR --out DATA --tracks-only   (face tracks for the mouth model)"""
 
 from __future__ import annotations
 
@@ -50,7 +51,14 @@ def main(argv=None) -> int:
     p.add_argument("--val", default="", help="with --videos / --photos: comma list of video names (without suffix) for the val split")
     p.add_argument("--clip-seconds", type=float, default=3.0, help="with --videos: clip length")
     p.add_argument("--max-seconds", type=float, default=None, help="with --videos: read at most this much of each video")
+    p.add_argument("--tracks-only", action="store_true", help="with --videos: write only the face tracks (landmarks, "
+                   "audio, GRID word timings; DATA/tracks/) the audio-to-mouth model trains on, no clips")
     a = p.parse_args(argv)
+    if a.videos and a.tracks_only:
+        from .tracks import track_videos
+
+        track_videos(a.videos, a.out, fps=a.fps, max_seconds=a.max_seconds, workers=a.workers)
+        return 0
     if a.videos:
         from .videos import ingest_videos
 
