@@ -36,6 +36,7 @@ from .checkpoints import load_model
 from .config import get_config
 from .models import LLIAModel
 from .models.feature_reuse import DeepFeatures
+from .models.mouth_warp import NEUTRAL_MOUTH
 from .pipeline import LLIAPipeline, PipelinedLLIA, SamplerConfig, pipelined_sampler
 from .quantization import cpu_has_bf16, model_at_precision
 
@@ -112,6 +113,7 @@ def time_calls(model: LLIAModel, sampler: SamplerConfig, num_frames: int, thread
                                   cfg.audio.mel_per_token * cfg.audio.n_mels).to(dtype)
             st = torch.zeros(rows, motion + length, dtype=torch.long)
             flags = torch.zeros(rows, motion + length)
+            mouth = torch.tensor(NEUTRAL_MOUTH, dtype=dtype).expand(rows, motion + length, 3)
             bank = {k: v.expand(rows, -1, -1) for k, v in reference.bank.items()}
             best = float("inf")
             deep = DeepFeatures() if later else None
@@ -119,7 +121,7 @@ def time_calls(model: LLIAModel, sampler: SamplerConfig, num_frames: int, thread
                 for i in range(repeats + later):
                     t0 = time.perf_counter()
                     model.denoiser(x, torch.full((rows,), 500), windows, st, reference.latent.expand(rows, -1, -1, -1),
-                                   bank, reference.face_mask.expand(rows, -1, -1, -1), flags, deep=deep)
+                                   bank, reference.face_mask.expand(rows, -1, -1, -1), flags, deep=deep, mouth=mouth)
                     if not (later and i == 0):  # the first call of a reuse pair fills the features
                         best = min(best, time.perf_counter() - t0)
             cache[key] = best
@@ -133,11 +135,28 @@ def time_calls(model: LLIAModel, sampler: SamplerConfig, num_frames: int, thread
     def decode_seconds(length: int) -> float:
         return length * per_frame_decode
 
+    mouth_cache: dict[int, float] = {}
+
+    def mouth_seconds(frames: int) -> float:
+        """The mouth model on a clip's frames (once per clip, before its first step)."""
+        if model.mouth_model is None:
+            return 0.0
+        if frames not in mouth_cache:
+            mc = model.mouth_model.config
+            w = torch.randn(frames, mc.window_frames, mc.n_mels)
+            with torch.no_grad():
+                model.mouth_model(w)
+                t0 = time.perf_counter()
+                model.mouth_model(w)
+                mouth_cache[frames] = time.perf_counter() - t0
+        return mouth_cache[frames]
+
     total, first, prev = 0.0, None, 0
     for clip in clips:
         motion = min(pipe.motion_count(sampler.motion_frames), prev)
         later_steps = (sampler.steps - 1) * call_seconds(clip.length, motion, later=sampler.reuses_features)
-        total += call_seconds(clip.length, motion) + later_steps + decode_seconds(clip.length)
+        total += (mouth_seconds(motion + clip.length) + call_seconds(clip.length, motion) + later_steps
+                  + decode_seconds(clip.length))
         first = total if first is None else first
         prev = clip.length
     return {"fps": num_frames / total, "first_frame_ms": 1000 * first, "frames": num_frames, "seconds": total,
@@ -161,7 +180,8 @@ def flops_per_frame(config_name: str) -> float:
         model.denoiser(torch.zeros(1, c, f, h, h, device="meta"), torch.zeros(1, device="meta"),
                        torch.zeros(1, f, t, cfg.audio.mel_per_token * cfg.audio.n_mels, device="meta"),
                        torch.zeros(1, f, dtype=torch.long, device="meta"), latent, bank,
-                       torch.zeros(1, 1, cfg.resolution, cfg.resolution, device="meta"), torch.zeros(1, f, device="meta"))
+                       torch.zeros(1, 1, cfg.resolution, cfg.resolution, device="meta"), torch.zeros(1, f, device="meta"),
+                       mouth=torch.zeros(1, f, 3, device="meta"))
         unet = counter.get_total_flops() - ref_flops
         model.decode_latents(torch.zeros(1, c, h, h, device="meta"))
         decode = counter.get_total_flops() - ref_flops - unet

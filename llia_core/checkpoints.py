@@ -195,6 +195,18 @@ def load_model(
     return model.to(device=device, dtype=dtype).eval().requires_grad_(False)
 
 
+def load_raw_checkpoint(name_or_path) -> tuple[dict[str, torch.Tensor], dict]:
+    """The tensors and the raw config dict of a checkpoint, without building its model: for converting
+    checkpoints of an older design (e.g. a mouth head since replaced) into a current config."""
+    from safetensors.torch import load_file
+
+    path = resolve_model_path(name_or_path)
+    meta = read_metadata(path)
+    if meta.get("format") != FORMAT or "llia_config" not in meta:
+        raise CheckpointError(f"'{path.name}' is not an LLIA model (no llia_config in its metadata)")
+    return load_file(str(path)), json.loads(meta["llia_config"])
+
+
 def load_state_dict_strict(model, tensors: dict[str, torch.Tensor], source: str = "checkpoint") -> None:
     """Copy ``tensors`` into ``model``; any missing/unexpected/mis-shaped tensor is an error."""
     expected = model.state_dict()

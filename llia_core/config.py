@@ -54,10 +54,6 @@ class AudioEncoderConfig:
         mouth_head: a linear head on the frame's own token that predicts the mouth (opening, width,
             roundness). Trained with an auxiliary loss when ground truth exists, it gives the audio
             path a direct signal instead of only the few mouth pixels of the denoising loss.
-        mouth_head_input: what the mouth head reads: "tokens" (the frame's own audio token, trained
-            by gradient) or "windows" (the frame's raw log-mel window, linear, fitted in closed form
-            to real videos' landmarks by ``train --stage mouth``: on 4 minutes of real speech a
-            regularised linear map generalises to unseen people better than the token head).
         features: what the windows are made of: "log-mel" (``n_mels`` mel bands, the default) or
             "whisper" (a Whisper encoder's last hidden state, ``n_mels`` = its width, e.g. 384 for
             whisper-tiny; ``audio/whisper.py``), the paper-scale choice.
@@ -70,12 +66,45 @@ class AudioEncoderConfig:
     num_layers: int = 1
     dim: int = 128
     mouth_head: bool = False
-    mouth_head_input: str = "tokens"
     features: str = "log-mel"
 
     @property
     def num_tokens(self) -> int:
         return 2 * self.context + 1
+
+
+@dataclass(frozen=True)
+class MouthModelConfig:
+    """The audio-to-mouth model (``models/mouth_model.py``): a frame's mouth from the log-mel around it.
+
+    Args:
+        past_seconds / future_seconds: how far back and ahead of the frame's centre it listens
+            (the look-ahead is latency in live mode).
+        n_mels: mel bands (the same log-mel as the audio encoder's, 100 frames per second).
+        width, strided_layers, hidden: convolution channels, stride-2 layers, MLP width.
+        dropout: dropout while training.
+    """
+
+    past_seconds: float = 0.4
+    future_seconds: float = 0.12
+    n_mels: int = 80
+    width: int = 96
+    strided_layers: int = 3
+    hidden: int = 128
+    dropout: float = 0.1
+
+    @property
+    def past_frames(self) -> int:
+        return int(round(self.past_seconds * 100))
+
+    @property
+    def future_frames(self) -> int:
+        return int(round(self.future_seconds * 100))
+
+    @property
+    def window_frames(self) -> int:
+        """Log-mel frames (10 ms apart) one window holds: past, the frame's centre, future."""
+        return self.past_frames + 1 + self.future_frames
 
 
 @dataclass(frozen=True)
@@ -153,6 +182,8 @@ class LLIAConfig:
             ``mouth_warp.mouth_region``; eyes, forehead and background stay the portrait's own).
         prediction_type: what the denoiser predicts ("sample", "v_prediction" or "epsilon").
         num_train_timesteps: diffusion steps of the training noise schedule.
+        mouth_model: the audio-to-mouth network (``models/mouth_model.py``) that gives the mouth
+            map, paint and warp their shapes; None = the audio encoder's mouth head does.
     """
 
     name: str = "demo"
@@ -175,6 +206,12 @@ class LLIAConfig:
     autoencoder: AutoencoderConfig = field(default_factory=AutoencoderConfig)
     audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
+    mouth_model: MouthModelConfig | None = None
+
+    @property
+    def has_mouth_source(self) -> bool:
+        """Whether something predicts the mouth from the audio (the mouth model or the encoder's head)."""
+        return self.mouth_model is not None or self.audio.mouth_head
 
     @property
     def latent_size(self) -> int:
@@ -194,10 +231,11 @@ class LLIAConfig:
                 "autoencoder": AutoencoderConfig,
                 "audio": AudioEncoderConfig,
                 "unet": UNetConfig,
+                "mouth_model": MouthModelConfig,
             }
             kwargs = dict(data)
             for key, sub in nested.items():
-                if key in kwargs:
+                if key in kwargs and kwargs[key] is not None:
                     value = dict(kwargs[key])
                     for k, v in value.items():
                         if isinstance(v, list):
@@ -244,10 +282,11 @@ CONFIGS: dict[str, LLIAConfig] = {
     # (the paint owns the lips cells); "demo-paint" blends it in with a learned gate.
     "demo-paint": dataclasses.replace(_DEMO, mouth_paint=True),
     "demo-paint-full": dataclasses.replace(_DEMO, mouth_paint=True, mouth_paint_gate=False),
-    # the real-people model: the demo network whose x0 is the reference warped by the predicted
-    # mouth + a residual, with a linear window mouth head fitted to real videos' landmarks
+    # the real-people model: the demo network whose x0 is the reference warped by the mouth model's
+    # shapes + a residual (the mouth model learned from real videos' landmarks and synthetic voices)
     "real": dataclasses.replace(_DEMO, name="real", reference_warp=True, residual_region="mouth",
-                                audio=dataclasses.replace(_DEMO.audio, mouth_head_input="windows")),
+                                audio=dataclasses.replace(_DEMO.audio, mouth_head=False),
+                                mouth_model=MouthModelConfig()),
     "sd15-384": LLIAConfig(
         name="sd15-384", resolution=384, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,
         concat_reference=False, reference_skip=False, reference_gate=True, prediction_type="v_prediction",

@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Reproduce the bundled model from nothing: the cartoon model (data -> base -> mouth paint -> distillation),
-# then the real-people model on top of it (real videos + photos + cartoons -> mouth head -> base -> distillation).
-# Training about 2 h 50 min on a 2-core CPU (cartoons: data 6, base 74, paint 12, distillation 14; real people:
-# data 4, mouth head 1, base ~50, distillation ~12; the evaluations ~40 more). Every stage resumes where it stopped when rerun.
+# then the real-people model on top of it (real videos + photos + cartoons -> mouth model -> base -> distillation).
+# Training about 3 h 20 min on a 2-core CPU (cartoons: data 6, base 74, paint 12, distillation 14; real people:
+# data 4, face tracks of 1,052 videos 17, mouth model 12 + its draw curve 5, base ~50, distillation ~12; the
+# evaluations ~40 more). Every stage resumes where it stopped when rerun.
 # Needs the real-face material in ../shared/realfaces (REAL=...). Usage: bash scripts/train_bundled.sh [WORKDIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -39,11 +40,17 @@ VAL_PHOTOS=hallo_1,hallo_4,genface_000007,genface_015270,liveportrait_s3,livepor
 $PY -m llia_core.training.data --videos "$REAL/talking" --out "$W/real/talking" --val "$VAL_VIDEOS"
 $PY -m llia_core.training.data --photos "$REAL/photos" --out "$W/real/photos" --val "$VAL_PHOTOS"
 $PY -m llia_core.training.data --out "$W/real/cartoons" --identities 60 --clips 3 --split train --workers 1
-# 6. the window mouth head: ridge regression from the log-mel window to the landmarks' mouth (closed form),
-#    after undoing each training video's sound/picture offset (3 passes; the pass that predicts best for
-#    people left out is kept; base and distillation never change the head)
-$PY -m llia_core train --stage mouth --config real --init "$W/distill/model.safetensors" --data "$W/real/talking" \
-    --out-dir "$W/real/mouth"
+# 6. the audio-to-mouth model (models/mouth_model.py): face tracks of every talking video and GRID clip
+#    (landmarks, audio, word timings), each GRID sentence read again by 3 espeak-ng voices with the real
+#    speaker's mouth mapped word by word; each video's sound/picture offset undone against a model of the
+#    GRID speakers; the validation people never trained on (base and distillation never change it)
+$PY -m llia_core.training.data --videos "$REAL/talking" --out "$W/real/tracks" --tracks-only
+$PY -m llia_core.training.data --videos "$REAL/grid" --out "$W/real/tracks" --tracks-only
+#    Last, how the face mesh reads a drawn opening is measured on the training photos, so the opening it
+#    predicts (on the landmarks' scale) is drawn as wide as a real mouth of that reading.
+$PY -m llia_core train --stage mouth --config real --init "$W/distill/model.safetensors" --data "$W/real/tracks" \
+    --photos "$REAL/photos" --holdout "$VAL_VIDEOS,$VAL_PHOTOS" --steps 4000 --lr 2e-3 --synthetic-voices 3 \
+    --threads 2 --out-dir "$W/real/mouth"
 # 7. base: trained with the true mouth shapes (the warp moves the portrait, the residual learns the rest);
 #    the real clips listed three times so they are as many as the photo clips
 D="$W/real/talking,$W/real/talking,$W/real/talking,$W/real/photos,$W/real/cartoons"

@@ -121,7 +121,20 @@ def test_main_job_defaults_run_as_a_subprocess(tmp_path):
     frames = read_video(out).frames.numpy()
     photo = load_image(str(BUNDLED_MODEL.parent / "portrait.png")).astype(np.float32)
     measured = track(frames)
-    assert np.nanstd(measured["opening"]) > 0.02  # the mouth moves (the mesh's lip gap over width)
+    # the photo's lips follow the mouth model's shapes (the mesh's lip gap over width), open in speech
+    import torch
+
+    from llia_core.audio import encode_audio
+    from llia_core.checkpoints import load_model
+    from llia_core.cli import DEFAULT_AUDIO
+    from llia_core.states import states_from_activity
+
+    audio = encode_audio(DEFAULT_AUDIO, 25.0, duration=2.0)
+    with torch.no_grad():
+        shapes = load_model("bundled").mouth_shapes(audio, torch.arange(50), states_from_activity(audio.speech))
+    opening, speech = measured["opening"], audio.speech.numpy()
+    assert np.corrcoef(shapes[:, 0].numpy(), opening)[0, 1] > 0.7
+    assert opening[speech].mean() > opening[~speech].mean() + 0.015
     assert 0.2 < np.nanstd(measured["roll"]) < 3.0  # degrees: a sway, not a still head, not a wobble
     body = np.abs(frames[:, 400:].astype(np.float32) - photo[None, 400:]).mean()
     assert body < 3.5  # H.264 noise only: the body and the picture below the head do not move

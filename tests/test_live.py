@@ -254,9 +254,9 @@ def test_frozen_live_engine_draws_the_eager_frames(tiny_model):
         for i, av in enumerate((fast, eager)):
             m = 0 if motions[i] is None else motions[i].shape[2]
             av.push_avatar_audio(wave) if start == 0 else None
-            windows, speech = eager._clip_inputs(start, 2, m)  # the same audio for both
+            windows, mouth, speech = eager._clip_inputs(start, 2, m)  # the same audio for both
             states = torch.full((m + 2,), SPEAKING, dtype=torch.long)
-            images, motions[i] = av._generate(start, 2, windows, speech, states, motions[i])
+            images, motions[i] = av._generate(start, 2, windows, mouth, speech, states, motions[i])
             outs.append(images)
         assert np.abs(outs[0].astype(int) - outs[1].astype(int)).max() <= 1
 
@@ -342,3 +342,47 @@ def test_an_int8_model_runs_live_eagerly(tiny_model):
     frames = avatar.step() + avatar.step()
     assert len(frames) == 4 and all(f.image.shape == frames[0].image.shape for f in frames)
     assert np.ptp(np.stack([f.image for f in frames]).astype(int)) > 0
+
+
+def test_live_mode_draws_a_warp_model_the_mouth_shapes_of_the_offline_job():
+    """A model with a mouth model: live mode's excerpts give every frame the same mouth shape as the
+    offline job gives it from the whole track (the mouth model reads 0.4 s back and 0.12 s ahead)."""
+    from llia_core.audio import encode_audio
+    from llia_core.config import MouthModelConfig
+    from llia_core.models import LLIAModel
+    from llia_core.portrait import prepare_portrait
+    from conftest import tiny_config
+
+    torch.manual_seed(0)
+    cfg = tiny_config(reference_warp=True, residual_region="mouth", mouth_model=MouthModelConfig(width=16, hidden=16))
+    model = LLIAModel(cfg).eval().requires_grad_(False)
+    torch.nn.init.normal_(model.mouth_model.head[-1].weight, std=0.5)
+    torch.nn.init.constant_(model.mouth_model.head[-1].bias, 0.3)
+    portrait = prepare_portrait(np.random.default_rng(5).integers(0, 255, (40, 40, 3), dtype=np.uint8), 32,
+                                mode="whole")
+    pipe = LLIAPipeline(model)
+    seen = []
+    real = pipe.new_job
+
+    def spy(clip, audio, states, motion, sampler):
+        job = real(clip, audio, states, motion, sampler)
+        seen.append(job.mouth[0, -clip.length:].clone())
+        return job
+
+    pipe.new_job = spy
+    avatar = LiveAvatar(pipe, portrait, steps=1, clip_frames=2, frozen=False)
+    wave = np.concatenate([np.zeros(4000, np.float32), voice(1.0), np.zeros(8000, np.float32)])  # silence on both sides, as on the live track
+    with avatar._lock:
+        avatar._track, avatar._track_offset = wave, 0
+    avatar.now = lambda: (avatar.next_frame + 0.5) / avatar.fps - avatar.lead
+    seen.clear()
+    frames = []
+    while len(frames) < 30:
+        frames += avatar.step()
+    live = torch.cat(seen)[:30]
+    audio = encode_audio((wave, 16000), 25.0)
+    states = torch.tensor([f.state for f in frames[:30]])
+    offline = model.mouth_shapes(audio, torch.arange(30), states)
+    speaking = states == SPEAKING
+    assert speaking.sum() >= 10 and live[speaking, 0].std() > 0  # the mouth moves while it speaks
+    assert torch.allclose(live, offline, atol=1e-4)

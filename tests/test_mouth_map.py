@@ -37,8 +37,8 @@ def test_opening_ellipse_lands_on_the_drawn_mouth_interior():
     assert mouth_ellipses(torch.tensor([[0.0, 0.5, 0.0]]), 32, 1.8)[:, 0].sum() == 0
 
 
-def test_mouth_map_needs_the_mouth_head():
-    with pytest.raises(ValueError, match="mouth head"):
+def test_mouth_map_needs_a_mouth_source():
+    with pytest.raises(ValueError, match="mouth source"):
         LLIAModel(tiny_config(mouth_map=True))
 
 

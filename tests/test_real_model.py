@@ -100,79 +100,23 @@ def test_an_untrained_warp_model_predicts_the_warped_portrait_and_shuts_the_mout
     want = warp_patch_latent(args["reference_latent"], mouth[0, :1], 1.8, 4)
     assert torch.allclose(out[0, :, 0], want[0], atol=1e-4)
     assert not torch.allclose(out[0, :, 0], args["reference_latent"][0], atol=1e-3)
-    for state in (LISTENING, IDLE):  # the mouth head's own shape, gated by the state: shut
-        args = _inputs(model, states=state)
-        model.denoiser.audio_encoder.mouth_head.bias.data[:] = torch.tensor([0.9, 0.5, 0.0])
-        out = model.denoiser(**args)
-        assert torch.allclose(out[0, :, 1], args["reference_latent"][0], atol=1e-4)
-
-
-def test_the_closed_form_mouth_head_recovers_a_linear_mouth_and_moves_as_much():
-    from llia_core.training.batches import TrainingClip
-    from llia_core.training.mouth_fit import convert_model, fit_mouth_head
-
-    model = convert_model(LLIAModel(get_config("demo")), get_config("real"))
-    d = model.config.audio.num_tokens * model.config.audio.mel_per_token * model.config.audio.n_mels
-    gen = torch.Generator().manual_seed(1)
-    true_w = torch.randn(d, 3, generator=gen) * 0.02
-
-    def clip(n=400):
-        win = torch.randn(n, d, generator=gen)
-        mouth = win @ true_w + 0.5 + 0.05 * torch.randn(n, 3, generator=gen)
-        return TrainingClip(torch.zeros(n, 8, 8, 3, dtype=torch.uint8), win.reshape(n, -1, model.config.audio.n_mels * 4),
-                            torch.zeros(n, dtype=torch.long), torch.zeros(3, 8, 8), torch.zeros(1, 8, 8), mouth)
-
-    train, val = [clip() for _ in range(10)], [clip()]
-    report = fit_mouth_head(model, train, val, ridge=100.0)
-    assert min(report["val_r"]) > 0.9
-    enc = model.denoiser.audio_encoder
+    # outside speech the mouth model's shapes are gated to the portrait's own mouth: shut
     with torch.no_grad():
-        pred = enc.predict_mouth(None, val[0].windows)
-    ratio = pred.std(0) / val[0].mouth.std(0)
-    assert ((ratio > 0.85) & (ratio < 1.2)).all()
+        model.mouth_model.head[-1].bias[:3] = torch.tensor([0.9, 0.5, 0.0])
+    from llia_core.audio import encode_audio
 
-
-def test_the_mouth_head_finds_and_undoes_videos_whose_sound_is_off_the_picture():
-    """Two of six people's mouths trail their audio by 3 frames (as in some real footage): the fit
-    names those offsets and, aligned, predicts an unseen, in-sync person better than without."""
-    from llia_core.training.batches import TrainingClip
-    from llia_core.training.mouth_fit import convert_model, fit_mouth_head
-
-    model = convert_model(LLIAModel(get_config("demo")), get_config("real"))
-    d = model.config.audio.num_tokens * model.config.audio.mel_per_token * model.config.audio.n_mels
-    gen = torch.Generator().manual_seed(2)
-    true_w = torch.randn(d, 3, generator=gen) * 0.02
-
-    def clip(person, late, n=200):
-        win = torch.randn(n + late, d, generator=gen)
-        mouth = win @ true_w + 0.5 + 0.2 * torch.randn(n + late, 3, generator=gen)
-        win, mouth = win[late:], mouth[:n]  # frame t shows the mouth of the audio at t - late
-        return TrainingClip(torch.zeros(n, 8, 8, 3, dtype=torch.uint8), win.reshape(n, -1, model.config.audio.n_mels * 4),
-                            torch.zeros(n, dtype=torch.long), torch.zeros(3, 8, 8), torch.zeros(1, 8, 8), mouth, person)
-
-    train = [clip(p, 3 if p in (1, 4) else 0) for p in range(6) for _ in range(2)]
-    val = [clip(9, 0)]
-    plain = fit_mouth_head(model, train, val, ridge=100.0, align_passes=0)
-    aligned = fit_mouth_head(model, train, val, ridge=100.0, align_passes=2)
-    assert aligned["offsets_frames"] == {"0": 0, "1": 3, "2": 0, "3": 0, "4": 3, "5": 0}
-    assert aligned["chosen_pass"] > 0 and plain["offsets_frames"] == {}
-    assert aligned["val_r"][0] > plain["val_r"][0] + 0.02
-
-
-def test_converting_keeps_every_shared_weight_and_refuses_other_networks():
-    from llia_core.training.mouth_fit import convert_model
-
-    demo = LLIAModel(get_config("demo-paint-full"))
-    real = convert_model(demo, get_config("real"))
-    a, b = demo.state_dict(), real.state_dict()
-    assert all(torch.equal(a[k], b[k]) for k in b if ".mouth_head." not in k)
-    assert not any(".mouth_paint." in k for k in b)
-    import dataclasses
-
-    wider = dataclasses.replace(get_config("real"), unet=dataclasses.replace(get_config("real").unet,
-                                                                             block_out_channels=(32, 64, 128)))
-    with pytest.raises(ValueError, match="weights differ"):
-        convert_model(demo, wider)
+    audio = encode_audio((torch.randn(16000) * 0.1, 16000), 25.0)
+    frames = torch.arange(3)
+    for state in (LISTENING, IDLE):
+        shapes = model.mouth_shapes(audio, frames, torch.full((3,), state))
+        assert torch.equal(shapes, torch.tensor([[0.0, 0.5, 0.0]] * 3))
+        args = _inputs(model, states=state)
+        out = model.denoiser(**args, mouth=shapes[None])
+        assert torch.allclose(out[0, :, 1], args["reference_latent"][0], atol=1e-4)
+    speaking = model.mouth_shapes(audio, frames, torch.full((3,), SPEAKING))
+    assert (speaking[:, 0] > 0.5).all()
+    with pytest.raises(ValueError, match="mouth model"):  # the denoiser cannot make them itself
+        model.denoiser(**_inputs(model))
 
 
 def _portrait():
@@ -322,7 +266,7 @@ def test_the_residual_of_a_real_model_changes_only_the_region_around_the_mouth()
     model = LLIAModel(get_config("real")).eval()
     torch.nn.init.normal_(model.denoiser.unet.conv_out.weight, std=0.1)  # a residual everywhere
     args = _inputs(model, states=IDLE)
-    out = model.denoiser(**args)
+    out = model.denoiser(**args, mouth=torch.tensor([[[0.0, 0.5, 0.0]] * 3]))
     px = torch.nn.functional.pixel_shuffle(out[:, :, 0] - args["reference_latent"], 4)[0].abs().sum(0)
     region = mouth_region(128, 1.8)[0, 0]
     assert px[region == 0].max() < 1e-4 and px[region > 0.5].mean() > 1e-3

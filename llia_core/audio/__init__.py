@@ -13,7 +13,7 @@ import torch
 
 from ..errors import AudioError
 from .activity import detect_speech, frame_rms
-from .features import LazyWindows, frame_count, frame_windows, log_mel
+from .features import LazyWindows, frame_count, frame_windows, lazy_mouth_windows, log_mel, mouth_windows
 from .io import SAMPLE_RATE, Audio, StreamResampler, WaveformFile, load_audio, read_span, resample
 
 LONG_AUDIO_SECONDS = 300.0  # longer audio streams: waveform on disk (files), windows computed per clip
@@ -34,6 +34,29 @@ class AudioFeatures:
     windows: torch.Tensor | LazyWindows  # (num_frames, 2*context+1, mel_per_token*n_mels) log-mel windows
     speech: torch.Tensor  # (num_frames,) bool voice activity
     rms: torch.Tensor  # (num_frames,) loudness of each frame's span
+    # (num_frames, W, n_mels) the mouth model's windows: given (live mode's excerpts) or made from the
+    # waveform when first asked for (``mouth_windows_for``)
+    mouth_windows: torch.Tensor | LazyWindows | None = None
+    _sliced_from: tuple | None = None  # (features, start) of a slice: its mouth windows read the whole audio
+
+    def mouth_windows_for(self, config) -> torch.Tensor | LazyWindows:
+        """The mouth model's windows (``config``: its ``MouthModelConfig``) of every frame, indexable like a
+        tensor; computed from the waveform per span asked for, so long audio costs no more memory."""
+        if self.mouth_windows is None and self._sliced_from is not None:
+            parent, start = self._sliced_from
+            self.mouth_windows = parent.mouth_windows_for(config)[start:start + self.num_frames]
+        w = self.mouth_windows
+        if w is not None and tuple(w.shape[1:]) == (config.window_frames, config.n_mels):
+            return w
+        if w is not None:
+            raise AudioError(f"these audio features hold mouth windows of {tuple(w.shape[1:])}, but the model reads "
+                             f"{(config.window_frames, config.n_mels)}; encode the audio for this model")
+        wave = self.audio.waveform
+        if int(wave.shape[-1]) < 400:  # shorter than one analysis window: pad (LazyWindows reads >= 25 ms)
+            wave = torch.nn.functional.pad(torch.as_tensor(wave).float(), (0, 400 - int(wave.shape[-1])))
+        self.mouth_windows = lazy_mouth_windows(wave, self.num_frames, self.fps, config.n_mels, config.past_frames,
+                                                config.future_frames)
+        return self.mouth_windows
 
     def slice(self, start: int, stop: int) -> "AudioFeatures":
         """Frames [start, stop) with the waveform trimmed to the same time span (clip-by-clip work)."""
@@ -42,8 +65,9 @@ class AudioFeatures:
             raise AudioError(f"frame range [{start}, {stop}) is outside the audio's {self.num_frames} frames; "
                              "use 0 <= start < stop <= num_frames")
         wave = self.audio.waveform[_samples(start, self.fps): _samples(stop, self.fps)]
+        mouth = None if self.mouth_windows is None else self.mouth_windows[start:stop]
         return AudioFeatures(Audio(wave), self.fps, stop - start, self.windows[start:stop],
-                             self.speech[start:stop], self.rms[start:stop])
+                             self.speech[start:stop], self.rms[start:stop], mouth, (self, start))
 
     def waveform_for_video(self) -> torch.Tensor:
         """(round(num_frames / fps * 16000),) waveform, zero-padded or trimmed: muxed audio = video length."""
@@ -115,4 +139,4 @@ def encode_audio(source, fps: float = 25.0, *, start: float = 0.0, duration: flo
 
 __all__ = ["FEATURES", "LONG_AUDIO_SECONDS", "SAMPLE_RATE", "Audio", "AudioFeatures", "LazyWindows", "StreamResampler",
            "WaveformFile", "read_span", "audio_windows", "detect_speech", "encode_audio", "feature_rows", "window_settings", "frame_count", "frame_rms",
-           "frame_windows", "load_audio", "log_mel", "resample"]
+           "frame_windows", "lazy_mouth_windows", "load_audio", "log_mel", "mouth_windows", "resample"]

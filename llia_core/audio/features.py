@@ -116,27 +116,41 @@ def frame_windows(mel: torch.Tensor, num_frames: int, fps: float, context: int =
         raise AudioError("num_frames and context must be >= 0 and mel_per_token >= 1; use the model config's values")
     if not (math.isfinite(fps) and fps > 0 and math.isfinite(token_seconds) and token_seconds > 0):
         raise AudioError(f"fps ({fps!r}) and token_seconds ({token_seconds!r}) must be positive; fix the settings")
-    return _windows(mel, 0, mel.shape[0], 0, num_frames, fps, context, mel_per_token, token_seconds)
+    return _windows(mel, 0, mel.shape[0], 0, num_frames, fps, _token_offsets(context, mel_per_token, token_seconds),
+                    2 * context + 1)
 
 
-def _windows(mel: torch.Tensor, offset: int, n_mel: int, f0: int, f1: int, fps: float, context: int,
-             mel_per_token: int, token_seconds: float) -> torch.Tensor:
-    """Windows of frames [f0, f1) from ``mel`` = frames [offset, offset + len) of an ``n_mel``-frame log-mel.
-
-    Every value is computed element by element, so any span gives the same numbers as the whole track.
-    """
-    d = mel.shape[1]
-    tokens = 2 * context + 1
-    padded = torch.cat([mel, torch.full((1, d), LOG_SILENCE, dtype=mel.dtype, device=mel.device)])
-    silence = mel.shape[0]  # index of the padding row
+def _token_offsets(context: int, mel_per_token: int, token_seconds: float) -> torch.Tensor:
+    """(tokens * mel_per_token,) seconds from a frame's centre at which its window reads the log-mel."""
     offsets = torch.arange(-context, context + 1, dtype=torch.float64)[:, None] * token_seconds
     sub = ((torch.arange(mel_per_token, dtype=torch.float64) + 0.5) / mel_per_token - 0.5) * token_seconds
-    offsets, sub = offsets.to(mel.device), sub.to(mel.device)
-    out = torch.empty(f1 - f0, tokens, mel_per_token * d, dtype=torch.float32, device=mel.device)
+    return (offsets + sub[None]).reshape(-1)
+
+
+def mouth_offsets(past_frames: int, future_frames: int) -> torch.Tensor:
+    """(past + 1 + future,) seconds from a frame's centre at which the mouth model reads the log-mel:
+    every 10 ms mel frame from ``past_frames`` back to ``future_frames`` ahead."""
+    return torch.arange(-int(past_frames), int(future_frames) + 1, dtype=torch.float64) * (MEL_HOP / 16000)
+
+
+def _windows(mel: torch.Tensor, offset: int, n_mel: int, f0: int, f1: int, fps: float,
+             offsets: torch.Tensor, rows: int) -> torch.Tensor:
+    """Windows of frames [f0, f1) from ``mel`` = frames [offset, offset + len) of an ``n_mel``-frame log-mel.
+
+    ``offsets``: (rows * k,) seconds from each frame's centre, read by linear interpolation and laid out
+    as (rows, k * n_mels); outside the log-mel reads log-silence. Every value is computed element by
+    element, so any span gives the same numbers as the whole track.
+    """
+    d = mel.shape[1]
+    per_row = offsets.numel() // rows
+    padded = torch.cat([mel, torch.full((1, d), LOG_SILENCE, dtype=mel.dtype, device=mel.device)])
+    silence = mel.shape[0]  # index of the padding row
+    offsets = offsets.to(mel.device)
+    out = torch.empty(f1 - f0, rows, per_row * d, dtype=torch.float32, device=mel.device)
     for c0 in range(f0, f1, _WINDOW_CHUNK):
         c1 = min(f1, c0 + _WINDOW_CHUNK)
         centers = (torch.arange(c0, c1, dtype=torch.float64, device=mel.device) + 0.5) / fps
-        times = centers[:, None, None] + offsets[None] + sub[None, None]  # (f, tokens, M) seconds
+        times = centers[:, None] + offsets[None]  # (f, rows * k) seconds
         pos = times / (MEL_HOP / 16000)  # in mel frames
         lo = pos.floor().long()
         frac = (pos - lo).float()[..., None]
@@ -147,10 +161,19 @@ def _windows(mel: torch.Tensor, offset: int, n_mel: int, f0: int, f1: int, fps: 
                 raise AudioError("internal: the log-mel span does not cover the requested frames")
         lo = torch.where(lo_ok, lo - offset, silence).reshape(-1)
         hi = torch.where(hi_ok, hi - offset, silence).reshape(-1)
-        view = out[c0 - f0:c1 - f0].view(c1 - c0, tokens, mel_per_token, d)
-        torch.mul(padded.index_select(0, lo).view_as(view), 1 - frac, out=view)
-        view.add_(padded.index_select(0, hi).view_as(view).mul_(frac))
+        view = out[c0 - f0:c1 - f0].view(c1 - c0, rows, per_row, d)
+        torch.mul(padded.index_select(0, lo).view_as(view), 1 - frac.view(c1 - c0, rows, per_row, 1), out=view)
+        view.add_(padded.index_select(0, hi).view_as(view).mul_(frac.view(c1 - c0, rows, per_row, 1)))
     return out
+
+
+def mouth_windows(mel: torch.Tensor, num_frames: int, fps: float, past_frames: int, future_frames: int) -> torch.Tensor:
+    """The mouth model's per-frame windows: (N, n_mels) -> (num_frames, past + 1 + future, n_mels), every
+    10 ms from ``past_frames`` before each frame's centre ((i + 0.5) / fps) to ``future_frames`` after."""
+    if mel.ndim != 2 or mel.shape[0] < 1:
+        raise AudioError(f"mouth_windows needs a (frames, n_mels) log-mel, not {tuple(mel.shape)}; use log_mel")
+    offsets = mouth_offsets(past_frames, future_frames)
+    return _windows(mel, 0, mel.shape[0], 0, int(num_frames), float(fps), offsets, offsets.numel())
 
 
 class LazyWindows:
@@ -163,11 +186,15 @@ class LazyWindows:
     """
 
     def __init__(self, waveform, num_frames: int, fps: float, n_mels: int, context: int, mel_per_token: int,
-                 token_seconds: float):
+                 token_seconds: float, *, offsets: torch.Tensor | None = None):
         from .io import read_span
 
         self.waveform, self.num_frames, self.fps = waveform, int(num_frames), float(fps)
-        self.n_mels, self.context, self.mel_per_token, self.token_seconds = n_mels, context, mel_per_token, token_seconds
+        self.n_mels = n_mels
+        if offsets is None:  # the audio encoder's tokens
+            self.offsets, self.rows = _token_offsets(context, mel_per_token, token_seconds), 2 * context + 1
+        else:  # one row per offset (the mouth model's windows: ``mouth=True`` of ``lazy_mouth_windows``)
+            self.offsets, self.rows = offsets.double(), int(offsets.numel())
         self.length = int(waveform.shape[-1])
         if self.length < MEL_WIN:
             raise AudioError("LazyWindows is for long audio; use frame_windows(log_mel(...)) for short clips")
@@ -177,7 +204,7 @@ class LazyWindows:
 
     @property
     def shape(self) -> torch.Size:
-        return torch.Size((self.num_frames, 2 * self.context + 1, self.mel_per_token * self.n_mels))
+        return torch.Size((self.num_frames, self.rows, self.offsets.numel() // self.rows * self.n_mels))
 
     def __len__(self) -> int:
         return self.num_frames
@@ -201,13 +228,12 @@ class LazyWindows:
         f0, f1 = max(0, int(f0)), min(self.num_frames, int(f1))
         if f1 <= f0:
             return torch.zeros((0, *self.shape[1:]))
-        reach = (self.context + 1) * self.token_seconds
-        k0 = max(0, math.floor(((f0 + 0.5) / self.fps - reach) * 100) - 2)
-        k1 = min(self.n_mel, math.ceil(((f1 - 0.5) / self.fps + reach) * 100) + 3)
+        back, ahead = -float(self.offsets.min()), float(self.offsets.max())
+        k0 = max(0, math.floor(((f0 + 0.5) / self.fps - back) * 100) - 2)
+        k1 = min(self.n_mel, math.ceil(((f1 - 0.5) / self.fps + ahead) * 100) + 3)
         if k1 <= k0:  # the frames lie wholly past the audio: silence
             return torch.full((f1 - f0, *self.shape[1:]), LOG_SILENCE)
-        return _windows(self._mel(k0, k1), k0, self.n_mel, f0, f1, self.fps, self.context, self.mel_per_token,
-                        self.token_seconds)
+        return _windows(self._mel(k0, k1), k0, self.n_mel, f0, f1, self.fps, self.offsets, self.rows)
 
     def __getitem__(self, key) -> torch.Tensor:
         if isinstance(key, slice):
@@ -225,3 +251,9 @@ class LazyWindows:
     def to_tensor(self) -> torch.Tensor:
         """All windows at once (as much memory as eager features)."""
         return self.span(0, self.num_frames)
+
+
+def lazy_mouth_windows(waveform, num_frames: int, fps: float, n_mels: int, past_frames: int,
+                       future_frames: int) -> LazyWindows:
+    """``mouth_windows(log_mel(waveform), ...)`` computed per span asked for (any length of audio)."""
+    return LazyWindows(waveform, num_frames, fps, n_mels, 0, 1, 0.04, offsets=mouth_offsets(past_frames, future_frames))

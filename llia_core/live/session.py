@@ -36,7 +36,7 @@ import torch
 
 from ..audio import Audio, AudioFeatures
 from ..audio.activity import detect_speech, frame_rms
-from ..audio.features import frame_windows, log_mel
+from ..audio.features import frame_windows, log_mel, mouth_windows
 from ..audio.io import resample
 from ..clips import ClipPlan
 from ..errors import AudioError, LLIAError
@@ -175,6 +175,8 @@ class LiveAvatar:
         self.min_lead, self.adaptive_lead = lead, adaptive_lead
         a = cfg.audio
         self.lookahead = (a.context + 0.5) * a.token_seconds + 0.5 / self.fps
+        if cfg.mouth_model is not None:  # the mouth model may listen further ahead than the audio tokens
+            self.lookahead = max(self.lookahead, cfg.mouth_model.future_seconds + 0.5 / self.fps)
         self._set_lead(lead)
         self._audio_used_until = 0.0  # media time up to which generated clips have read the avatar track
         self.on_frame = on_frame
@@ -323,17 +325,26 @@ class LiveAvatar:
         return out
 
     def _clip_inputs(self, start: int, length: int, motion_len: int):
+        """The clip's audio windows, mouth windows (None without a mouth model) and speech, from an excerpt
+        of the avatar's track long enough that every frame's windows read the same audio as offline."""
         cfg = self.pipe.config
+        mouth_cfg = cfg.mouth_model
         pad = cfg.audio.context + 2
-        first = start - motion_len - pad
-        wave = self._avatar_excerpt(first, start + length + pad)
-        n = length + motion_len + 2 * pad
-        windows = frame_windows(log_mel(torch.from_numpy(wave), cfg.audio.n_mels), n, self.fps, cfg.audio.context,
-                                cfg.audio.mel_per_token, cfg.audio.token_seconds)
+        back = pad if mouth_cfg is None else max(pad, math.ceil(mouth_cfg.past_seconds * self.fps) + 2)
+        ahead = pad if mouth_cfg is None else max(pad, math.ceil(mouth_cfg.future_seconds * self.fps) + 2)
+        first = start - motion_len - back
+        wave = self._avatar_excerpt(first, start + length + ahead)
+        n = length + motion_len + back + ahead
+        mel = log_mel(torch.from_numpy(wave), cfg.audio.n_mels)
+        windows = frame_windows(mel, n, self.fps, cfg.audio.context, cfg.audio.mel_per_token, cfg.audio.token_seconds)
         t = torch.from_numpy(wave)
         speech = detect_speech(t, n, self.fps, threshold_db=-42.0) | (frame_rms(t, n, self.fps) > 0.02)
-        sl = slice(pad, pad + motion_len + length)
-        return windows[sl], speech[sl]
+        sl = slice(back, back + motion_len + length)
+        mouth = None
+        if mouth_cfg is not None:
+            mel_m = mel if mouth_cfg.n_mels == cfg.audio.n_mels else log_mel(t, mouth_cfg.n_mels)
+            mouth = mouth_windows(mel_m, n, self.fps, mouth_cfg.past_frames, mouth_cfg.future_frames)[sl]
+        return windows[sl], mouth, speech[sl]
 
     def _states(self, speech: torch.Tensor, pts: np.ndarray) -> torch.Tensor:
         with self._lock:
@@ -343,10 +354,11 @@ class LiveAvatar:
         states[speech] = SPEAKING  # the avatar's own voice wins
         return states
 
-    def _generate(self, start: int, length: int, windows, speech, states, motion):
+    def _generate(self, start: int, length: int, windows, mouth, speech, states, motion):
         """Frames (uint8) of one clip (video frames ``start``...) and the next clip's motion frames."""
         m = 0 if motion is None else motion.shape[2]
-        audio = AudioFeatures(Audio(torch.zeros(1)), self.fps, m + length, windows, speech, torch.zeros(m + length))
+        audio = AudioFeatures(Audio(torch.zeros(1)), self.fps, m + length, windows, speech, torch.zeros(m + length),
+                              mouth)
         clip = ClipPlan(index=start, start=m, length=length, state=int(states[-1]))
         pipe = self.pipe
         if motion is None:
@@ -365,9 +377,9 @@ class LiveAvatar:
         motion = None
         for _ in range(2):
             m = 0 if motion is None else motion.shape[2]
-            windows, speech = self._clip_inputs(0, self.clip_frames, m)
+            windows, mouth, speech = self._clip_inputs(0, self.clip_frames, m)
             states = torch.full((m + self.clip_frames,), IDLE, dtype=torch.long)
-            _, motion = self._generate(0, self.clip_frames, windows, speech, states, motion)
+            _, motion = self._generate(0, self.clip_frames, windows, mouth, speech, states, motion)
 
     def newest_complete_frame(self) -> int:
         """The latest frame whose clip can start now: its audio (``lead`` ahead of the clock) is all in.
@@ -389,12 +401,12 @@ class LiveAvatar:
         start, length = self.next_frame, self.clip_frames
         motion = self._motion
         m = 0 if motion is None else motion.shape[2]  # None only before the first clip
-        windows, speech = self._clip_inputs(start, length, m)
+        windows, mouth, speech = self._clip_inputs(start, length, m)
         pts_all = (np.arange(start - m, start + length) + 0.5) / self.fps
         states = self._states(speech, pts_all)
         with self._lock:
             self._audio_used_until = max(self._audio_used_until, pts_all[-1] + self.lookahead)
-        images, self._motion = self._generate(start, length, windows, speech, states, motion)
+        images, self._motion = self._generate(start, length, windows, mouth, speech, states, motion)
         ready = time.perf_counter()
         self.stats.clip_seconds.append(ready - t_start)
         self._adapt_lead()

@@ -35,20 +35,12 @@ class AudioEncoder(nn.Module):
             for _ in range(config.num_layers)
         )
         self.norm_out = nn.LayerNorm(d)
-        if config.mouth_head_input not in ("tokens", "windows"):
-            raise ValueError(f"unknown mouth_head_input {config.mouth_head_input!r}; use 'tokens' or 'windows'")
-        width = t * config.mel_per_token * config.n_mels if config.mouth_head_input == "windows" else d
-        self.mouth_head = nn.Linear(width, 3) if config.mouth_head else None
+        self.mouth_head = nn.Linear(d, 3) if config.mouth_head else None
 
-    def predict_mouth(self, tokens: torch.Tensor, windows: torch.Tensor | None = None) -> torch.Tensor:
-        """-> (N, 3) mouth opening, width, roundness: from the frame's own token (tokens (N, T + 1, dim)),
-        or, for a "windows" head, from the raw log-mel windows (N, T, D)."""
+    def predict_mouth(self, tokens: torch.Tensor) -> torch.Tensor:
+        """tokens (N, T + 1, dim) -> (N, 3) mouth opening, width, roundness from the frame's own token."""
         if self.mouth_head is None:
             raise ValueError("this model has no mouth head (config.audio.mouth_head is False)")
-        if self.config.mouth_head_input == "windows":
-            if windows is None:
-                raise ValueError("this mouth head reads the log-mel windows; pass them")
-            return self.mouth_head(windows.flatten(1).to(self.mouth_head.weight.dtype))
         return self.mouth_head(tokens[:, self.config.context])
 
     def forward(self, windows: torch.Tensor, states: torch.Tensor,

@@ -78,17 +78,17 @@ class LLIADenoiser(nn.Module):
         self.face_locator = FaceLocator(config.autoencoder.downscale, c)
         self.mouth_map = None
         if config.mouth_map:
-            if not config.audio.mouth_head:
-                raise ValueError("mouth_map needs the audio encoder's mouth head (config.audio.mouth_head)")
+            if not config.has_mouth_source:
+                raise ValueError("mouth_map needs a mouth source (config.mouth_model or config.audio.mouth_head)")
             self.mouth_map = MouthMap(c, config.face_scale)
         self.mouth_paint = None
         if config.mouth_paint:
-            if not (config.audio.mouth_head and config.reference_skip and config.autoencoder.kind == "patch"):
-                raise ValueError("mouth_paint needs the mouth head, reference_skip and the 'patch' autoencoder")
+            if not (config.has_mouth_source and config.reference_skip and config.autoencoder.kind == "patch"):
+                raise ValueError("mouth_paint needs a mouth source, reference_skip and the 'patch' autoencoder")
             self.mouth_paint = MouthPaint(c, config.autoencoder.downscale, config.face_scale, gated=config.mouth_paint_gate)
-        if config.reference_warp and not (config.audio.mouth_head and config.reference_skip
+        if config.reference_warp and not (config.has_mouth_source and config.reference_skip
                                           and config.autoencoder.kind == "patch"):
-            raise ValueError("reference_warp needs the mouth head, reference_skip and the 'patch' autoencoder")
+            raise ValueError("reference_warp needs a mouth source, reference_skip and the 'patch' autoencoder")
         if config.residual_region not in ("face", "mouth"):
             raise ValueError(f"unknown residual_region {config.residual_region!r}; use 'face' or 'mouth'")
         if config.residual_region == "mouth" and not (config.reference_skip and config.autoencoder.kind == "patch"):
@@ -101,16 +101,21 @@ class LLIADenoiser(nn.Module):
 
     def mouth_shape(self, audio_windows: torch.Tensor, states: torch.Tensor,
                     tokens: torch.Tensor | None = None) -> torch.Tensor:
-        """(N, T, D) windows + (N,) states -> (N, 3) the mouth shape the map, paint and warp draw.
-
-        For warp models the mouth is the portrait's own (opening 0, neutral width, not round)
-        outside the speaking state: listening to someone, or silent, it stays shut whatever the
-        audio holds. The renderer calls this too, to warp the full-resolution picture the same way.
-        """
+        """(N, T, D) windows + (N,) states -> (N, 3) the mouth shape the audio encoder's head predicts
+        (models without a mouth model; the others get their shapes from ``LLIAModel.mouth_shapes``)."""
         enc = self.audio_encoder
-        if tokens is None and enc.config.mouth_head_input == "tokens":
+        if enc.mouth_head is None:
+            raise ValueError("this model's mouth comes from its mouth model: pass the shapes "
+                             "(LLIAModel.mouth_shapes) as the denoiser's mouth argument")
+        if tokens is None:
             tokens = enc(audio_windows, states)
-        mouth = enc.predict_mouth(tokens, audio_windows).detach()  # trained by its own loss only
+        mouth = enc.predict_mouth(tokens).detach()  # trained by its own loss only
+        return self.gate_mouth(mouth, states)
+
+    def gate_mouth(self, mouth: torch.Tensor, states: torch.Tensor) -> torch.Tensor:
+        """For warp models the mouth is the portrait's own (opening 0, neutral width, not round)
+        outside the speaking state: listening to someone, or silent, it stays shut whatever the
+        audio holds. The renderer warps the full-resolution picture with the same shapes."""
         if self.config.reference_warp:
             speaking = (states == SPEAKING).to(mouth.dtype)[:, None]
             neutral = torch.tensor(NEUTRAL_MOUTH, dtype=mouth.dtype, device=mouth.device)

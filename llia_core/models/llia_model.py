@@ -10,6 +10,7 @@ import torch.nn as nn
 from ..config import LLIAConfig
 from .autoencoder import build_autoencoder
 from .denoiser import LLIADenoiser
+from .mouth_model import AudioToMouth
 from .reference_net import ReferenceNet
 
 
@@ -45,6 +46,18 @@ class LLIAModel(nn.Module):
         self.autoencoder = build_autoencoder(config.autoencoder)
         self.reference_net = ReferenceNet(config)
         self.denoiser = LLIADenoiser(config)
+        self.mouth_model = AudioToMouth(config.mouth_model) if config.mouth_model is not None else None
+
+    def mouth_shapes(self, audio, frames: torch.Tensor, states: torch.Tensor,
+                     windows: torch.Tensor | None = None) -> torch.Tensor:
+        """(L, 3) the mouth shapes (opening, width, roundness) the denoiser, the warp and the renderer use
+        for frames ``frames`` of ``audio`` (``AudioFeatures``) in ``states`` (L,): the mouth model's, or,
+        without one, the audio encoder's head on the clip's ``windows`` (L, T, D); shut outside speech
+        for warp models."""
+        if self.mouth_model is None:
+            return self.denoiser.mouth_shape(windows, states)
+        w = audio.mouth_windows_for(self.mouth_model.config)[frames.cpu()].to(self.device)
+        return self.denoiser.gate_mouth(self.mouth_model.warp_shapes(w), states)
 
     @classmethod
     def from_pretrained(cls, name_or_path: str, **kwargs) -> "LLIAModel":

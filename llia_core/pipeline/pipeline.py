@@ -307,7 +307,7 @@ class LLIAPipeline:
         mouth = None
         if self.model.denoiser.draws_mouth:  # once per clip: the denoiser, the frozen path and the renderer agree
             with torch.no_grad():
-                mouth = self.model.denoiser.mouth_shape(windows[0], clip_states[0])
+                mouth = self.model.mouth_shapes(audio, idx.clamp(min=0), clip_states[0], windows[0])
             mouth = scale_mouth(mouth, sampler.mouth_amplitude)[None]
         deep = DeepFeatures() if sampler.reuses_features else None
         return ClipJob(clip, windows, clip_states, motion.to(self.device), noise, run, mouth=mouth, deep=deep,

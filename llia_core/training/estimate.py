@@ -81,7 +81,8 @@ def _forward(model: LLIAModel, clips: int, frames: int, checkpointing: bool) -> 
             model.denoiser(x0.reshape(clips, f, c, h, h).transpose(1, 2), torch.zeros(clips, **meta),
                            torch.zeros(clips, f, cfg.audio.num_tokens, cfg.audio.mel_per_token * cfg.audio.n_mels, **meta),
                            torch.zeros(clips, f, dtype=torch.long, **meta), ref, bank,
-                           torch.zeros(clips, 1, r, r, **meta), torch.zeros(clips, f, **meta))
+                           torch.zeros(clips, 1, r, r, **meta), torch.zeros(clips, f, **meta),
+                           mouth=torch.zeros(clips, f, 3, **meta))
     return float(vae), float(counter.get_total_flops()), saved[0]
 
 

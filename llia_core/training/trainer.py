@@ -49,7 +49,7 @@ class TrainConfig:
 
     data: str = "data/train"
     out_dir: str = "runs/base"
-    stage: str = "base"  # "mouth" (closed-form mouth head), "base" or "distill"
+    stage: str = "base"  # "mouth" (the audio-to-mouth model), "base" or "distill"
     config: str = "demo"
     init: str | None = None  # checkpoint to start from (distill: the teacher)
     steps: int = 4000
@@ -66,7 +66,9 @@ class TrainConfig:
     mouth_weight: float = 10.0  # extra loss weight on the mouth region (a few % of the pixels)
     mouth_aux_weight: float = 0.5  # weight of the audio -> mouth-parameter loss (models with a mouth head)
     paint_aux_weight: float = 0.0  # weight of the mouth paint's own proposal loss (models with a paint)
-    mouth_align_passes: int = 3  # stage mouth: passes estimating each video's audio/picture offset (0: none)
+    holdout: str = ""  # stage mouth: people or videos (comma list) never trained on
+    synthetic_voices: int = 3  # stage mouth: espeak-ng readings of every GRID sentence (0: none)
+    photos: str = ""  # stage mouth: portraits to measure how the landmarks read a drawn opening on
     ema_decay: float = 0.998
     guidance_scale: float = 1.5  # teacher guidance distilled into the student
     skip: int = 20  # DDIM solver skip (1000 / 20 = 50-step teacher discretisation)
@@ -202,7 +204,7 @@ def mouth_aux_loss(model: LLIAModel, batch: Batch) -> torch.Tensor:
         return torch.zeros(())
     b, f = batch.states.shape
     tokens = enc(batch.windows.flatten(0, 1), batch.states.flatten(0, 1))
-    return F.mse_loss(enc.predict_mouth(tokens, batch.windows.flatten(0, 1)), batch.mouth.flatten(0, 1))
+    return F.mse_loss(enc.predict_mouth(tokens), batch.mouth.flatten(0, 1))
 
 
 def prediction_target(scheduler, x0, noise, t):
@@ -352,18 +354,10 @@ def _train(tc: TrainConfig, ctx) -> Path:
     out.mkdir(parents=True, exist_ok=True)
     torch.manual_seed(tc.seed)
     main = ctx.is_main
-    if tc.stage == "mouth":  # closed form: no steps, nothing to resume
-        import json
+    if tc.stage == "mouth":  # the audio-to-mouth model: its own small training (models/mouth_model.py)
+        from .mouth_train import mouth_stage
 
-        from .mouth_fit import mouth_stage
-
-        model, report = mouth_stage(tc, get_config(tc.config), load_model(tc.init) if tc.init else None)
-        (out / "mouth.json").write_text(json.dumps(report, indent=1))
-        print(f"mouth head: r train {report['train_r'][0]:.3f}, val {report['val_r'][0]:.3f} (opening) "
-              f"on {report['frames']} frames")
-        final = out / "model.safetensors"
-        save_model(model, final, dtype=torch.float16, stage="mouth")
-        return final
+        return mouth_stage(tc, get_config(tc.config), out)
     device = ctx.device
     if tc.init:
         model = load_model(tc.init)
