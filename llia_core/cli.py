@@ -383,6 +383,14 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--portrait", default=None, help="with --controls: the portrait (default: the bundled one)")
     ev.add_argument("--audio", default=None, help="with --controls: the speech (default: the bundled one)")
     ev.add_argument("--controls-seconds", type=float, default=10.0, help="with --controls: seconds per setting")
+    ev.add_argument("--lipsync", default=None, metavar="TRACKS",
+                    help="lip sync on people left out: leave-people-out folds of the mouth model over the face tracks "
+                         "in TRACKS (training.data --videos DIR --out DATA --tracks-only), GRID's p/b/m onsets; with "
+                         "--real also generated videos of those people and every voice on --val-photos")
+    ev.add_argument("--folds", type=int, default=5, help="with --lipsync: folds by person")
+    ev.add_argument("--fold-steps", type=int, default=1500, help="with --lipsync: training steps of each fold's model")
+    ev.add_argument("--video-seconds", type=float, default=10.0,
+                    help="with --lipsync and --real: seconds of each generated video (0: none)")
     from .bench import add_args as add_bench_args
 
     add_bench_args(sub.add_parser("bench", help="speed/latency/memory benchmark vs a Hallo-style baseline"))
@@ -411,6 +419,20 @@ def main(argv: list[str] | None = None) -> int:
 
             run_controls_eval(args.model, args.out, portrait=args.portrait, audio=args.audio,
                               seconds=args.controls_seconds, figure=args.figure, threads=args.threads)
+        elif args.command == "eval" and args.lipsync:
+            from .evaluation.lipsync import run_lipsync_eval
+
+            if args.real:  # the validation people's videos and photos first, then lip sync on everyone left out
+                from .evaluation.real import run_real_eval
+
+                run_real_eval(args.model, args.real, args.out, videos=args.val_videos.split(","),
+                              photos=args.val_photos.split(","), seconds=args.real_seconds, figure=args.figure,
+                              threads=args.threads, expression=args.expression)
+            run_lipsync_eval(args.model, args.lipsync, args.out, realfaces=args.real, folds=args.folds,
+                             steps=args.fold_steps, video_seconds=args.video_seconds,
+                             photos=args.val_photos.split(",") if args.real else (),
+                             live_people=tuple(args.val_videos.split(",")) if args.real else (), threads=args.threads,
+                             out_suffix="_lipsync" if args.real else "")
         elif args.command == "eval" and args.real:
             from .evaluation.real import run_real_eval
 
