@@ -164,14 +164,14 @@ class LLIAConfig:
             to the noisy latents at full latent resolution (needs ``audio.mouth_head``); see
             ``models/mouth_map.py``.
         mouth_paint: also draw it at pixel resolution and add what it changes to the predicted
-            clean frame (needs the mouth head, ``reference_skip`` and the "patch" autoencoder);
+            clean frame (needs a mouth source, ``reference_skip`` and the "patch" autoencoder);
             see ``MouthPaint`` in ``models/mouth_map.py``.
         mouth_paint_gate: the paint blends its proposal over the prediction with a learned gate;
             False: it owns the lips cells outright (gate 1 there).
-        reference_warp: the reference skip is the reference warped to the mouth head's shape
+        reference_warp: the reference skip is the reference warped to the predicted mouth shape
             (``models/mouth_warp.py``), so the model moves this face's own pixels and only paints
             what the warp cannot show; the mouth is shut outside the speaking state. Needs
-            ``reference_skip``, the mouth head and the "patch" autoencoder. The same warp is applied
+            ``reference_skip``, a mouth source and the "patch" autoencoder. The same warp is applied
             to the full-resolution picture when the face is pasted back.
         reference_gate: the reference reaches the denoiser's self-attention through a separate
             attention over the reference tokens, added with a per-channel gate that starts at zero,

@@ -96,7 +96,7 @@ class LLIADenoiser(nn.Module):
 
     @property
     def draws_mouth(self) -> bool:
-        """Whether the frames follow the mouth head's shapes (mouth map, paint or warp)."""
+        """Whether the frames follow predicted mouth shapes (mouth map, paint or warp)."""
         return self.mouth_map is not None or self.mouth_paint is not None or self.config.reference_warp
 
     def mouth_shape(self, audio_windows: torch.Tensor, states: torch.Tensor,
@@ -152,7 +152,8 @@ class LLIADenoiser(nn.Module):
             audio_keep / reference_keep: (B, F) bool, False drops that condition (guidance).
             mouth_anchor: (B, 3) the portrait's mouth in its crop (``framing.py``) for the mouth
                 map and paint; None = the framing contract's mouth (the synthetic training data).
-            mouth: (B, F, 3) the mouth shapes to draw; None = the mouth head's own.
+            mouth: (B, F, 3) the mouth shapes to draw; None = the audio encoder's mouth head's (models
+                without a mouth model; the others must pass them, ``LLIAModel.mouth_shapes``).
             deep: a later consistency step of the same clip reuses the first step's deep UNet
                 features kept here (``feature_reuse.py``); None = a plain full pass.
             conditioning: one clip's sample-independent values, filled by its first call and read by

@@ -61,7 +61,7 @@ class SamplerConfig:
             this far from the portrait's are pulled back (``drift_guard.py``; 0 = off).
         mouth_amplitude: how far the mouth moves from the portrait's own: 0 still, 1 as trained, 2
             exaggerated (scales the audio's mouth shapes the model and the paste-back draw;
-            ``mouth_warp.scale_mouth``). Models without a mouth head ignore it.
+            ``mouth_warp.scale_mouth``). Models that draw no mouth ignore it.
         motion_frames: how many of a clip's last frames the next clip sees as motion frames (capped
             at the model's ``motion_frames``, the most it was trained with; it is trained with 0 up to
             that many). 1 makes every 16-frame clip a 17-frame denoiser call instead of 18: 5-6%

@@ -160,7 +160,7 @@ def base_loss(model: LLIAModel, batch: Batch, scheduler, gen: torch.Generator, t
 
 def _true_mouth(model: LLIAModel, batch: Batch) -> torch.Tensor | None:
     """Warp models are trained with the true mouth shape (the frame shows it), so the residual
-    learns what the warp cannot show for a given shape; the mouth head is fitted on its own."""
+    learns what the warp cannot show for a given shape; the mouth model is trained on its own."""
     return batch.mouth if model.config.reference_warp else None
 
 

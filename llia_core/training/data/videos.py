@@ -8,7 +8,7 @@ and codec; its own audio track, or a same-named audio file beside it):
 2. drop frames where the face is lost, too small, cut by a scene change or blurred by motion, and
    say how many went for which reason;
 3. crop the kept runs, cut them into clips, and write each with its 16 kHz audio, the per-frame
-   mouth opening / width / roundness read from the landmarks (targets for the mouth head), the
+   mouth opening / width / roundness read from the landmarks (what the warp is trained with), the
    speech activity as states (speaking / idle), and a reference frame of the same person with the
    mouth closed, and the face-locator mask from that frame's face outline.
 
