@@ -157,7 +157,7 @@ def score(model: AudioToMouth, utts: list[Utterance]) -> dict:
     return out
 
 
-def estimate_offsets(model: AudioToMouth, utts: list[Utterance], max_lag: int = 6, min_frames: int = 50
+def estimate_offsets(model: AudioToMouth, utts: list[Utterance], max_lag: int = 10, min_frames: int = 50
                      ) -> dict[str, int]:
     """Each utterance's sound/picture offset in frames: the lag at which ``model`` (trained on footage in
     sync, e.g. GRID) predicts its opening best (over all frames). -3 = the sound runs 3 frames late.
