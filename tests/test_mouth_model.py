@@ -297,3 +297,19 @@ def test_the_draw_curve_inverts_how_the_landmarks_read_a_drawn_opening():
     other = AudioToMouth(SMALL)
     other.load_state_dict(model.state_dict())
     assert torch.equal(other.draw_curve, model.draw_curve)
+
+
+def test_lipsync_report_names_the_photos_a_voice_left_under_3x():
+    from llia_core.evaluation.lipsync import _markdown
+
+    rows = [{"voice": v, "photo": p, "speech_silence_ratio": r, "closed_in_silence_pct": c}
+            for v, p, r, c in [("a", "p1", 5.0, 100.0), ("a", "p2", 2.0, 100.0), ("b", "p1", 4.0, 90.0),
+                               ("b", "p2", float("nan"), 100.0)]]
+    report = {"summary": {"predicted": {}, "voices": {"rows": 4, "share_over_3x": 0.5, "min_speech_silence_ratio": 2.0,
+                                                      "min_closed_in_silence_pct": 90.0}},
+              "people": {"x": {"r_speech": 0.05, "offset_frames": -3}, "y": {"r_speech": 0.5, "offset_frames": 0}},
+              "voices": rows}
+    text = _markdown(report)
+    assert "under 3x: p2 with 2 voices" in text and "p1 with" not in text  # a NaN ratio counts as a miss
+    assert "90% in the worst pair" in text
+    assert "x 0.05 (-3)" in text and "y 0.50" not in text

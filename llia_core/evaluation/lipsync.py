@@ -425,9 +425,14 @@ def _markdown(report: dict) -> str:
                      f"{lv['r_live']:.3f} live / {lv['r_offline']:.3f} offline | |")
     v = report["summary"].get("voices")
     if v:
-        lines.append(f"| voices on photos: speech/silence >= 3x | {v['share_over_3x']:.0%} of {v['rows']} "
-                     f"(lowest {v['min_speech_silence_ratio']:.1f}x), shut in silence >= "
-                     f"{v['min_closed_in_silence_pct']:.0f}% | |")
+        under: dict = {}
+        for row in report.get("voices", []):
+            if not row["speech_silence_ratio"] >= 3:
+                under[row["photo"]] = under.get(row["photo"], 0) + 1
+        missed = "; under 3x: " + ", ".join(f"{p} with {n} voices" for p, n in sorted(under.items())) if under else ""
+        lines.append(f"| voices on photos: speech/silence >= 3x | {v['share_over_3x']:.0%} of {v['rows']} voice/photo "
+                     f"pairs (lowest {v['min_speech_silence_ratio']:.1f}x{missed}); silent frames shut: "
+                     f"{v['min_closed_in_silence_pct']:.0f}% in the worst pair | |")
     low = sorted((p, s) for p, s in report["people"].items() if not math.isnan(s["r_speech"]) and s["r_speech"] < 0.1)
     if low:
         lines.append("")
