@@ -35,6 +35,7 @@ import numpy as np
 import torch
 
 from ..training import mouth_train as mt
+from .metrics import correlation
 from ..training.mouth_data import Utterance
 
 CLOSED = 0.4  # lips count as shut under this share of the utterance's mean opening in speech (GRID's s1: 0.05)
@@ -216,7 +217,7 @@ def _generated_r(frames: np.ndarray, u: Utterance, n: int) -> float:
 
     gap, _ = mouth_track(frames[:n])
     keep = u.speech[:n].numpy() & u.valid[:n, 0].numpy() & ~np.isnan(gap)
-    return mt.pearson(gap[keep], u.targets[:n, 0].numpy()[keep]) if keep.sum() >= mt.MIN_SPEECH_FRAMES else float("nan")
+    return correlation(gap[keep], u.targets[:n, 0].numpy()[keep], float("nan")) if keep.sum() >= mt.MIN_SPEECH_FRAMES else float("nan")
 
 
 def video_lipsync(pipe, tracks_by_name: dict, utts: list[Utterance], folds: list[list[str]], models: list,

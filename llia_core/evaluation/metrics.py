@@ -86,11 +86,13 @@ def mouth_darkness(frames: torch.Tensor, box: tuple[int, int, int, int], referen
     return dark.reshape(dark.shape[0], -1).float().mean(1)
 
 
-def correlation(a, b) -> float:
+def correlation(a, b, undefined: float = 0.0) -> float:
+    """Pearson's r; ``undefined`` where it has no value (fewer than 3 points, or either side constant):
+    0 for the evaluation tables, NaN where a mean over people should skip it."""
     a = np.asarray(a, dtype=np.float64)
     b = np.asarray(b, dtype=np.float64)
-    if a.std() < 1e-9 or b.std() < 1e-9:
-        return 0.0
+    if len(a) < 3 or a.std() < 1e-9 or b.std() < 1e-9:
+        return undefined
     return float(np.corrcoef(a, b)[0, 1])
 
 

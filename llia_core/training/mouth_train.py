@@ -24,6 +24,7 @@ import torch
 
 from ..audio.features import LOG_SILENCE
 from ..config import MouthModelConfig
+from ..evaluation.metrics import correlation
 from ..models.mouth_model import AudioToMouth, mouth_loss
 from .mouth_data import Utterance, augment_windows, frame_centres, gather_windows
 
@@ -118,12 +119,6 @@ def predict(model: AudioToMouth, utt: Utterance) -> torch.Tensor:
     return torch.cat([model(w[i:i + 2048]) for i in range(0, len(w), 2048)])
 
 
-def pearson(a: np.ndarray, b: np.ndarray) -> float:
-    if len(a) < 3 or a.std() < 1e-8 or b.std() < 1e-8:
-        return float("nan")
-    return float(np.corrcoef(a, b)[0, 1])
-
-
 def score_utterance(pred: np.ndarray, utt: Utterance, lag: int = 0) -> dict:
     """r of the predicted and real opening within speech frames (and over all frames), the predicted and
     real mean opening in speech; ``lag`` pairs prediction t with the real frame t + lag."""
@@ -134,8 +129,8 @@ def score_utterance(pred: np.ndarray, utt: Utterance, lag: int = 0) -> dict:
         a, b = (slice(0, n), slice(lag, lag + n)) if lag > 0 else (slice(-lag, -lag + n), slice(0, n))
         p, real, valid, speech = p[a], real[b], valid[b], speech[b] & speech[a]
     sp = valid & speech
-    return {"r_speech": pearson(p[sp], real[sp]) if sp.sum() >= MIN_SPEECH_FRAMES else float("nan"),
-            "r_all": pearson(p[valid], real[valid]),
+    return {"r_speech": correlation(p[sp], real[sp], float("nan")) if sp.sum() >= MIN_SPEECH_FRAMES else float("nan"),
+            "r_all": correlation(p[valid], real[valid], float("nan")),
             "open_pred": float(p[sp].mean()) if sp.any() else float("nan"),
             "open_real": float(real[sp].mean()) if sp.any() else float("nan"),
             "frames": int(sp.sum())}
