@@ -74,6 +74,25 @@ class AudioEncoderConfig:
 
 
 @dataclass(frozen=True)
+class HeadMotionConfig:
+    """The head-motion model (``models/head_model.py``): the head's pose and the brows from the speech.
+
+    Args:
+        frames_per_step: video frames between the poses it draws (the frames between are interpolated):
+            it hears each step's frames before drawing the pose at the step's end, so live mode needs
+            ``frames_per_step - 1`` frames of audio ahead (the mouth model already reads 120 ms ahead).
+        bands: mel band groups it hears (the spectrum's shape, besides the loudness).
+        hidden: width of its recurrent state (seconds of prosody and of its own motion).
+        dropout: dropout while training.
+    """
+
+    frames_per_step: int = 4
+    bands: int = 8
+    hidden: int = 96
+    dropout: float = 0.1
+
+
+@dataclass(frozen=True)
 class MouthModelConfig:
     """The audio-to-mouth model (``models/mouth_model.py``): a frame's mouth from the log-mel around it.
 
@@ -184,6 +203,8 @@ class LLIAConfig:
         num_train_timesteps: diffusion steps of the training noise schedule.
         mouth_model: the audio-to-mouth network (``models/mouth_model.py``) that gives the mouth
             map, paint and warp their shapes; None = the audio encoder's mouth head does.
+        head_model: the head-motion network (``models/head_model.py``): head pose and brows from the
+            speech; None = the head stays still.
     """
 
     name: str = "demo"
@@ -207,6 +228,7 @@ class LLIAConfig:
     audio: AudioEncoderConfig = field(default_factory=AudioEncoderConfig)
     unet: UNetConfig = field(default_factory=UNetConfig)
     mouth_model: MouthModelConfig | None = None
+    head_model: HeadMotionConfig | None = None
 
     @property
     def has_mouth_source(self) -> bool:
@@ -232,6 +254,7 @@ class LLIAConfig:
                 "audio": AudioEncoderConfig,
                 "unet": UNetConfig,
                 "mouth_model": MouthModelConfig,
+                "head_model": HeadMotionConfig,
             }
             kwargs = dict(data)
             for key, sub in nested.items():
@@ -283,10 +306,11 @@ CONFIGS: dict[str, LLIAConfig] = {
     "demo-paint": dataclasses.replace(_DEMO, mouth_paint=True),
     "demo-paint-full": dataclasses.replace(_DEMO, mouth_paint=True, mouth_paint_gate=False),
     # the real-people model: the demo network whose x0 is the reference warped by the mouth model's
-    # shapes + a residual (the mouth model learned from real videos' landmarks and synthetic voices)
+    # shapes + a residual (the mouth model learned from real videos' landmarks and synthetic voices), and a
+    # head-motion model (the head's pose and the brows from the speech, learned from real talkers' pose tracks)
     "real": dataclasses.replace(_DEMO, name="real", reference_warp=True, residual_region="mouth",
                                 audio=dataclasses.replace(_DEMO.audio, mouth_head=False),
-                                mouth_model=MouthModelConfig()),
+                                mouth_model=MouthModelConfig(), head_model=HeadMotionConfig()),
     "sd15-384": LLIAConfig(
         name="sd15-384", resolution=384, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,
         concat_reference=False, reference_skip=False, reference_gate=True, prediction_type="v_prediction",

@@ -2,7 +2,7 @@
 # Reproduce the bundled model from nothing: the cartoon model (data -> base -> mouth paint -> distillation),
 # then the real-people model on top of it (real videos + photos + cartoons -> mouth model -> base -> distillation).
 # Training about 3 h 20 min on a 2-core CPU (cartoons: data 6, base 74, paint 12, distillation 14; real people:
-# data 4, face tracks of 1,052 videos 17, mouth model 12 + its draw curve 5, base ~50, distillation ~12; the
+# data 4, face tracks of 1,052 videos 17, mouth model 12 + its draw curve 5, head motion 3, base ~50, distillation ~12; the
 # evaluations ~40 more). Every stage resumes where it stopped when rerun.
 # Needs the real-face material in ../shared/realfaces (REAL=...). Usage: bash scripts/train_bundled.sh [WORKDIR]
 set -euo pipefail
@@ -51,10 +51,15 @@ $PY -m llia_core.training.data --videos "$REAL/grid" --out "$W/real/tracks" --tr
 $PY -m llia_core train --stage mouth --config real --init "$W/distill/model.safetensors" --data "$W/real/tracks" \
     --photos "$REAL/photos" --holdout "$VAL_VIDEOS,$VAL_PHOTOS" --steps 4000 --lr 2e-3 --synthetic-voices 3 \
     --threads 2 --out-dir "$W/real/mouth"
+# 6b. the head-motion model (models/head_model.py): the head's pose and brows of every face track, learned
+#    from their speech (a GRU driving a damped oscillator per axis), the validation people never trained on;
+#    its noise calibrated so the drawn motion spreads like the training videos' (about 3 min on 2 cores)
+$PY -m llia_core train --stage head --config real --init "$W/real/mouth/model.safetensors" --data "$W/real/tracks" \
+    --holdout "$VAL_VIDEOS" --steps 1500 --lr 3e-3 --threads 2 --out-dir "$W/real/head"
 # 7. base: trained with the true mouth shapes (the warp moves the portrait, the residual learns the rest);
 #    the real clips listed three times so they are as many as the photo clips
 D="$W/real/talking,$W/real/talking,$W/real/talking,$W/real/photos,$W/real/cartoons"
-$PY -m llia_core train --stage base --config real --init "$W/real/mouth/model.safetensors" --data "$D" \
+$PY -m llia_core train --stage base --config real --init "$W/real/head/model.safetensors" --data "$D" \
     --out-dir "$W/real/base" --steps 1500 --batch-frames 24 --lr 2e-4 --warmup 50 --fixed-fraction 0.1 \
     --mouth-weight 10 --mouth-aux-weight 0 --threads 2
 # 8. latent consistency distillation into the 2-step student

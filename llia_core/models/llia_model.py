@@ -10,6 +10,7 @@ import torch.nn as nn
 from ..config import LLIAConfig
 from .autoencoder import build_autoencoder
 from .denoiser import LLIADenoiser
+from .head_model import HeadMotionModel
 from .mouth_model import AudioToMouth
 from .reference_net import ReferenceNet
 
@@ -47,6 +48,7 @@ class LLIAModel(nn.Module):
         self.reference_net = ReferenceNet(config)
         self.denoiser = LLIADenoiser(config)
         self.mouth_model = AudioToMouth(config.mouth_model) if config.mouth_model is not None else None
+        self.head_model = HeadMotionModel(config.head_model) if config.head_model is not None else None
 
     def mouth_shapes(self, audio, frames: torch.Tensor, states: torch.Tensor,
                      windows: torch.Tensor | None = None) -> torch.Tensor:

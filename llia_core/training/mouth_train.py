@@ -76,6 +76,15 @@ class _Pool:
         self.prob = torch.from_numpy(w / w.sum())
 
 
+def adamw_warmup_cosine(model: torch.nn.Module, lr: float, weight_decay: float, steps: int, warmup: int):
+    """AdamW and its schedule for the small models (mouth, head motion): a linear warm-up over ``warmup``
+    steps, then a cosine to 0 at ``steps``."""
+    opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: min(1.0, (s + 1) / warmup) * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+    return opt, sched
+
+
 def train_mouth_model(utts: list[Utterance], config: MouthModelConfig = MouthModelConfig(),
                       settings: MouthTrainSettings = MouthTrainSettings(), progress: bool = False,
                       init: AudioToMouth | None = None) -> AudioToMouth:
@@ -87,9 +96,7 @@ def train_mouth_model(utts: list[Utterance], config: MouthModelConfig = MouthMod
     gen = torch.Generator().manual_seed(settings.seed)
     model = init if init is not None else AudioToMouth(config)
     pool = _Pool(utts, config.window_frames * 2, settings.synthetic_share)
-    opt = torch.optim.AdamW(model.parameters(), lr=settings.lr, weight_decay=settings.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / 100) * 0.5 * (1 + math.cos(math.pi * min(s, settings.steps) / settings.steps)))
+    opt, sched = adamw_warmup_cosine(model, settings.lr, settings.weight_decay, settings.steps, warmup=100)
     model.train()
     bar = tqdm(range(settings.steps), desc="mouth model", disable=not progress)
     for _ in bar:
@@ -343,28 +350,10 @@ def load_utterances(data: str, holdout: tuple[str, ...] = (), n_mels: int = 80, 
                     ) -> list[Utterance]:
     """Utterances of every face track under the comma list of folders ``data``, leaving out videos or people
     named in ``holdout`` (and tracks with too few frames or faces)."""
-    from tqdm import tqdm
-
-    from .data.tracks import load_track
+    from .data.tracks import usable_tracks
     from .mouth_data import utterance_from_track
 
-    paths = []
-    for root in filter(None, data.split(",")):
-        root = Path(root)
-        folder = root / "tracks" if (root / "tracks").is_dir() else root
-        paths += sorted(p for p in folder.glob("*.npz") if ".tmp" not in p.name)
-    if not paths:
-        from ..errors import LLIAError
-
-        raise LLIAError(f"no face tracks under {data!r}; make them with python -m llia_core.training.data "
-                        "--videos DIR --out DATA --tracks-only and pass --data DATA")
-    out = []
-    for p in tqdm(paths, desc="tracks", disable=not progress):
-        t = load_track(p)
-        if t.name in holdout or t.person in holdout or t.num_frames < 10 or t.ok.mean() < 0.5:
-            continue
-        out.append(utterance_from_track(t, n_mels))
-    return out
+    return [utterance_from_track(t, n_mels) for t in usable_tracks(data, holdout, progress)]
 
 
 def measure_draw_curve(photos: list, resolution: int = 128, face_scale: float = 1.8, knots: int = 21):
@@ -399,23 +388,29 @@ def measure_draw_curve(photos: list, resolution: int = 128, face_scale: float = 
     return np.median(np.stack(reads), 0), drawn, len(reads)
 
 
-def convert_state(tensors: dict[str, torch.Tensor], config) -> "LLIAModel":
+def convert_state(tensors: dict[str, torch.Tensor], config, fresh: str = "mouth_model.") -> "LLIAModel":
     """A model of ``config`` holding ``tensors`` (another checkpoint's): every tensor of the same name and
-    shape is kept; the mouth model starts fresh and an old mouth head goes. Raises if the networks
-    differ anywhere else."""
+    shape is kept; the part named by ``fresh`` (a prefix: the mouth or the head-motion model) starts
+    fresh, an old mouth head goes, and a mouth or head-motion model the checkpoint lacks is left out of
+    ``config``. Raises if the networks differ anywhere else."""
+    import dataclasses
+
     from ..models import LLIAModel
 
+    for part in ("mouth_model", "head_model"):
+        if f"{part}." != fresh and getattr(config, part) is not None and not any(k.startswith(f"{part}.") for k in tensors):
+            config = dataclasses.replace(config, **{part: None})
     new = LLIAModel(config)
     own = new.state_dict()
     kept = {k: v for k, v in tensors.items() if k in own and own[k].shape == v.shape}
-    missing = [k for k in own if k not in kept and not k.startswith("mouth_model.")]
+    missing = [k for k in own if k not in kept and not k.startswith(fresh)]
     dropped = [k for k in tensors if k not in kept and ".mouth_head." not in k and ".mouth_paint." not in k
-               and not k.startswith("mouth_model.")]
+               and not k.startswith(fresh)]
     if missing or dropped:
         from ..errors import CheckpointError
 
-        raise CheckpointError(f"cannot give this checkpoint a {config.name!r} mouth model: the networks differ "
-                              f"({(missing + dropped)[:4]}); start from a checkpoint of the {config.name!r} family")
+        raise CheckpointError(f"cannot give this checkpoint a {config.name!r} {fresh.rstrip('.')}: the networks "
+                              f"differ ({(missing + dropped)[:4]}); start from a checkpoint of the {config.name!r} family")
     new.load_state_dict({k: v.to(own[k].dtype) for k, v in kept.items()}, strict=False)
     return new
 

@@ -49,7 +49,7 @@ class TrainConfig:
 
     data: str = "data/train"
     out_dir: str = "runs/base"
-    stage: str = "base"  # "mouth" (the audio-to-mouth model), "base" or "distill"
+    stage: str = "base"  # "mouth" (the audio-to-mouth model), "head" (the head-motion model), "base" or "distill"
     config: str = "demo"
     init: str | None = None  # checkpoint to start from (distill: the teacher)
     steps: int = 4000
@@ -66,7 +66,7 @@ class TrainConfig:
     mouth_weight: float = 10.0  # extra loss weight on the mouth region (a few % of the pixels)
     mouth_aux_weight: float = 0.5  # weight of the audio -> mouth-parameter loss (models with a mouth head)
     paint_aux_weight: float = 0.0  # weight of the mouth paint's own proposal loss (models with a paint)
-    holdout: str = ""  # stage mouth: people or videos (comma list) never trained on
+    holdout: str = ""  # stages mouth and head: people or videos (comma list) never trained on
     synthetic_voices: int = 3  # stage mouth: espeak-ng readings of every GRID sentence (0: none)
     photos: str = ""  # stage mouth: portraits to measure how the landmarks read a drawn opening on
     ema_decay: float = 0.998
@@ -358,6 +358,10 @@ def _train(tc: TrainConfig, ctx) -> Path:
         from .mouth_train import mouth_stage
 
         return mouth_stage(tc, get_config(tc.config), out)
+    if tc.stage == "head":  # the head-motion model: trained on pose tracks alone (models/head_model.py)
+        from .head_train import head_stage
+
+        return head_stage(tc, get_config(tc.config), out)
     device = ctx.device
     if tc.init:
         model = load_model(tc.init)
@@ -374,7 +378,7 @@ def _train(tc: TrainConfig, ctx) -> Path:
             raise ValueError("distillation needs --init with the trained base model (the teacher)")
         teacher = load_model(tc.init, device=device).eval()
     elif tc.stage != "base":
-        raise ValueError(f"unknown stage {tc.stage!r}; use 'base' or 'distill'")
+        raise ValueError(f"unknown stage {tc.stage!r}; use 'mouth', 'head', 'base' or 'distill'")
     ema = copy.deepcopy(model).eval().requires_grad_(False)
     autocast = _precision(tc, device)
     if _checkpointing(tc, device):

@@ -127,6 +127,27 @@ def load_tracks(root: str | Path) -> list[Track]:
     return [load_track(p) for p in paths]
 
 
+def usable_tracks(data: str, holdout: tuple[str, ...] = (), progress: bool = False, desc: str = "tracks"):
+    """The face tracks under the comma list of folders ``data`` (each a ``DATA/tracks`` folder or its
+    parent), one at a time, leaving out videos or people named in ``holdout`` and tracks with too few
+    frames or faces: what the mouth and the head-motion model learn from."""
+    from tqdm import tqdm
+
+    paths = []
+    for root in filter(None, data.split(",")):
+        folder = Path(root) / "tracks" if (Path(root) / "tracks").is_dir() else Path(root)
+        paths += sorted(p for p in folder.glob("*.npz") if ".tmp" not in p.name)
+    if not paths:
+        from ...errors import LLIAError
+
+        raise LLIAError(f"no face tracks under {data!r}; make them with python -m llia_core.training.data "
+                        "--videos DIR --out DATA --tracks-only and pass --data DATA")
+    for p in tqdm(paths, desc=desc, disable=not progress):
+        t = load_track(p)
+        if not (t.name in holdout or t.person in holdout or t.num_frames < 10 or t.ok.mean() < 0.5):
+            yield t
+
+
 def track_video(path: Path, fps: float = TRACK_FPS, max_seconds: float | None = None, name: str | None = None) -> Track:
     """Run the face tracker over one video at ``fps`` and read its audio (``videos.py``'s frame timing)."""
     from ...audio import load_audio
