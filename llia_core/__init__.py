@@ -8,7 +8,7 @@ Quick start::
     portrait = prepare_portrait("me.png", model.config.resolution)
     audio = encode_audio("hello.wav", fps=25)
     out = pipe.generate(portrait, audio, sampler=SamplerConfig(steps=2))      # the model's crops
-    video = render_clips(pipe.stream(portrait, audio), FrameRenderer(portrait),  # the photo's own size
+    video = render_clips(pipe.stream(portrait, audio), FrameRenderer(portrait),  # the photo's own size, a still head
                          total_frames=audio.num_frames, mp4="me.mp4", audio=audio.waveform_for_video())
 """
 

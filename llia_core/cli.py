@@ -94,7 +94,7 @@ def add_expression_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--mouth-amplitude", type=float, default=1.0,
                    help="how far the mouth moves: 0 still, 1 as trained, 2 exaggerated")
     p.add_argument("--head-motion", type=float, default=DEFAULT_HEAD_MOTION,
-                   help="head sway: 0 still, 1 natural, 2 lively")
+                   help="head motion and brows from the speech: 0 still, 1 as learned from real talkers, 2 twice that")
     p.add_argument("--blink-rate", type=float, default=DEFAULT_BLINK_RATE, help="blinks per minute (0 = none)")
     p.add_argument("--teeth", default=True, action=argparse.BooleanOptionalAction,
                    help="draw the upper front teeth in an open mouth (--no-teeth: a plain dark opening)")
@@ -176,10 +176,12 @@ def run_generate(args) -> dict:
                          **window_settings(a), allow_download=args.download)
     portrait = prepare_portrait(portrait_path, cfg.resolution, mode=args.crop,
                                 face_scale=args.face_scale or cfg.face_scale, expression=args.expression)
-    renderer = FrameRenderer(portrait, args.output, args.max_size or None, cfg.face_scale, motion_controls(args), fps)
+    renderer = FrameRenderer(portrait, args.output, args.max_size or None, cfg.face_scale, motion_controls(args), fps,
+                             head_model=model.head_model, speech=audio.waveform_for_video())
     for note in portrait.notes + renderer.notes:
         print(f"note: {note}", file=sys.stderr)
     states = build_states(args.states, audio)
+    renderer.listen(0, states)
     sampler = SamplerConfig(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
                             drift_guard=args.drift_guard, mouth_amplitude=args.mouth_amplitude,
                             first_clip=args.first_clip, clip_frames=args.clip_frames,
@@ -354,7 +356,7 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m llia_core", description="LLIA talking-avatar engine")
     sub = parser.add_subparsers(dest="command", required=True)
     add_generate_args(sub.add_parser("generate", help="portrait + audio -> talking-avatar mp4"))
-    add_train_args(sub.add_parser("train", help="train a model stage (base or distill)"))
+    add_train_args(sub.add_parser("train", help="train a model stage (mouth, head, base or distill)"))
     ev = sub.add_parser("eval", help="evaluation table on held-out identities")
     ev.add_argument("--model", default="bundled")
     ev.add_argument("--teacher", default=None, help="checkpoint for the teacher rows (default: --model)")
@@ -387,10 +389,15 @@ def main(argv: list[str] | None = None) -> int:
                     help="lip sync on people left out: leave-people-out folds of the mouth model over the face tracks "
                          "in TRACKS (training.data --videos DIR --out DATA --tracks-only), GRID's p/b/m onsets; with "
                          "--real also generated videos of those people and every voice on --val-photos")
-    ev.add_argument("--folds", type=int, default=5, help="with --lipsync: folds by person")
-    ev.add_argument("--fold-steps", type=int, default=1500, help="with --lipsync: training steps of each fold's model")
+    ev.add_argument("--head", default=None, metavar="TRACKS",
+                    help="head motion on people left out: leave-people-out folds of the head-motion model over the "
+                         "face tracks in TRACKS; with --real also generated videos of those people read back by the "
+                         "face mesh")
+    ev.add_argument("--folds", type=int, default=5, help="with --lipsync or --head: folds by person")
+    ev.add_argument("--fold-steps", type=int, default=1500,
+                    help="with --lipsync or --head: training steps of each fold's model")
     ev.add_argument("--video-seconds", type=float, default=10.0,
-                    help="with --lipsync and --real: seconds of each generated video (0: none)")
+                    help="with --lipsync or --head, and --real: seconds of each generated video (0: none)")
     from .bench import add_args as add_bench_args
 
     add_bench_args(sub.add_parser("bench", help="speed/latency/memory benchmark vs a Hallo-style baseline"))
@@ -419,6 +426,11 @@ def main(argv: list[str] | None = None) -> int:
 
             run_controls_eval(args.model, args.out, portrait=args.portrait, audio=args.audio,
                               seconds=args.controls_seconds, figure=args.figure, threads=args.threads)
+        elif args.command == "eval" and args.head:
+            from .evaluation.head import run_head_eval
+
+            run_head_eval(args.model, args.head, args.out, realfaces=args.real, folds=args.folds, steps=args.fold_steps,
+                          video_seconds=args.video_seconds, threads=args.threads)
         elif args.command == "eval" and args.lipsync:
             from .evaluation.lipsync import run_lipsync_eval
 

@@ -94,7 +94,9 @@ def count_blinks(eyes: np.ndarray) -> int:
 
 def _render(pipe, portrait, audio, states, motion: MotionControls, sampler: SamplerConfig):
     sampler = dataclasses.replace(sampler, mouth_amplitude=motion.mouth_amplitude)
-    renderer = FrameRenderer(portrait, "full", None, pipe.config.face_scale, motion, audio.fps)
+    renderer = FrameRenderer(portrait, "full", None, pipe.config.face_scale, motion, audio.fps,
+                             head_model=pipe.model.head_model, speech=audio.waveform_for_video())
+    renderer.listen(0, states)
     return render_clips(pipe.stream(portrait, audio, states, sampler), renderer, total_frames=audio.num_frames).frames
 
 

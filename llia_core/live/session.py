@@ -233,7 +233,11 @@ class LiveAvatar:
         keep the video's clock, so nothing jumps but what was changed)."""
         motion.validate()
         output, max_size = self._output
-        renderer = FrameRenderer(self.portrait, output, max_size, self.pipe.config.face_scale, motion, self.fps)
+        renderer = FrameRenderer(self.portrait, output, max_size, self.pipe.config.face_scale, motion, self.fps,
+                                 head_model=self.pipe.model.head_model)
+        old = getattr(self, "renderer", None)
+        if old is not None and old.motion is not None and renderer.motion is not None:
+            renderer.motion.continue_from(old.motion)
         self.motion, self.renderer = motion, renderer
         self.sampler = dataclasses.replace(self.sampler, mouth_amplitude=motion.mouth_amplitude)
 
@@ -346,6 +350,17 @@ class LiveAvatar:
             mouth = mouth_windows(mel_m, n, self.fps, mouth_cfg.past_frames, mouth_cfg.future_frames)[sl]
         return windows[sl], mouth, speech[sl]
 
+    def _hear_head(self, until: int) -> None:
+        """The head motion hears the avatar's track up to frame ``until`` (every frame once, in order,
+        skipped frames too: live draws the same head motion as offline for the same track)."""
+        renderer = self.renderer
+        stream = None if renderer.motion is None else renderer.motion.stream
+        if stream is None:
+            return
+        heard = int(round(stream.samples_heard / RATE * self.fps))
+        if until > heard:
+            renderer.hear(self._avatar_excerpt(heard, until))
+
     def _states(self, speech: torch.Tensor, pts: np.ndarray) -> torch.Tensor:
         with self._lock:
             user_until = self._user_until
@@ -404,6 +419,10 @@ class LiveAvatar:
         windows, mouth, speech = self._clip_inputs(start, length, m)
         pts_all = (np.arange(start - m, start + length) + 0.5) / self.fps
         states = self._states(speech, pts_all)
+        head = self.pipe.model.head_model
+        if head is not None:  # the head's pose between two steps needs the next step's audio (3 frames ahead)
+            self._hear_head(start + length + head.config.frames_per_step - 1)
+        self.renderer.listen(start, states[m:].numpy())  # nods while the user speaks
         with self._lock:
             self._audio_used_until = max(self._audio_used_until, pts_all[-1] + self.lookahead)
         images, self._motion = self._generate(start, length, windows, mouth, speech, states, motion)

@@ -43,10 +43,14 @@ class RenderedVideo:
 
 class FrameRenderer:
     """Turns model crops into the frames a user sees: full-size composites or the crop, with the
-    head sway and blinks of ``motion`` (``portrait/face_motion.py``) drawn on at ``fps``."""
+    head motion, brows and blinks of ``motion`` (``portrait/face_motion.py``) drawn on at ``fps``.
+
+    The head moves as ``head_model`` (the model's ``head_model``) draws it from the avatar's speech:
+    all of it in ``speech`` (16 kHz, the video's length) offline, or as it arrives through ``hear``."""
 
     def __init__(self, portrait: Portrait, output: str = "full", max_size: int | None = DEFAULT_MAX_SIZE,
-                 face_scale: float = 1.8, motion: MotionControls | None = None, fps: float = 25.0):
+                 face_scale: float = 1.8, motion: MotionControls | None = None, fps: float = 25.0, *,
+                 head_model=None, speech=None):
         if output not in OUTPUTS:
             raise LLIAError(f"unknown output '{output}'; use one of {', '.join(OUTPUTS)}")
         self.portrait, self.output = portrait, output
@@ -67,7 +71,26 @@ class FrameRenderer:
                     to_output = np.array([[w / w0, 0, 0], [0, h / h0, 0]])
                 else:
                     to_output = portrait.alignment.matrix
-                self.motion = FaceMotion(portrait.landmarks, to_output, self.size, fps, motion)
+                self.motion = FaceMotion(portrait.landmarks, to_output, self.size, fps, motion, head_model)
+                if motion.head_motion > 0 and head_model is None:
+                    self.notes.append("this model has no head-motion model: the head stays still (blinks still come)")
+        if speech is not None:
+            self.hear(speech, final=True)
+
+    def listen(self, start: int, states) -> None:
+        """Per-frame states of frames ``start``... (speaking / listening / idle): the head nods now and
+        then while the avatar listens. Offline: the whole timeline once, before the frames."""
+        if self.motion is not None:
+            from ..states import LISTENING
+
+            self.motion.listen(start, np.asarray(states) == LISTENING)
+
+    def hear(self, wave, final: bool = False) -> None:
+        """The avatar's next 16 kHz samples (1-D), for the head motion; ``final``: the speech ends here
+        (offline: the whole audio, the video's length, at once)."""
+        if self.motion is not None:
+            wave = wave.numpy() if hasattr(wave, "numpy") else np.asarray(wave)
+            self.motion.hear(wave, final)
 
     def __call__(self, crops, mouth=None, start: int = 0) -> np.ndarray:
         """(F, R, R, 3) float 0..1 -> (F, H, W, 3) uint8, new arrays (to keep). ``mouth`` (F, 3): the

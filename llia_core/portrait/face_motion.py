@@ -1,13 +1,16 @@
-"""Face motion: head sway and blinks, drawn onto finished frames at their own resolution.
+"""Face motion: the head's pose, the brows and blinks, drawn onto finished frames at their own resolution.
 
-The model moves the mouth; a person also moves the head a little and blinks. Both are smooth warps
-of the finished frame, measured from the portrait's face mesh, so they cost a remap per frame and
-no model call, and they work the same on every clip source (offline, pipelined, live):
+The model moves the mouth; a person also moves the head, raises the brows and blinks. All are smooth
+warps of the finished frame, from the portrait's face mesh, so they cost a remap per frame and no
+denoiser call, and they work the same on every clip source (offline, pipelined, live):
 
-- **head**: the head turns and shifts as one piece about the neck (a rotation of up to 2 degrees and
-  a shift of about 1.5% of the face at ``head_motion`` 1, three slow sinusoids per axis with seeded
-  phases), fading out over the neck and the picture around the head, so the shoulders and the
-  background stay;
+- **head and brows**: the pose the head-motion model (``models/head_model.py``) draws from the speech,
+  scaled by ``head_motion``: roll about the neck, yaw and pitch as a turn of the head's ellipsoid
+  (the middle of the face moves across, the outline stays: as far as one photo can show a turn), a
+  shift, all fading out over the neck and the picture around the head so the shoulders and the
+  background stay; the brows' arches lifted over the forehead (the eyes stay);
+- **listening nods**: while the avatar listens (``listen``), a small nod every few seconds (a rule:
+  no training video shows a listener), on top of the model's own motion in silence;
 - **blinks**: the upper lid comes down over the eye and goes back up in about 0.25 s (the lid's own
   skin stretched down, the eye below it unchanged), at random intervals averaging ``60 /
   blink_rate`` seconds, the same for both eyes, never in the first second (a video's thumbnail).
@@ -38,8 +41,15 @@ BLINK_CLOSURE = 1.0  # of the lid gap covered when closed
 LID_REACH = 0.9  # lid skin above the lash line that stretches down, in half eye widths
 MIN_BLINK_GAP = 0.8  # seconds between blinks at least
 FIRST_BLINK = 1.0  # seconds into the video before the first blink can come
-HEAD_DEGREES, HEAD_SHIFT, HEAD_NOD = 2.0, 0.015, 0.01  # at head_motion 1: rotation, side and up-down shift (of the face)
-HEAD_HZ = ((0.11, 0.5), (0.23, 0.3), (0.37, 0.2))  # (frequency, share) of the sway's sinusoids
+# the head-motion model's pose -> what the warp draws: the face mesh reads a yaw or pitch of the ellipsoid
+# turn (whose outline stays) at about 0.55-0.7 of its angle, a shift at 1.35x, a brow lift at 0.4x
+# (astronaut, 5 and 10 degrees; docs/model_card.md), so these make a drawn pose read as predicted
+DRAW_GAIN = np.array([1.0, 1.6, 1.8, 0.75, 0.75, 2.5])
+MAX_DRAWN = np.array([12.0, 14.0, 14.0, 0.5, 0.5, 0.1])  # degrees, head sizes, eye distances: beyond, a warp of one photo shows seams
+HEAD_DEPTH = 0.9  # the head ellipsoid's depth over its half width
+NOD_DEGREES, NOD_SECONDS = 3.0, 0.7  # a listening nod: the head dips by this much and back
+NOD_FIRST, NOD_GAP, NOD_MIN_GAP = 0.5, 3.0, 1.5  # seconds: after listening starts, mean and least between nods
+BROWS = ((70, 63, 105, 66, 107), (300, 293, 334, 296, 336))  # brow arches (upper edge), image-left and -right
 
 
 @dataclass(frozen=True)
@@ -47,8 +57,9 @@ class MotionControls:
     """How the avatar moves, beyond what the audio says.
 
     mouth_amplitude: 0 still .. 1 as trained .. 2 exaggerated (the pipeline scales the mouth shapes,
-    ``SamplerConfig.mouth_amplitude``); head_motion: 0 still .. 1 natural .. 2 lively; blink_rate:
-    blinks per minute (0 = none; people blink 10-20 times); seed: which sway and which blink times;
+    ``SamplerConfig.mouth_amplitude``); head_motion: 0 still .. 1 as the head-motion model learned from
+    real talkers .. 2 twice that (the head's pose and the brows); blink_rate: blinks per minute (0 =
+    none; people blink 10-20 times); seed: which head motion and which blink times;
     teeth: draw the upper front teeth in an open mouth (full-size output; off for a stylised face
     whose mouth should stay a plain dark opening).
     """
@@ -70,7 +81,7 @@ class MotionControls:
 
     @property
     def draws(self) -> bool:
-        """Whether the renderer has anything to draw (head sway or blinks)."""
+        """Whether the renderer has anything to draw (head motion or blinks)."""
         return self.head_motion > 0 or self.blink_rate > 0
 
 
@@ -119,14 +130,18 @@ class _Eye:
 
 
 class FaceMotion:
-    """Head sway and blinks for one portrait, on frames of one size.
+    """Head motion, brows and blinks for one portrait, on frames of one size.
 
     ``landmarks``: the portrait's face mesh (source pixels); ``to_output``: (2, 3) affine from source
-    pixels to the frames' pixels; ``size``: (width, height) of the frames; ``fps``: their rate.
+    pixels to the frames' pixels; ``size``: (width, height) of the frames; ``fps``: their rate;
+    ``head_model``: the head-motion model (``HeadMotionModel``; None: the head stays still). The
+    speech comes in through ``hear`` (all at once or as it arrives) and ``finish``.
     """
 
     def __init__(self, landmarks: FaceLandmarks, to_output: np.ndarray, size: tuple[int, int], fps: float,
-                 settings: MotionControls):
+                 settings: MotionControls, head_model=None):
+        from .head_pose import rigid_radius
+
         self.settings, self.fps = settings.validate(), float(fps)
         self.width, self.height = size
         m = np.asarray(to_output, np.float64)
@@ -134,19 +149,31 @@ class FaceMotion:
         self.eyes = [_Eye(pts[list(up)], pts[list(lo)]) for up, lo in EYELIDS]
         oval = pts[list(FACE_OVAL)]
         self.face = float(np.ptp(oval[:, 1]))
+        self.head_size = rigid_radius(pts)
+        self.eye_distance = float(np.hypot(*(self.eyes[1].frame.origin - self.eyes[0].frame.origin)))
         centre = oval.mean(0)
         self.pivot = pts[CHIN] + (pts[CHIN] - centre) * 0.6  # the neck turns the head
-        rng = np.random.default_rng(settings.seed)
-        self.phases = rng.uniform(0, 2 * np.pi, (3, len(HEAD_HZ)))
         self._blink_rng = np.random.default_rng([settings.seed, 1])
         self._blinks: list[float] = []
         self._head = None
+        self.stream = None
+        self._nod_rng = np.random.default_rng([settings.seed, 2])
+        self._nods: list[float] = []  # start times (s) of listening nods
+        self._next_nod: float | None = None
+        self._listened = 0  # frames whose listening flag was given
         if settings.head_motion > 0:
-            self._prepare_head(centre)
+            if head_model is not None:
+                from ..models.head_model import HeadMotionStream
 
-    def _prepare_head(self, centre: np.ndarray) -> None:
-        """The weight of the head's motion per pixel: 1 over the head (face and hair), fading over
-        the neck and the picture around it; kept for the box where it is not 0."""
+                self.stream = HeadMotionStream(head_model, settings.seed)
+            self._prepare_head(oval)
+            self._brows = [self._prepare_brow(pts[list(brow)], eye) for brow, eye in zip(BROWS, self.eyes)]
+
+    def _prepare_head(self, oval: np.ndarray) -> None:
+        """The weight of the head's motion per pixel (1 over the head, face and hair, fading over the
+        neck and the picture around it) and each pixel's depth on the head's ellipsoid, for the box where
+        the weight is not 0."""
+        centre = oval.mean(0)
         a, b = 0.62 * self.face, 0.75 * self.face
         cy = centre[1] - 0.1 * self.face
         x0, x1 = int(max(0, centre[0] - 1.7 * a)), int(min(self.width, centre[0] + 1.7 * a + 1))
@@ -156,17 +183,78 @@ class FaceMotion:
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         r = np.sqrt(((xs - centre[0]) / a) ** 2 + ((ys - cy) / b) ** 2)
         weight = smooth_fall(r, 1.0, 1.7).astype(np.float32)
-        self._head = ((x0, y0, x1, y1), xs, ys, xs - np.float32(self.pivot[0]), ys - np.float32(self.pivot[1]), weight)
+        # the face's ellipsoid: half the oval's width and height, HEAD_DEPTH as deep; toward the camera < 0
+        half_w, half_h = np.ptp(oval[:, 0]) / 2, np.ptp(oval[:, 1]) / 2
+        ex, ey = (xs - centre[0]) / half_w, (ys - centre[1]) / half_h
+        depth = (-HEAD_DEPTH * half_w * np.sqrt(np.clip(1 - ex ** 2 - ey ** 2, 0, None))).astype(np.float32)
+        self._head = ((x0, y0, x1, y1), xs, ys, weight, xs - np.float32(self.pivot[0]), ys - np.float32(self.pivot[1]),
+                      xs - np.float32(centre[0]), ys - np.float32(centre[1]), depth)
+
+    def _prepare_brow(self, arch: np.ndarray, eye: "_Eye"):
+        """Where a brow raise moves the picture, in output pixels: 1 on the brow's arch, falling to 0 at
+        the upper lid below it and at 1.5 arch-to-lid heights above it and past its ends."""
+        eye_y = eye.frame.to_image(np.zeros(1), np.zeros(1))[1][0]
+        x0a, x1a = float(arch[:, 0].min()), float(arch[:, 0].max())
+        brow_y = float(arch[:, 1].mean())
+        gap = max(eye_y - brow_y, 2.0)
+        half = (x1a - x0a) / 2
+        cx = (x0a + x1a) / 2
+        box = (int(max(0, cx - 1.5 * half)), int(max(0, brow_y - 2.6 * gap)),
+               int(min(self.width, cx + 1.5 * half + 1)), int(min(self.height, eye_y - 0.3 * gap + 1)))
+        if box[2] <= box[0] or box[3] <= box[1]:
+            return None
+        ys, xs = np.mgrid[box[1]:box[3], box[0]:box[2]].astype(np.float32)
+        across = smooth_fall(np.abs(xs - cx) / half, 1.0, 1.5)
+        up = (brow_y - ys) / gap  # 0 on the arch, 1 one gap above it
+        down = (ys - brow_y) / (0.7 * gap)  # the lid starts about 0.7 gaps below the arch
+        along = np.where(up >= 0, smooth_fall(up, 0.3, 1.5), smooth_fall(down, 0.2, 1.0))
+        return box, xs, ys, (across * along).astype(np.float32)
 
     # the motion's timeline
-    def pose(self, index: int) -> tuple[float, float, float]:
-        """(degrees, shift x, shift y in pixels) of the head at frame ``index``."""
+    def hear(self, wave, final: bool = False) -> None:
+        """The next 16 kHz samples of the avatar's speech (1-D); ``final``: it ends here."""
+        if self.stream is None:
+            return
+        self.stream.hear_audio(wave)
+        if final:
+            self.stream.finish_audio()
+
+    def listen(self, start: int, listening) -> None:
+        """Frames ``start``... are (True) or are not the avatar listening to the other party: while it
+        listens it nods now and then (``NOD_*``: a rule, as no training video shows a listener), the first
+        half a second in. Frames come in order; frames given before are skipped."""
+        for i, on in enumerate(np.asarray(listening, bool).reshape(-1)):
+            f = start + i
+            if f < self._listened:
+                continue
+            self._listened = f + 1
+            t = f / self.fps
+            if not on:
+                self._next_nod = None
+            elif self._next_nod is None:
+                self._next_nod = t + NOD_FIRST
+            elif t >= self._next_nod:
+                self._nods.append(self._next_nod)
+                self._next_nod += max(NOD_MIN_GAP, float(self._nod_rng.gamma(4.0, NOD_GAP / 4.0)))
+
+    def nod(self, index: int) -> float:
+        """Pitch (degrees, as read) of the listening nods at frame ``index``."""
         t = index / self.fps
-        k = self.settings.head_motion
-        waves = [sum(share * np.sin(2 * np.pi * hz * t + self.phases[axis, j]) for j, (hz, share) in enumerate(HEAD_HZ))
-                 for axis in range(3)]
-        return (k * HEAD_DEGREES * waves[0], k * HEAD_SHIFT * self.face * waves[1],
-                k * HEAD_NOD * self.face * waves[2])
+        recent = self._nods[bisect.bisect_left(self._nods, t - NOD_SECONDS):bisect.bisect_right(self._nods, t)]
+        return float(sum(NOD_DEGREES * 0.5 * (1 - np.cos(2 * np.pi * (t - n) / NOD_SECONDS)) for n in recent))
+
+    def pose(self, index: int) -> np.ndarray:
+        """(6,) roll, yaw, pitch (degrees), shift x, y (head sizes), brows (eye distances) as drawn at
+        frame ``index``: the model's pose and the listening nods, times ``DRAW_GAIN``, within ``MAX_DRAWN``."""
+        pose = np.zeros(6) if self.stream is None else self.stream.pose(index / self.fps)
+        pose[2] += self.nod(index)
+        return np.clip(pose * self.settings.head_motion * DRAW_GAIN, -MAX_DRAWN, MAX_DRAWN)
+
+    def continue_from(self, other: "FaceMotion") -> None:
+        """Go on with ``other``'s head motion (what it has heard and drawn) when only the amount or the
+        blinks changed: a new setting must not make the head jump back to the portrait's pose."""
+        if self.stream is not None and other.stream is not None and other.stream.seed == self.stream.seed:
+            self.stream = other.stream
 
     def blink(self, index: int) -> float:
         """Lid closure 0..1 at frame ``index``."""
@@ -184,7 +272,7 @@ class FaceMotion:
 
     # drawing
     def apply(self, frame: np.ndarray, index: int) -> np.ndarray:
-        """(H, W, 3) uint8 frame number ``index`` -> the frame with the head and lids moved (a new
+        """(H, W, 3) uint8 frame number ``index`` -> the frame with the head, brows and lids moved (a new
         array when anything moved, else ``frame`` itself)."""
         import cv2
 
@@ -200,14 +288,38 @@ class FaceMotion:
                 sx, sy = eye.source(px, py, closure)
                 frame[y0:y1, x0:x1] = cv2.remap(frame, sx.astype(np.float32), sy.astype(np.float32), cv2.INTER_LINEAR,
                                                 borderMode=cv2.BORDER_REPLICATE)
-        if self._head is not None:
-            degrees, tx, ty = self.pose(index)
-            (x0, y0, x1, y1), xs, ys, dx, dy, weight = self._head
-            c, s = np.cos(np.radians(degrees)), np.sin(np.radians(degrees))
-            # the head's point at p came from p - D(p), D = the rigid motion's displacement, weighted
-            mx = xs - weight * np.float32((c - 1)) * dx + weight * np.float32(s) * dy - weight * np.float32(tx)
-            my = ys - weight * np.float32(s) * dx - weight * np.float32((c - 1)) * dy - weight * np.float32(ty)
-            out = frame.copy()
-            out[y0:y1, x0:x1] = cv2.remap(frame, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
-            frame = out
-        return frame
+        if self._head is None:
+            return frame
+        roll, yaw, pitch, sx, sy, brow = pose = self.pose(index)
+        if not np.any(pose):
+            return frame
+        lift = np.float32(brow * self.eye_distance)
+        if abs(lift) > 0.05:
+            frame = frame.copy()
+            for part in self._brows:
+                if part is None:
+                    continue
+                (x0, y0, x1, y1), xs, ys, w = part
+                frame[y0:y1, x0:x1] = cv2.remap(frame, xs, ys + lift * w, cv2.INTER_LINEAR,
+                                                borderMode=cv2.BORDER_REPLICATE)
+        (x0, y0, x1, y1), xs, ys = self._head[:3]
+        dx, dy = self.head_field(roll, yaw, pitch, sx, sy)
+        out = frame.copy()
+        out[y0:y1, x0:x1] = cv2.remap(frame, xs - dx, ys - dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        return out
+
+    def head_field(self, roll: float, yaw: float, pitch: float, sx: float, sy: float) -> tuple[np.ndarray, np.ndarray]:
+        """The head's displacement in pixels over its box (``_head``'s), weighted: roll about the neck,
+        yaw and pitch of the ellipsoid about its centre (R = Ry(yaw) Rx(pitch), orthographic), the shift
+        (head sizes); the point shown at p came from p - field(p)."""
+        _, xs, ys, weight, nx, ny, hx, hy, hz = self._head
+        c, s = np.cos(np.radians(roll)), np.sin(np.radians(roll))
+        cy_, sy_ = np.cos(np.radians(yaw)), np.sin(np.radians(yaw))
+        cp, sp = np.cos(np.radians(pitch)), np.sin(np.radians(pitch))
+        dx = np.float32(c - 1) * nx - np.float32(s) * ny
+        dy = np.float32(s) * nx + np.float32(c - 1) * ny
+        y_p = np.float32(cp) * hy - np.float32(sp) * hz
+        z_p = np.float32(sp) * hy + np.float32(cp) * hz
+        dx += np.float32(cy_ - 1) * hx + np.float32(sy_) * z_p + np.float32(sx * self.head_size)
+        dy += y_p - hy + np.float32(sy * self.head_size)
+        return weight * dx, weight * dy
