@@ -378,7 +378,8 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--expression", default=DEFAULT_EXPRESSION, choices=EXPRESSIONS,
                     help="with --real: the reference expression template of each portrait")
     ev.add_argument("--figure", default=None, help="with --real: write the real-vs-generated figure here "
-                    "(it shows real people: keep it out of the repository); with --controls: the templates figure")
+                    "(it shows real people: keep it out of the repository); with --controls: the templates figure; "
+                    "with --head: the head motion drawn on the bundled portrait")
     ev.add_argument("--controls", action="store_true",
                     help="measure the expression templates and the motion controls (mouth amplitude, head motion, "
                          "blinks) on --portrait with --audio (default: the bundled ones)")
@@ -430,7 +431,7 @@ def main(argv: list[str] | None = None) -> int:
             from .evaluation.head import run_head_eval
 
             run_head_eval(args.model, args.head, args.out, realfaces=args.real, folds=args.folds, steps=args.fold_steps,
-                          video_seconds=args.video_seconds, threads=args.threads)
+                          video_seconds=args.video_seconds, threads=args.threads, figure=args.figure)
         elif args.command == "eval" and args.lipsync:
             from .evaluation.lipsync import run_lipsync_eval
 

@@ -58,6 +58,7 @@ def test_stream_in_pieces_draws_the_whole_audios_motion_and_seeds_differ():
     torch.manual_seed(0)
     model = HeadMotionModel(HeadMotionConfig(hidden=16))
     wave = _speech_wave(6.0)
+    wave[:4000] *= 4  # the loudest moment first: the 2 s loudness memory must carry it across pieces
     whole = HeadMotionStream(model, seed=3)
     whole.hear_audio(wave)
     whole.finish_audio()
@@ -199,9 +200,9 @@ def test_listening_nods_come_only_while_listening_and_in_order(face):
         motion.listen(start, flags[start:start + 7])
     pitch = np.array([motion.pose(i)[2] for i in range(len(flags))])
     starts = np.flatnonzero((pitch[1:] > 0.5) & (pitch[:-1] <= 0.5)) + 1
-    assert 6 <= len(starts) <= 14, starts  # one every 3 s on average
+    assert 3 <= len(starts) <= 10, starts  # one every 5 s on average
     assert starts.min() >= 100 + 12 and starts.max() < 850  # half a second in; none after listening ends
-    assert np.all(np.diff(starts) >= 1.5 * 25 - 1) and pitch.max() <= 3.0 * DRAW_GAIN[2] + 1e-9
+    assert np.all(np.diff(starts) >= 2.0 * 25 - 1) and pitch.max() <= 3.0 * DRAW_GAIN[2] + 1e-9
     assert np.array_equal(np.stack([motion.pose(i) for i in range(100)]), np.zeros((100, 6)))
     again = FaceMotion(face, IDENTITY, (512, 512), 25.0, settings)
     again.listen(0, flags)
@@ -237,3 +238,21 @@ def test_live_mode_draws_the_offline_head_motion(tiny_model, face):
                             speech=wave)
     assert np.abs(live).max() > 0.1  # it moved
     assert np.allclose(live, np.stack([offline.motion.pose(i) for i in range(60)]), atol=1e-5)
+
+
+def test_folds_summary_and_neck_bend(face):
+    from llia_core.evaluation.head import _markdown, neck_bend
+    from llia_core.training.head_train import leave_people_out, summarise
+
+    config, seqs = _toy_sequences(n=6, frames=200)
+    rows = leave_people_out(seqs, [["p0", "p1"], ["p2", "p3"], ["p4", "p5"]], config,
+                            HeadTrainSettings(steps=30, batch=8))
+    assert sorted(r["person"] for r in rows) == [f"p{k}" for k in range(6)]  # each scored by a model that never saw it
+    s = summarise(rows)["wild"]
+    assert s["videos"] == 6 and set(s["std_ratio_median"]) == set(HEAD_OUTPUTS)
+    text = _markdown({"model": "m", "folds": [[], [], []], "steps": 30, "seconds": 1.0, "pose_level": summarise(rows)})
+    assert "| wild | 6 | 6 |" in text
+    motion = _frozen(face, (0,) * 6)
+    assert neck_bend(motion, np.zeros(6)) == 0.0
+    small, large = neck_bend(motion, np.array([2.0, 3, 3, 0, 0, 0])), neck_bend(motion, np.array([8.0, 12, 12, 0, 0, 0]))
+    assert 0 < small < large < 45

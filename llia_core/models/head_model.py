@@ -42,24 +42,39 @@ def feature_size(config: HeadMotionConfig) -> int:
     return config.bands + FEATURES_PER_FRAME_EXTRA
 
 
-def head_features(mel: torch.Tensor, config: HeadMotionConfig, num_frames: int | None = None) -> torch.Tensor:
+def head_features(mel: torch.Tensor, config: HeadMotionConfig, num_frames: int | None = None,
+                  past_loudness: torch.Tensor | None = None) -> torch.Tensor:
     """(T, n_mels) log-mel at 100 frames/s -> (F, D) features per 25 Hz frame (frame f hears 10 ms frames
-    4f .. 4f+3; nothing later). Each frame's features read only the last 2 s, so an excerpt that starts
-    ``LOUDNESS_MEMORY`` frames before the first frame wanted gives the same values as the whole audio."""
+    4f .. 4f+3; nothing later). The loudness against the recent peak reads the last 2 s: of this mel,
+    and before its first frame of ``past_loudness`` (``frame_loudness`` of the frames before, as a
+    stream keeps them), so features made piece by piece equal the whole audio's."""
+    loud, x = _frame_loudness(mel, num_frames)
+    frames = loud.shape[0]
+    groups = torch.tensor_split(x, config.bands, dim=1)
+    shape = torch.stack([g.mean(1) for g in groups], 1) - x.mean(1, keepdim=True)
+    past = loud[:1].expand(LOUDNESS_MEMORY - 1) if past_loudness is None or not len(past_loudness) else \
+        torch.cat([past_loudness[:1].expand(LOUDNESS_MEMORY - 1), past_loudness])[-(LOUDNESS_MEMORY - 1):]
+    padded = torch.cat([past, loud])
+    peak = padded.unfold(0, LOUDNESS_MEMORY, 1).amax(1)
+    before = torch.cat([loud[:1] if past_loudness is None or not len(past_loudness) else past_loudness[-1:], loud[:-1]])
+    change = (loud - before) if frames else loud
+    return torch.cat([shape / 2.0, ((loud + 5.0) / 5.0)[:, None], ((loud - peak).clamp(min=-12.0) / 4.0)[:, None],
+                      (change.clamp(-6, 6) / 2.0)[:, None]], 1)
+
+
+def frame_loudness(mel: torch.Tensor, num_frames: int | None = None) -> torch.Tensor:
+    """(F,) each 25 Hz frame's log loudness (what ``head_features``' relative loudness compares)."""
+    return _frame_loudness(mel, num_frames)[0]
+
+
+def _frame_loudness(mel: torch.Tensor, num_frames: int | None):
     mel = mel.float()
     frames = mel.shape[0] // MEL_PER_FRAME if num_frames is None else int(num_frames)
     need = frames * MEL_PER_FRAME
     if mel.shape[0] < need:  # the audio's last frame is short: repeat its last 10 ms
         mel = torch.cat([mel, mel[-1:].expand(need - mel.shape[0], -1)], 0)
     x = mel[:need].reshape(frames, MEL_PER_FRAME, -1).mean(1)  # (F, n_mels)
-    loud = torch.logsumexp(x, dim=1)  # (F,)
-    groups = torch.tensor_split(x, config.bands, dim=1)
-    shape = torch.stack([g.mean(1) for g in groups], 1) - x.mean(1, keepdim=True)
-    padded = torch.cat([loud[:1].expand(LOUDNESS_MEMORY - 1), loud])
-    peak = padded.unfold(0, LOUDNESS_MEMORY, 1).amax(1)
-    change = torch.cat([torch.zeros(1), loud[1:] - loud[:-1]]) if frames else loud
-    return torch.cat([shape / 2.0, ((loud + 5.0) / 5.0)[:, None], ((loud - peak).clamp(min=-12.0) / 4.0)[:, None],
-                      (change.clamp(-6, 6) / 2.0)[:, None]], 1)
+    return torch.logsumexp(x, dim=1), x
 
 
 class HeadMotionModel(nn.Module):
@@ -140,6 +155,7 @@ class HeadMotionStream:
         self._wave = np.zeros(0, np.float32)  # the audio still needed for features (16 kHz)
         self._wave_start = 0  # its first sample's index in the whole audio
         self._feature_frames = 0  # frames whose features were heard
+        self._loudness = torch.zeros(0)  # the last frames' loudness (``frame_loudness``), for the next ones
         self.k = model.config.frames_per_step
         self._gen = torch.Generator().manual_seed(int(seed))
         self._feats: list[torch.Tensor] = []
@@ -197,14 +213,19 @@ class HeadMotionStream:
 
         if n <= self._feature_frames or not len(self._wave):
             return
-        # start far enough back that every new frame's features read what the whole audio would give them
-        first = max(self._wave_start // SAMPLES_PER_FRAME, self._feature_frames - LOUDNESS_MEMORY - 1)
+        # the new frames' log-mel from one frame before them (its analysis windows reach 256 samples back);
+        # the 2 s of loudness before them from what was heard
+        first = max(self._wave_start // SAMPLES_PER_FRAME, self._feature_frames - 1)
         excerpt = self._wave[first * SAMPLES_PER_FRAME - self._wave_start:]
-        feats = head_features(log_mel(torch.from_numpy(excerpt)), self.model.config, n - first)
-        self.hear(feats[self._feature_frames - first:])
+        mel = log_mel(torch.from_numpy(excerpt))[(self._feature_frames - first) * MEL_PER_FRAME:]
+        new = n - self._feature_frames
+        feats = head_features(mel, self.model.config, new, self._loudness)
+        # (a history shorter than the memory starts at frame 0, whose loudness pads it as the whole audio's does)
+        self._loudness = torch.cat([self._loudness, frame_loudness(mel, new)])[-(LOUDNESS_MEMORY - 1):]
+        self.hear(feats)
         self._feature_frames = n
-        if not at_end:  # keep only what the next frames' features still read
-            keep = max(self._wave_start, (n - LOUDNESS_MEMORY - 2) * SAMPLES_PER_FRAME)
+        if not at_end:  # keep only what the next frames' log-mel still reads
+            keep = max(self._wave_start, (n - 1) * SAMPLES_PER_FRAME)
             self._wave = self._wave[keep - self._wave_start:]
             self._wave_start = keep
 

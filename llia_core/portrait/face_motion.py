@@ -46,9 +46,10 @@ FIRST_BLINK = 1.0  # seconds into the video before the first blink can come
 # (astronaut, 5 and 10 degrees; docs/model_card.md), so these make a drawn pose read as predicted
 DRAW_GAIN = np.array([1.0, 1.6, 1.8, 0.75, 0.75, 2.5])
 MAX_DRAWN = np.array([12.0, 14.0, 14.0, 0.5, 0.5, 0.1])  # degrees, head sizes, eye distances: beyond, a warp of one photo shows seams
-HEAD_DEPTH = 0.9  # the head ellipsoid's depth over its half width
+HEAD_DEPTH = 0.9  # the head's depth in the middle of the face over the face's half width
+DEPTH_REACH = 1.35  # where the depth reaches 0, in face-oval radii
 NOD_DEGREES, NOD_SECONDS = 3.0, 0.7  # a listening nod: the head dips by this much and back
-NOD_FIRST, NOD_GAP, NOD_MIN_GAP = 0.5, 3.0, 1.5  # seconds: after listening starts, mean and least between nods
+NOD_FIRST, NOD_GAP, NOD_MIN_GAP = 0.5, 5.0, 2.0  # seconds: after listening starts, mean and least between nods
 BROWS = ((70, 63, 105, 66, 107), (300, 293, 334, 296, 336))  # brow arches (upper edge), image-left and -right
 
 
@@ -153,6 +154,7 @@ class FaceMotion:
         self.eye_distance = float(np.hypot(*(self.eyes[1].frame.origin - self.eyes[0].frame.origin)))
         centre = oval.mean(0)
         self.pivot = pts[CHIN] + (pts[CHIN] - centre) * 0.6  # the neck turns the head
+        self.chin_y = float(pts[CHIN][1])
         self._blink_rng = np.random.default_rng([settings.seed, 1])
         self._blinks: list[float] = []
         self._head = None
@@ -183,10 +185,13 @@ class FaceMotion:
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         r = np.sqrt(((xs - centre[0]) / a) ** 2 + ((ys - cy) / b) ** 2)
         weight = smooth_fall(r, 1.0, 1.7).astype(np.float32)
-        # the face's ellipsoid: half the oval's width and height, HEAD_DEPTH as deep; toward the camera < 0
+        # the head's depth (toward the camera < 0): HEAD_DEPTH half face widths in the middle, falling
+        # smoothly to 0 at DEPTH_REACH times the face oval (over the hair and the ears), so a turn moves
+        # the middle of the face across and stretches nothing by more than ~0.25 px a pixel at 14
+        # degrees (a sphere's profile, with its infinite slope at the outline, tore the cheeks' edge)
         half_w, half_h = np.ptp(oval[:, 0]) / 2, np.ptp(oval[:, 1]) / 2
-        ex, ey = (xs - centre[0]) / half_w, (ys - centre[1]) / half_h
-        depth = (-HEAD_DEPTH * half_w * np.sqrt(np.clip(1 - ex ** 2 - ey ** 2, 0, None))).astype(np.float32)
+        rr = (((xs - centre[0]) / half_w) ** 2 + ((ys - centre[1]) / half_h) ** 2) / DEPTH_REACH ** 2
+        depth = (-HEAD_DEPTH * half_w * np.clip(1 - rr, 0, None) ** 2).astype(np.float32)
         self._head = ((x0, y0, x1, y1), xs, ys, weight, xs - np.float32(self.pivot[0]), ys - np.float32(self.pivot[1]),
                       xs - np.float32(centre[0]), ys - np.float32(centre[1]), depth)
 
