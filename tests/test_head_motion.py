@@ -220,7 +220,7 @@ def test_live_mode_draws_the_offline_head_motion(tiny_model, face):
     from llia_core.portrait import prepare_portrait
 
     torch.manual_seed(2)
-    model = copy.copy(tiny_model)
+    model = copy.deepcopy(tiny_model)  # (a shallow copy would share its submodules' dict with the fixture)
     model.head_model = HeadMotionModel(HeadMotionConfig(hidden=16)).eval()
     portrait = prepare_portrait(load_image(DEFAULT_PORTRAIT), model.config.resolution)
     motion = MotionControls(head_motion=1.0, seed=7)
