@@ -71,7 +71,7 @@ class LLIALiveView:
                 "live": ("BOOLEAN", {"default": True, "label_on": "running", "label_off": "stopped",
                          "tooltip": "Queue with 'stopped' to stop this live avatar (ComfyUI's Unload models "
                                     "stops it too); queue with 'running' to (re)start it with these inputs."}),
-                "motion": ("LLIA_MOTION", {"tooltip": "From LLIA Motion Settings: mouth amplitude, head sway, "
+                "motion": ("LLIA_MOTION", {"tooltip": "From LLIA Motion Settings: mouth amplitude, head motion, "
                            "blinks (changeable later through POST /api/motion)."}),
             },
         }

@@ -50,7 +50,7 @@ class LLIAVariableLengthSampler:
                          "full-size frames; larger portraits are scaled down to it (0 = no cap). Memory: each "
                          "frame is width x height x 12 bytes."}),
         }, "optional": {
-            "motion": ("LLIA_MOTION", {"tooltip": "From LLIA Motion Settings: mouth amplitude, head sway, blinks "
+            "motion": ("LLIA_MOTION", {"tooltip": "From LLIA Motion Settings: mouth amplitude, head motion, blinks "
                        "(without it: the mouth as trained, a still head, no blinks)."}),
             "share_cores": ("BOOLEAN", {"default": True, "tooltip": "On a CPU the two overlapping stages lend "
                             "each other idle cores (~10% faster); float rounding then depends on timing, so two "

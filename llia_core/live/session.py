@@ -145,7 +145,7 @@ class LiveAvatar:
             ``viewer_left``; the server counts its pages); the media clock runs on, so audio pushed
             meanwhile keeps its place and the first clip after a page connects is the clock's
             current one. False: generate for nobody (a host that consumes ``on_frame`` itself).
-        motion: mouth amplitude, head sway and blinks (``MotionControls``); ``set_motion`` changes
+        motion: mouth amplitude, head motion and blinks (``MotionControls``); ``set_motion`` changes
             them while running.
     """
 
@@ -229,8 +229,9 @@ class LiveAvatar:
             self._set_lead(min(self.MAX_LEAD, max(self.min_lead, want)))
 
     def set_motion(self, motion: MotionControls) -> None:
-        """New mouth amplitude, head sway and blinks, from the next clip on (the sway and the blinks
-        keep the video's clock, so nothing jumps but what was changed)."""
+        """New mouth amplitude, head motion and blinks, from the next clip on (the head motion goes on
+        from where it is when only its amount changes, and the blinks keep the video's clock, so nothing
+        jumps but what was changed)."""
         motion.validate()
         output, max_size = self._output
         renderer = FrameRenderer(self.portrait, output, max_size, self.pipe.config.face_scale, motion, self.fps,
