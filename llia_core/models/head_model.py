@@ -158,7 +158,6 @@ class HeadMotionStream:
         self._loudness = torch.zeros(0)  # the last frames' loudness (``frame_loudness``), for the next ones
         self.k = model.config.frames_per_step
         self._gen = torch.Generator().manual_seed(int(seed))
-        self._feats: list[torch.Tensor] = []
         self._pending = torch.zeros((0, feature_size(model.config)))
         self._state = None
         self._key = torch.zeros(1, len(HEAD_OUTPUTS))  # the last drawn pose (units of scale); the portrait's at 0
@@ -171,10 +170,6 @@ class HeadMotionStream:
     def samples_heard(self) -> int:
         """16 kHz samples given to ``hear_audio`` so far."""
         return self._wave_start + len(self._wave)
-
-    @property
-    def frames_drawn(self) -> int:
-        return len(self._frames)
 
     @torch.no_grad()
     def hear(self, feats: torch.Tensor) -> None:

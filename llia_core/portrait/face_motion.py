@@ -282,8 +282,11 @@ class FaceMotion:
         import cv2
 
         closure = self.blink(index)
+        pose = self.pose(index) if self._head is not None else np.zeros(6)
+        if closure <= 1e-3 and not np.any(pose):
+            return frame
+        out = frame.copy()  # the one copy: lids, brows and head are drawn into it in turn
         if closure > 1e-3:
-            frame = frame.copy()
             for eye in self.eyes:
                 x0, y0, x1, y1 = eye.box
                 x0, y0, x1, y1 = max(0, x0), max(0, y0), min(self.width, x1), min(self.height, y1)
@@ -291,26 +294,21 @@ class FaceMotion:
                     continue
                 py, px = np.mgrid[y0:y1, x0:x1].astype(np.float64)
                 sx, sy = eye.source(px, py, closure)
-                frame[y0:y1, x0:x1] = cv2.remap(frame, sx.astype(np.float32), sy.astype(np.float32), cv2.INTER_LINEAR,
-                                                borderMode=cv2.BORDER_REPLICATE)
-        if self._head is None:
-            return frame
-        roll, yaw, pitch, sx, sy, brow = pose = self.pose(index)
+                out[y0:y1, x0:x1] = cv2.remap(out, sx.astype(np.float32), sy.astype(np.float32), cv2.INTER_LINEAR,
+                                              borderMode=cv2.BORDER_REPLICATE)
         if not np.any(pose):
-            return frame
+            return out
+        roll, yaw, pitch, sx, sy, brow = pose
         lift = np.float32(brow * self.eye_distance)
         if abs(lift) > 0.05:
-            frame = frame.copy()
             for part in self._brows:
                 if part is None:
                     continue
                 (x0, y0, x1, y1), xs, ys, w = part
-                frame[y0:y1, x0:x1] = cv2.remap(frame, xs, ys + lift * w, cv2.INTER_LINEAR,
-                                                borderMode=cv2.BORDER_REPLICATE)
+                out[y0:y1, x0:x1] = cv2.remap(out, xs, ys + lift * w, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         (x0, y0, x1, y1), xs, ys = self._head[:3]
         dx, dy = self.head_field(roll, yaw, pitch, sx, sy)
-        out = frame.copy()
-        out[y0:y1, x0:x1] = cv2.remap(frame, xs - dx, ys - dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        out[y0:y1, x0:x1] = cv2.remap(out, xs - dx, ys - dy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return out
 
     def head_field(self, roll: float, yaw: float, pitch: float, sx: float, sy: float) -> tuple[np.ndarray, np.ndarray]:
