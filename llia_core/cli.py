@@ -228,8 +228,13 @@ def add_live_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--avatar-audio", default=None, help="a file played as the avatar's voice (stand-in for a TTS)")
     p.add_argument("--user-audio", default=None, help="a file played as the user's microphone")
     p.add_argument("--steps", type=int, default=1, help="consistency steps per clip (2 for a little more detail)")
-    p.add_argument("--clip-frames", type=int, default=2, help="frames per clip (shorter = lower latency)")
-    p.add_argument("--lead", type=float, default=0.08, help="seconds of frames kept ready (jitter buffer)")
+    p.add_argument("--clip-frames", type=int, default=1, help="frames per clip (shorter = lower latency)")
+    p.add_argument("--lead", type=float, default=0.03,
+                   help="seconds before a frame is due that its clip starts (a clip must be made within it)")
+    p.add_argument("--levels", default="full,half,quarter,warp",
+                   help="levels the engine may run at, richest first: full = the denoiser on every clip, half / "
+                        "quarter = on every 2nd / 4th, warp = the mouth model and the warp only; it picks by the "
+                        "measured clip times so frames stay on time (full alone: every clip denoised, late or not)")
     p.add_argument("--adaptive-lead", action="store_true",
                    help="grow the lead to the time a clip takes: face in sync with the voice, more latency")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16", "fp16", "int8"),
@@ -274,7 +279,7 @@ def run_live(args) -> None:
     model, dtype = model_at_precision(model, args.dtype)
     avatar = LiveAvatar(LLIAPipeline(model, dtype=dtype), portrait, steps=args.steps, clip_frames=args.clip_frames,
                         lead=args.lead, adaptive_lead=args.adaptive_lead, output=args.output,
-                        max_size=args.max_size or None, seed=args.seed,
+                        max_size=args.max_size or None, seed=args.seed, levels=args.levels,
                         motion=motion_controls(args))
     server = LiveServer(avatar, args.host, args.port).start(args.threads, generator=False)
     print(f"live avatar at {server.url}  (POST audio to {server.url}api/avatar-audio and "

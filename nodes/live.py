@@ -10,6 +10,7 @@ after the user is done with it.
 
 from __future__ import annotations
 
+from llia_core.live.levels import LEVEL_PRESETS
 from llia_core.portrait import OUTPUTS as FRAME_SIZES
 
 from . import comfy_bridge
@@ -59,8 +60,9 @@ class LLIALiveView:
                                  "tooltip": "Port of the live page on 127.0.0.1 (this machine only)."}),
                 "steps": ("INT", {"default": 1, "min": 1, "max": 4,
                                   "tooltip": "Consistency steps per clip; 1 keeps a 2-core CPU in real time, 2 adds detail."}),
-                "clip_frames": ("INT", {"default": 2, "min": 1, "max": 8,
-                                        "tooltip": "Frames generated together; fewer = lower latency."}),
+                "clip_frames": ("INT", {"default": 1, "min": 1, "max": 8,
+                                        "tooltip": "Frames generated together; fewer = lower latency (1: ~190 ms "
+                                                   "voice to face on 2 CPU cores)."}),
                 "frame_size": (list(FRAME_SIZES), {"default": "full", "tooltip": "full: the portrait's own size, "
                                "only the face animated; crop: the model's square crop (cheapest)."}),
                 "max_size": ("INT", {"default": 1024, "min": 0, "max": 4096, "step": 8,
@@ -73,11 +75,17 @@ class LLIALiveView:
                                     "stops it too); queue with 'running' to (re)start it with these inputs."}),
                 "motion": ("LLIA_MOTION", {"tooltip": "From LLIA Motion Settings: mouth amplitude, head motion, "
                            "blinks (changeable later through POST /api/motion)."}),
+                "engine": (list(LEVEL_PRESETS), {"default": "adaptive", "tooltip": "adaptive: the diffusion model "
+                           "runs on as many clips as the machine has time for, the others are made by the mouth "
+                           "model and the warp alone, so frames are never late (the page shows the level); "
+                           "denoise every clip: always the diffusion model, late frames skipped; warp only: "
+                           "the cheapest."}),
             },
         }
 
     def start(self, model: LLIAModelHandle, reference, port: int, steps: int, clip_frames: int,
-              frame_size: str = "full", max_size: int = 1024, motion=None, live: bool = True, unique_id=None):
+              frame_size: str = "full", max_size: int = 1024, motion=None, live: bool = True,
+              engine: str = "adaptive", unique_id=None):
         from llia_core.errors import LLIAError
         from llia_core.live.process import LiveProcess
 
@@ -92,7 +100,8 @@ class LLIALiveView:
             raise LLIAError("this model handle has no checkpoint file for the live process; load it with Load LLIA Model")
         comfy_bridge.on_unload_models(stop_all)
         server = LiveProcess(model.path, reference, port, steps=steps, clip_frames=clip_frames, output=frame_size,
-                             max_size=max_size or None, motion=motion, dtype=model.precision)
+                             max_size=max_size or None, motion=motion, dtype=model.precision,
+                             levels=LEVEL_PRESETS[engine])
         _SERVERS[port], _OWNERS[owner] = server, port
         try:
             server.wait_ready()

@@ -60,6 +60,9 @@ def minute_stats(avatar, minute: int) -> dict:
             "chunk_to_shown_ms_median": ms(shown), "chunk_to_page_shown_ms_median": ms(page)}
 
 
+SETTLE_SECONDS = 5.0  # the start, when the headless browser itself starts up on the same cores
+
+
 def main(argv: list[str] | None = None) -> dict:
     from ..allocator import keep_freed_memory
 
@@ -68,9 +71,10 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--model", default="bundled")
     p.add_argument("--minutes", type=float, default=5.0)
     p.add_argument("--steps", type=int, default=1)
-    p.add_argument("--clip-frames", type=int, default=2)
-    p.add_argument("--lead", type=float, default=0.08)
+    p.add_argument("--clip-frames", type=int, default=1)
+    p.add_argument("--lead", type=float, default=0.03)
     p.add_argument("--adaptive-lead", action="store_true", help="grow --lead to the measured clip time")
+    p.add_argument("--levels", default="full,half,quarter,warp", help="levels the engine may run at (live/levels.py)")
     p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"))
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--eager", action="store_true", help="run the denoiser eagerly (no traced fast path)")
@@ -94,7 +98,7 @@ def main(argv: list[str] | None = None) -> dict:
                                 model.config.resolution)
     avatar = LiveAvatar(LLIAPipeline(model, dtype=dtype), portrait, steps=args.steps, clip_frames=args.clip_frames,
                         lead=args.lead, adaptive_lead=args.adaptive_lead, frozen=not args.eager, output=args.output,
-                        max_size=args.max_size or None)
+                        max_size=args.max_size or None, levels=args.levels)
     # generating for nobody on purpose: the numbers are the engine's, with or without the page
     server = LiveServer(avatar, "127.0.0.1", 0, pause_unwatched=False).start(args.threads, generator=False)
     browser = None
@@ -119,6 +123,15 @@ def main(argv: list[str] | None = None) -> dict:
     minutes = int(args.minutes)
     result = {"settings": vars(args), "summary": stats, "audio_delay_ms": round(1000 * avatar.audio_delay, 1),
               "per_minute": [minute_stats(avatar, m) for m in range(max(1, minutes))]}
+    settled = [n for t, n in avatar.stats.drops if t >= SETTLE_SECONDS]
+    made = [round(pts * avatar.fps - 0.5) for pts, _ in avatar.stats.lag if SETTLE_SECONDS <= pts < avatar.now() - 1]
+    late = [lag for pts, lag in avatar.stats.lag if pts >= SETTLE_SECONDS]
+    result["dropped_after_start"] = {"seconds": SETTLE_SECONDS, "dropped": int(sum(settled)), "frames": len(made),
+                                     "late": int(sum(1 for lag in late if lag > 0)),
+                                     "late_ms_p99": round(1000 * float(np.percentile(late, 99)), 1) if late else None}
+    if browser is not None:  # frames made but never shown by the page (it skips those that came too late)
+        shown = set(server.shown_frames)
+        result["dropped_after_start"]["not_shown_by_page"] = sum(1 for i in made if i not in shown)
     first, last = result["per_minute"][0], result["per_minute"][-1]
     result["delay_growth_ms"] = (None if first["ready_minus_due_ms_median"] is None
                                  or last["ready_minus_due_ms_median"] is None
@@ -137,7 +150,7 @@ def _plot(avatar, path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 2, figsize=(11, 3.6))
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.6))
     pts = np.array([p for p, _ in avatar.stats.lag])
     lag = np.array([1000 * l for _, l in avatar.stats.lag])
     axes[0].plot(pts / 60, lag, ",", alpha=0.5)
@@ -153,10 +166,27 @@ def _plot(avatar, path: Path) -> None:
     if page:
         x, y = zip(*page)
         axes[1].plot(x, y, ".", ms=3, label="reported shown by the page")
-    axes[1].axhline(300, color="r", lw=0.8, ls="--", label="300 ms target")
+    axes[1].axhline(200, color="r", lw=0.8, ls="--", label="200 ms goal")
     axes[1].set_xlabel("session minute")
     axes[1].set_ylabel("voice chunk in -> first frame shown, ms")
     axes[1].legend()
+    # the engine's level over time, and where it had to skip frames
+    from .levels import LEVEL_NAMES
+
+    governor = avatar.governor
+    history = governor.history + [(avatar.now(), governor.level.name)]
+    t = [h[0] / 60 for h in history]
+    y = [LEVEL_NAMES.index(h[1]) for h in history]
+    axes[2].step(t, y, where="post", label="level")
+    drops = [(pts / 60, LEVEL_NAMES.index("warp") + 0.3) for pts, _ in avatar.stats.drops]
+    if drops:
+        x, yd = zip(*drops)
+        axes[2].plot(x, yd, "rv", ms=4, label="frames skipped")
+    axes[2].set_yticks(range(len(LEVEL_NAMES)), LEVEL_NAMES)
+    axes[2].invert_yaxis()
+    axes[2].set_xlabel("session minute")
+    axes[2].set_title("engine level (degrade before dropping)")
+    axes[2].legend()
     fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)

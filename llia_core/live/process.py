@@ -25,6 +25,7 @@ import urllib.request
 from pathlib import Path
 
 from ..errors import LLIAError
+from .levels import LEVEL_NAMES
 
 PACKAGE_ROOT = Path(__file__).resolve().parents[2]  # the folder that holds llia_core/
 
@@ -61,16 +62,16 @@ def exit_with_stdin(on_closed) -> None:
 class LiveProcess:
     """A ``python -m llia_core live`` child serving one model and portrait on 127.0.0.1:port."""
 
-    def __init__(self, model_path, portrait, port: int, *, steps: int = 1, clip_frames: int = 2,
+    def __init__(self, model_path, portrait, port: int, *, steps: int = 1, clip_frames: int = 1,
                  output: str = "full", max_size: int | None = 1024, motion=None, dtype: str = "auto",
-                 threads: int | None = None, python: str = sys.executable):
+                 threads: int | None = None, python: str = sys.executable, levels=LEVEL_NAMES):
         self.port = int(port)
         self._dir = Path(tempfile.mkdtemp(prefix="llia-live-"))  # 0700: only this user reads the portrait
         state = save_portrait_state(portrait, self._dir)
         cmd = [python, "-m", "llia_core", "live", "--model", str(model_path), "--portrait-state", str(state),
                "--port", str(self.port), "--steps", str(steps), "--clip-frames", str(clip_frames),
                "--output", output, "--max-size", str(max_size or 0), "--dtype", dtype,
-               "--exit-with-stdin"]
+               "--levels", ",".join(levels), "--exit-with-stdin"]
         if motion is not None:
             cmd += ["--mouth-amplitude", str(motion.mouth_amplitude), "--head-motion", str(motion.head_motion),
                     "--blink-rate", str(motion.blink_rate), "--seed", str(motion.seed),

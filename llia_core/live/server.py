@@ -28,6 +28,7 @@ import base64
 import io
 import json
 import threading
+from collections import deque
 from pathlib import Path
 
 import numpy as np
@@ -101,6 +102,7 @@ class LiveServer:
         avatar.pause_unwatched = pause_unwatched
         self.viewers: set = set()
         self.shown_reports: list[dict] = []
+        self.shown_frames: deque = deque(maxlen=200000)  # indices of the frames pages reported showing
         self.loop: asyncio.AbstractEventLoop | None = None
         self._runner = None
         self._ready = threading.Event()
@@ -165,6 +167,7 @@ class LiveServer:
         out = self.avatar.stats.summary()
         out["viewers"] = len(self.viewers)
         out["paused"] = bool(self.avatar.paused)
+        out.update(self.avatar.governor.summary())  # the level it runs at and the share of frames at each
         out["lead_ms"] = round(1000 * self.avatar.lead, 1)
         out["audio_delay_ms"] = round(1000 * self.avatar.audio_delay, 1)
         out["shown_reports"] = len(self.shown_reports)
@@ -227,6 +230,7 @@ class LiveServer:
                     if data.get("type") == "shown":
                         self.shown_reports.append(data)
                         del self.shown_reports[:-5000]
+                        self.shown_frames.append(data.get("index"))
                         try:
                             self.avatar.page_showed(int(data["index"]), float(data.get("lag_ms", 0.0)))
                         except (KeyError, TypeError, ValueError):

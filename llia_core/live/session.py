@@ -6,16 +6,19 @@ One media clock (seconds since the session started) orders everything:
   track)``, so a reply plays as soon as the face can follow it; the browser plays the same audio
   at the same media times;
 - the user's microphone only decides the state: speech in it means *listening* for ``user_hold``;
-- a generator thread keeps ``lead`` seconds of frames ahead of the clock in short clips (2
-  frames by default) and labels each frame speaking (avatar voice there), listening or idle.
-  When the machine is too slow it skips ahead, to the newest frame whose audio is all in, rather
-  than letting delay pile up or showing frames behind their sound.
+- a generator thread starts each clip (1 frame by default) ``lead`` seconds before its first frame
+  is due and labels each frame speaking (avatar voice there), listening or idle. Each clip is
+  denoised or, when the machine has no time for the diffusion model, warped: the mouth model's
+  shapes move the portrait with the denoiser's last residual held (``levels.py`` chooses, from
+  measured clip times, so frames stay on time). Only a machine too slow even for that skips
+  ahead, to the newest frame whose audio is all in, rather than letting delay pile up.
 
-``audio_delay`` = ``lead`` + the model's audio look-ahead (``context`` tokens) + the rest of a
-clip, so a frame is generated only once all the audio it depends on is known; it is the
-voice-in -> face-shown latency whenever the machine keeps up. With ``adaptive_lead`` the lead
-grows to the time a clip really takes, so frames reach the page before they are due (in sync with
-the voice, at the cost of latency: measured 380 vs ~357 ms on 2 cores, so it is off by default).
+``audio_delay`` = ``lead`` + the model's audio look-ahead (the mouth model's 120 ms past a frame's
+centre) + the rest of a clip, so a frame is generated only once all the audio it depends on is
+known; it is the voice-in -> face-shown latency whenever the machine keeps up (172 ms with the
+defaults; 190 ms measured from a voice chunk to its first speaking frame on 2 cores). With
+``adaptive_lead`` the lead grows to the time a clip really takes (more latency, for machines whose
+clips do not fit the lead).
 """
 
 from __future__ import annotations
@@ -44,7 +47,9 @@ from ..pipeline import LLIAPipeline, SamplerConfig
 from ..pipeline.output import FrameRenderer
 from ..portrait.face_motion import MotionControls
 from ..portrait import DEFAULT_MAX_SIZE, Portrait
+from ..portrait.paste_back import Compositor
 from ..states import IDLE, LISTENING, SPEAKING, STATE_NAMES
+from .levels import LEVELS, LevelGovernor, levels_named
 
 RATE = 16000
 
@@ -82,6 +87,7 @@ class LiveStats:
     lag: deque = field(default_factory=lambda: deque(maxlen=20000))  # (media time, ready - due) per frame
     clip_seconds: deque = field(default_factory=lambda: deque(maxlen=20000))  # wall time to make each clip
     paused_frames: int = 0  # frames of the clock that passed while nobody watched (never generated)
+    drops: deque = field(default_factory=lambda: deque(maxlen=20000))  # (media time, frames skipped) per skip
 
     def summary(self) -> dict:
         def med(xs):
@@ -129,10 +135,11 @@ class LiveAvatar:
     Args:
         pipe: the pipeline (model, device, dtype) to generate with.
         portrait: the prepared portrait.
-        steps: consistency steps per clip (2 by default; 1 on slow machines).
+        steps: consistency steps per denoised clip (1 by default; 2 adds a little detail).
         clip_frames: frames generated together; shorter clips mean lower latency.
-        lead: seconds of frames kept ready ahead of the media clock (the jitter buffer); with
-            ``adaptive_lead`` the least, grown to the time a clip really takes (see ``_adapt_lead``).
+        lead: seconds before a frame is due that its clip starts (its audio is all in then): a clip must
+            be made within it; with ``adaptive_lead`` the least, grown to the time a clip really takes
+            (see ``_adapt_lead``).
         user_hold: seconds the avatar keeps listening after the user's speech.
         motion_frames: previous frames each clip sees (1 halves the cost of 2-frame clips; the
             model is trained with 0 to ``config.motion_frames``).
@@ -147,13 +154,17 @@ class LiveAvatar:
             current one. False: generate for nobody (a host that consumes ``on_frame`` itself).
         motion: mouth amplitude, head motion and blinks (``MotionControls``); ``set_motion`` changes
             them while running.
+        levels: the levels the engine may run at (``live/levels.py``: "full", "half", "quarter",
+            "warp"), chosen clip by clip from measured times so that frames are late rarely instead of
+            dropped often; ("full",) runs the denoiser on every clip whatever it costs. Models that do
+            not warp the portrait's mouth run "full" only.
     """
 
-    def __init__(self, pipe: LLIAPipeline, portrait: Portrait, *, steps: int = 1, clip_frames: int = 2,
-                 lead: float = 0.08, user_hold: float = 0.6, seed: int = 0, motion_frames: int = 1,
+    def __init__(self, pipe: LLIAPipeline, portrait: Portrait, *, steps: int = 1, clip_frames: int = 1,
+                 lead: float = 0.03, user_hold: float = 0.6, seed: int = 0, motion_frames: int = 1,
                  frozen: bool = True, on_frame: Callable[[LiveFrame], None] | None = None,
                  output: str = "full", max_size: int | None = DEFAULT_MAX_SIZE, pause_unwatched: bool = False,
-                 motion: MotionControls | None = None, adaptive_lead: bool = False):
+                 motion: MotionControls | None = None, adaptive_lead: bool = False, levels=LEVELS):
         self.pipe, self.portrait = pipe, portrait
         self.pause_unwatched = pause_unwatched
         self.viewers = 0
@@ -198,6 +209,13 @@ class LiveAvatar:
             pipe = self.pipe = LLIAPipeline(pipe.model, pipe.device, pipe.dtype)
             pipe.freeze_fixed_shapes(2)  # the first clip (no motion frames) and every later one
         self.reference = pipe.prepare_reference(portrait)
+        levels = levels_named(levels)
+        if not (cfg.reference_warp and pipe.model.denoiser.draws_mouth):  # nothing to warp the portrait with
+            levels = levels_named(["full"])
+        self.governor = LevelGovernor(levels, clip_frames / self.fps)
+        # the warped clips' reference: the portrait moved by the model's mouth warp, at the crop's size
+        self._warper = self.renderer.compositor or Compositor(portrait, 256, cfg.face_scale)
+        self._residual: np.ndarray | None = None  # the last denoised frame minus its warped reference (0..255)
         self._warm_up()
         self.t0 = time.perf_counter()
         self.next_frame = 0
@@ -208,8 +226,10 @@ class LiveAvatar:
 
     def _set_lead(self, lead: float) -> None:
         self.lead = lead
-        # audio arriving after a clip started generating must play after every frame of that clip
-        self.audio_delay = lead + self.lookahead + (self.clip_frames - 1) / self.fps + 0.01
+        # audio arriving after a clip started generating must play after every frame of that clip (a clip
+        # starts no earlier than ``lead`` before its first frame; 2 ms for rounding to samples; and
+        # ``push_avatar_audio`` never places audio where a clip already read)
+        self.audio_delay = lead + self.lookahead + (self.clip_frames - 1) / self.fps + 0.002
 
     def _adapt_lead(self) -> None:
         """Keep the lead at the time a clip really takes (90th percentile of the last 40, + 5 ms).
@@ -370,8 +390,12 @@ class LiveAvatar:
         states[speech] = SPEAKING  # the avatar's own voice wins
         return states
 
-    def _generate(self, start: int, length: int, windows, mouth, speech, states, motion):
-        """Frames (uint8) of one clip (video frames ``start``...) and the next clip's motion frames."""
+    def _generate(self, start: int, length: int, windows, mouth, speech, states, motion, denoise: bool = True):
+        """Frames (uint8) of one clip (video frames ``start``...) and the next clip's motion frames.
+
+        ``denoise``: the diffusion model makes the clip; otherwise it is *warped*: the mouth model's
+        shapes move the portrait and the residual of the last denoised frame is held on top
+        (``live/levels.py`` says when and why)."""
         m = 0 if motion is None else motion.shape[2]
         audio = AudioFeatures(Audio(torch.zeros(1)), self.fps, m + length, windows, speech, torch.zeros(m + length),
                               mouth)
@@ -382,20 +406,53 @@ class LiveAvatar:
             motion = torch.zeros((1, c, 0, h, h), device=pipe.device)
         sampler = dataclasses.replace(self.sampler, seed=self.sampler.seed * 1_000_003 + start)  # fresh noise per clip
         renderer = self.renderer  # set_motion may replace it meanwhile
-        job = pipe.new_job(clip, audio, states, motion, sampler)
-        pipe.advance(job, self.reference, sampler)
-        images = renderer(pipe.decode_clip(job.latents), pipe.clip_mouth(job), start)  # the portrait's own size (or the crop)
-        return images, pipe.motion_after(job.latents, sampler.motion_frames)
+        job = pipe.new_job(clip, audio, states, motion, sampler)  # runs the mouth model
+        shapes = pipe.clip_mouth(job)
+        if denoise:
+            pipe.advance(job, self.reference, sampler)
+            crops = pipe.decode_clip(job.latents)
+            if shapes is not None:
+                self._residual = crops[-1].numpy() * 255 - self._warper.reference_for(shapes[-1].numpy())
+            after = pipe.motion_after(job.latents, sampler.motion_frames)
+        else:
+            crops = self._warped_crops(shapes)
+            after = self._motion_from(crops, sampler.motion_frames)
+        images = renderer(crops, shapes, start)  # the portrait's own size (or the crop)
+        return images, after
+
+    def _warped_crops(self, shapes: torch.Tensor) -> torch.Tensor:
+        """(L, R, R, 3) float 0..1: the reference moved to each mouth shape, plus the held residual."""
+        crops = np.stack([self._warper.reference_for(s) for s in shapes.numpy()])
+        if self._residual is not None:
+            crops += self._residual
+        return torch.from_numpy(np.clip(crops, 0, 255) / 255).float()
+
+    def _motion_from(self, crops: torch.Tensor, count: int) -> torch.Tensor:
+        """The next clip's motion frames from warped crops (the autoencoder's latents of the last ones),
+        so a denoised clip after warped ones continues from what was shown."""
+        pipe = self.pipe
+        m = pipe.motion_count(count)
+        pixels = crops[len(crops) - m:].permute(0, 3, 1, 2).to(pipe.device, pipe.dtype)
+        return pipe.model.encode_pixels(pixels).permute(1, 0, 2, 3)[None]
 
     @torch.no_grad()
     def _warm_up(self) -> None:
-        """Run both clip shapes once on silence (tracing them, if frozen) so the first real clips are on time."""
+        """Run each kind of clip twice on silence (tracing the denoised one, if frozen) so the first real
+        clips are on time; the second run of each is the level governor's first measurement."""
         motion = None
-        for _ in range(2):
+        warps = any(level.denoise_every != 1 for level in self.governor.levels)
+        kinds = (True, True, False, False) if warps else (True, True)
+        if all(level.denoise_every == 0 for level in self.governor.levels):
+            kinds = (True, False, False)  # one denoised clip: the residual the warped ones hold
+        for run, denoise in enumerate(kinds):
+            t = time.perf_counter()
             m = 0 if motion is None else motion.shape[2]
             windows, mouth, speech = self._clip_inputs(0, self.clip_frames, m)
             states = torch.full((m + self.clip_frames,), IDLE, dtype=torch.long)
-            _, motion = self._generate(0, self.clip_frames, windows, mouth, speech, states, motion)
+            _, motion = self._generate(0, self.clip_frames, windows, mouth, speech, states, motion, denoise)
+            if run and kinds[run - 1] == denoise:  # the second of its kind (the first traces)
+                self.governor.record(denoise, time.perf_counter() - t, False, self.lead, 0.0, 0)
+        self.governor.counter = 0
 
     def newest_complete_frame(self) -> int:
         """The latest frame whose clip can start now: its audio (``lead`` ahead of the clock) is all in.
@@ -410,9 +467,13 @@ class LiveAvatar:
     def step(self) -> list[LiveFrame]:
         """Generate the next clip now (the thread calls this on schedule; tests may call it directly)."""
         t_start = time.perf_counter()
-        behind = self.newest_complete_frame() - self.next_frame
-        if behind > 0:  # too slow: skip ahead instead of piling up delay
+        now = self.now()
+        # the next frame is already due (too slow): skip ahead instead of piling up delay; frames not yet
+        # due are made, however little ahead of the clock (at the start, or after a slow clip)
+        behind = self.newest_complete_frame() - self.next_frame if (self.next_frame + 0.5) / self.fps < now else 0
+        if behind > 0:
             self.stats.dropped += behind
+            self.stats.drops.append((self.next_frame / self.fps, behind))
             self.next_frame += behind
         start, length = self.next_frame, self.clip_frames
         motion = self._motion
@@ -426,9 +487,12 @@ class LiveAvatar:
         self.renderer.listen(start, states[m:].numpy())  # nods while the user speaks
         with self._lock:
             self._audio_used_until = max(self._audio_used_until, pts_all[-1] + self.lookahead)
-        images, self._motion = self._generate(start, length, windows, mouth, speech, states, motion)
+        denoise = self.governor.denoise_next()
+        images, self._motion = self._generate(start, length, windows, mouth, speech, states, motion, denoise)
         ready = time.perf_counter()
         self.stats.clip_seconds.append(ready - t_start)
+        now = self.now()  # the engine's clock (tests may replace it)
+        self.governor.record(denoise, ready - t_start, now > (start + 0.5) / self.fps, self.lead, now, length)
         self._adapt_lead()
         self.stats.frames += length  # counted before any is handed out: a viewer never sees uncounted frames
         frames = []
