@@ -166,3 +166,53 @@ def test_a_slow_denoiser_degrades_the_level_instead_of_dropping_frames(portrait)
     speaking = [f for f in frames if f.state == SPEAKING]
     assert len(speaking) >= 15  # the voice was heard; the mouth moved with it
     assert len({f.image.tobytes() for f in speaking}) > 10
+
+
+def test_the_audio_delay_covers_all_the_audio_a_clip_reads(portrait):
+    """Voice pushed in 1 ms pieces at real-time pace on the engine's clock, clips made at the latest
+    moment the schedule allows (``lead`` before each frame): every frame's mouth shape equals the one the
+    offline job computes from the whole track, so no clip ever read audio that had not arrived yet."""
+    from llia_core.audio import encode_audio
+    from llia_core.live import LiveAvatar
+    from llia_core.pipeline import LLIAPipeline
+
+    model = warp_model()
+    pipe = LLIAPipeline(model)
+    seen = []
+    real = pipe.new_job
+
+    def spy(clip, audio, states, motion, sampler):
+        job = real(clip, audio, states, motion, sampler)
+        seen.append((clip.index, job.mouth[0, -clip.length:].clone(), states[-clip.length:].clone()))
+        return job
+
+    avatar = LiveAvatar(pipe, portrait, clip_frames=1, lead=0.03, frozen=False, levels="warp")
+    assert avatar.audio_delay <= 0.03 + 0.1325 + 0.002 + 1e-6  # 120 ms ahead + half a 25 ms mel window
+    pipe.new_job = spy
+    clock = [0.0]
+    avatar.now = lambda: clock[0]
+    avatar.t0 = time.perf_counter()
+    wave = np.concatenate([voice(0.7, f0=120), np.zeros(1600, np.float32), voice(0.5, f0=180)])
+    piece = 16  # 1 ms pieces, each sent once all of it has been spoken (as a real-time source would)
+    pushed, tick = 0, 0
+    while len(seen) < 40:  # one millisecond at a time
+        tick += 1
+        clock[0] = tick / 1000
+        if pushed < wave.size:  # the piece just spoken
+            avatar.push_avatar_audio(wave[pushed:pushed + piece])
+            pushed += piece
+        if tick >= round(1000 * ((avatar.next_frame + 0.5) / avatar.fps - avatar.lead)):
+            avatar.step()  # the clip starts as late as the schedule allows
+    with avatar._lock:
+        track = np.concatenate([np.zeros(avatar._track_offset, np.float32), avatar._track])
+    first = avatar.stats.chunks[0]
+    start = int(round(first.start * 16000))
+    assert np.abs(track[start:start + wave.size] - wave).max() == 0  # the voice, in one piece
+    assert abs(first.start - (0.001 + avatar.audio_delay)) < 1e-6  # sent at 1 ms, played audio_delay later
+    index = torch.tensor([i for i, _, _ in seen])
+    live = torch.cat([m for _, m, _ in seen])
+    states = torch.cat([s for _, _, s in seen])
+    whole = np.concatenate([track, np.zeros(16000, np.float32)])  # silence after the voice, as live reads it
+    offline = model.mouth_shapes(encode_audio((whole, 16000), 25.0), index, states)
+    assert live[:, 0].std() > 0.01  # the mouth moves
+    assert torch.allclose(live, offline, atol=1e-4)

@@ -133,6 +133,20 @@ def mouth_offsets(past_frames: int, future_frames: int) -> torch.Tensor:
     return torch.arange(-int(past_frames), int(future_frames) + 1, dtype=torch.float64) * (MEL_HOP / 16000)
 
 
+def mouth_reach_seconds(future_seconds: float, fps: float) -> float:
+    """How far past a video frame's centre the mouth model's windows read the audio: the last 10 ms mel
+    frame a window interpolates from (the one after ``future_seconds``, unless that time falls on a
+    mel frame) plus half its analysis window; the most over the frame times (25 fps: 0.1325 s)."""
+    hop, half = MEL_HOP / 16000, MEL_WIN / 2 / 16000
+    reach = 0.0
+    for i in range(int(math.ceil(fps)) * 10):  # a whole number of seconds covers every phase on the mel grid
+        centre = (i + 0.5) / fps
+        pos = (centre + future_seconds) / hop
+        last = round(pos) if abs(pos - round(pos)) < 1e-6 else math.floor(pos) + 1
+        reach = max(reach, last * hop + half - centre)
+    return reach
+
+
 def _windows(mel: torch.Tensor, offset: int, n_mel: int, f0: int, f1: int, fps: float,
              offsets: torch.Tensor, rows: int) -> torch.Tensor:
     """Windows of frames [f0, f1) from ``mel`` = frames [offset, offset + len) of an ``n_mel``-frame log-mel.

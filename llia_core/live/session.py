@@ -40,7 +40,7 @@ import torch
 
 from ..audio import Audio, AudioFeatures
 from ..audio.activity import detect_speech, frame_rms
-from ..audio.features import frame_windows, log_mel, mouth_windows
+from ..audio.features import frame_windows, log_mel, mouth_reach_seconds, mouth_windows
 from ..audio.io import resample
 from ..clips import ClipPlan
 from ..errors import AudioError, LLIAError
@@ -189,7 +189,7 @@ class LiveAvatar:
         a = cfg.audio
         self.lookahead = (a.context + 0.5) * a.token_seconds + 0.5 / self.fps
         if cfg.mouth_model is not None:  # the mouth model may listen further ahead than the audio tokens
-            self.lookahead = max(self.lookahead, cfg.mouth_model.future_seconds + 0.5 / self.fps)
+            self.lookahead = max(self.lookahead, mouth_reach_seconds(cfg.mouth_model.future_seconds, self.fps))
         self._set_lead(lead)
         self._audio_used_until = 0.0  # media time up to which generated clips have read the avatar track
         self.on_frame = on_frame
