@@ -5,9 +5,11 @@ the way a streaming TTS would; between answers the "user" talks (their chunks go
 input) and there are silences. Reports, from one run: latency from a voice chunk arriving to its
 first frame being shown (the page shows a frame at its media time, in sync with the audio; with
 ``--browser`` also as the page itself reports it),
-latency from the user starting to talk to the avatar visibly listening, frames dropped, and
-whether delay grows (first vs last minute). ``--browser`` also opens the page in headless
-Chromium and reports the page's own display lag.
+latency from the user starting to talk to the avatar visibly listening, frames dropped (and, after
+the first 5 s, when the headless browser itself starts on the same cores: dropped, ready late, and
+never shown by the page), the engine's level (``levels.py``) and whether delay grows (first vs last
+minute). ``--browser`` also opens the page in headless Chromium and reports the page's own display
+lag. The plot: lag per frame, latency per voice chunk, the level over time.
 """
 
 from __future__ import annotations
