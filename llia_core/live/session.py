@@ -13,10 +13,11 @@ One media clock (seconds since the session started) orders everything:
   measured clip times, so frames stay on time). Only a machine too slow even for that skips
   ahead, to the newest frame whose audio is all in, rather than letting delay pile up.
 
-``audio_delay`` = ``lead`` + the model's audio look-ahead (the mouth model's 120 ms past a frame's
-centre) + the rest of a clip, so a frame is generated only once all the audio it depends on is
-known; it is the voice-in -> face-shown latency whenever the machine keeps up (172 ms with the
-defaults; 190 ms measured from a voice chunk to its first speaking frame on 2 cores). With
+``audio_delay`` = ``lead`` + the model's audio look-ahead (the mouth model reads 120 ms past a
+frame's centre, and that mel frame 12.5 ms further) + the rest of a clip, so a frame is generated
+only once all the audio it depends on is known; it is the voice-in -> face-shown latency whenever
+the machine keeps up (164.5 ms with the defaults; 190 ms measured from a voice chunk to its first
+speaking frame on 2 cores, the frames being 40 ms apart). With
 ``adaptive_lead`` the lead grows to the time a clip really takes (more latency, for machines whose
 clips do not fit the lead).
 """
