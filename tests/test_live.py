@@ -230,7 +230,8 @@ def test_headless_chromium_shows_frames(avatar, tmp_path):
             time.sleep(0.5)
         assert stats["shown_reports"] >= 20, stats
         assert stats["viewers"] == 1
-        assert stats["browser_lag_ms_median"] is not None and stats["browser_lag_ms_median"] >= 0
+        # frames are drawn at the refresh nearest their time: up to half a refresh (8.3 ms at 60 Hz) early
+        assert stats["browser_lag_ms_median"] is not None and stats["browser_lag_ms_median"] >= -9
     finally:
         browser.kill()
         browser.wait()
