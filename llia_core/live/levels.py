@@ -117,11 +117,11 @@ class LevelGovernor:
 
     def fits(self, level: LiveLevel, lead: float, now: float, margin: float) -> bool:
         """Whether ``level``'s clips fit: each kind it runs within the lead, their mean within a clip's time."""
-        kinds = {True: 1.0} if level.denoise_every == 1 else \
-            {False: 1.0} if level.denoise_every == 0 else \
-            {True: 1 / level.denoise_every, False: 1 - 1 / level.denoise_every}
+        denoised_share = 1 / level.denoise_every if level.denoise_every else 0.0
         mean = 0.0
-        for denoised, share in kinds.items():
+        for denoised, share in ((True, denoised_share), (False, 1 - denoised_share)):
+            if share == 0:
+                continue
             t = self.estimate(denoised, now)
             if t is None:
                 return denoised is False  # a warped clip never measured: assume it fits (it is the floor)
