@@ -5,7 +5,7 @@ Quick start::
     from llia_core import load_model, LLIAPipeline, SamplerConfig, encode_audio, prepare_portrait
     model = load_model("bundled")
     pipe = LLIAPipeline(model)
-    portrait = prepare_portrait("me.png", model.config.resolution)
+    portrait = prepare_portrait("me.png", model.config.resolution, view=model.config.framing)
     audio = encode_audio("hello.wav", fps=25)
     out = pipe.generate(portrait, audio, sampler=SamplerConfig(steps=2))      # the model's crops
     video = render_clips(pipe.stream(portrait, audio), FrameRenderer(portrait),  # the photo's own size, a still head

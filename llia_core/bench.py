@@ -59,7 +59,7 @@ def _portrait(config):
     from .portrait import prepare_portrait
 
     asset = Path(__file__).parent / "assets" / "portrait.png"
-    return prepare_portrait(asset, config.resolution)
+    return prepare_portrait(asset, config.resolution, view=config.framing)
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

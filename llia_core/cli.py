@@ -43,7 +43,8 @@ def add_generate_args(p: argparse.ArgumentParser) -> None:
     p.add_argument("--crop", default="auto", choices=("auto", "face", "whole"),
                    help="auto: the face from its landmarks (the whole image if none is found); face: the same, "
                         "no face is an error; whole: animate the centred square")
-    p.add_argument("--face-scale", type=float, default=None, help="crop side / face size (default: model's)")
+    p.add_argument("--face-scale", type=float, default=None, help="crop side / face size (1.8, the default: the model's own framing; "
+                   "models that warp the mouth keep theirs)")
     add_expression_args(p)
     p.add_argument("--output", default="full", choices=("full", "crop"),
                    help="full: the portrait's own size, only the face animated; crop: the model's square crop")
@@ -174,9 +175,11 @@ def run_generate(args) -> dict:
     a = cfg.audio
     audio = encode_audio(args.audio or DEFAULT_AUDIO, fps, start=args.start, duration=args.duration,
                          **window_settings(a), allow_download=args.download)
-    portrait = prepare_portrait(portrait_path, cfg.resolution, mode=args.crop,
-                                face_scale=args.face_scale or cfg.face_scale, expression=args.expression)
-    renderer = FrameRenderer(portrait, args.output, args.max_size or None, cfg.face_scale, motion_controls(args), fps,
+    view, note = cfg.portrait_view(args.face_scale)
+    portrait = prepare_portrait(portrait_path, cfg.resolution, mode=args.crop, view=view, expression=args.expression)
+    if note:
+        portrait.notes.append(note)
+    renderer = FrameRenderer(portrait, args.output, args.max_size or None, motion_controls(args), fps,
                              head_model=model.head_model, speech=audio.waveform_for_video())
     for note in portrait.notes + renderer.notes:
         print(f"note: {note}", file=sys.stderr)
@@ -271,7 +274,7 @@ def run_live(args) -> None:
         portrait = load_portrait_state(args.portrait_state)
     else:
         portrait = prepare_portrait(args.portrait or DEFAULT_PORTRAIT, cfg.resolution, mode=args.crop,
-                                    face_scale=cfg.face_scale, expression=args.expression)
+                                    view=cfg.framing, expression=args.expression)
     for note in portrait.notes:
         print(f"note: {note}", file=sys.stderr)
     from .quantization import model_at_precision
@@ -378,6 +381,11 @@ def main(argv: list[str] | None = None) -> int:
     ev.add_argument("--val-photos", default="hallo_1,hallo_4,genface_000007,genface_015270,liveportrait_s3,"
                     "liveportrait_s9,dreamtalk_male_face,sadtalker_people_0", help="with --real: comma list of photos/")
     ev.add_argument("--real-seconds", type=float, default=10.0, help="with --real: seconds of each video")
+    ev.add_argument("--realism-videos", default="grid/s2/pwij3p,grid/s3/sbia1a,grid/s5/lbax4n,grid/s10/bbab8n,"
+                    "grid/s20/brbk7n,grid/s22/lbbc2a,grid/s23/lrwp9a,grid/s26/swiz3n,grid/s32/sbwe5n",
+                    help="with --real: more videos of people the model never trained on (paths under --real, "
+                    "without suffix; default one clip of each GRID speaker but s1) for the mouth-realism "
+                    "measures only ('' for none)")
     from .portrait import DEFAULT_EXPRESSION, EXPRESSIONS
 
     ev.add_argument("--expression", default=DEFAULT_EXPRESSION, choices=EXPRESSIONS,
@@ -445,7 +453,8 @@ def main(argv: list[str] | None = None) -> int:
 
                 run_real_eval(args.model, args.real, args.out, videos=args.val_videos.split(","),
                               photos=args.val_photos.split(","), seconds=args.real_seconds, figure=args.figure,
-                              threads=args.threads, expression=args.expression)
+                              threads=args.threads, expression=args.expression,
+                              realism_videos=[v for v in args.realism_videos.split(",") if v])
             run_lipsync_eval(args.model, args.lipsync, args.out, realfaces=args.real, folds=args.folds,
                              steps=args.fold_steps, video_seconds=args.video_seconds,
                              photos=args.val_photos.split(",") if args.real else (),
@@ -456,7 +465,8 @@ def main(argv: list[str] | None = None) -> int:
 
             run_real_eval(args.model, args.real, args.out, videos=args.val_videos.split(","),
                           photos=args.val_photos.split(","), seconds=args.real_seconds, figure=args.figure,
-                          threads=args.threads, expression=args.expression)
+                          threads=args.threads, expression=args.expression,
+                          realism_videos=[v for v in args.realism_videos.split(",") if v])
         elif args.command == "eval":
             from .evaluation.run import run_eval
 

@@ -178,7 +178,9 @@ class LLIAConfig:
         reference_skip: the denoiser predicts the clean frame as reference latent + a learned
             residual (needs prediction_type "sample"), so an untrained or small model starts from
             the portrait instead of from noise and only has to learn what moves.
-        face_scale: crop side / face box side used to frame portraits.
+        face_scale: crop side / face box side used to frame portraits (``framing.Framing.scale``).
+        crop_centre_y: height of the crop's centre in face-box units (0: the whole face; the
+            real-people model's lower-face crop sits lower, ``framing.Framing``).
         mouth_map: draw the audio encoder's predicted mouth shape at the mouth position and add it
             to the noisy latents at full latent resolution (needs ``audio.mouth_head``); see
             ``models/mouth_map.py``.
@@ -216,6 +218,7 @@ class LLIAConfig:
     concat_reference: bool = True
     reference_skip: bool = True
     face_scale: float = 1.8
+    crop_centre_y: float = 0.0
     mouth_map: bool = False
     mouth_paint: bool = False
     mouth_paint_gate: bool = True
@@ -234,6 +237,25 @@ class LLIAConfig:
     def has_mouth_source(self) -> bool:
         """Whether something predicts the mouth from the audio (the mouth model or the encoder's head)."""
         return self.mouth_model is not None or self.audio.mouth_head
+
+    @property
+    def framing(self):
+        """The part of the face this model's crop shows (``framing.Framing``)."""
+        from .framing import Framing
+
+        return Framing(self.face_scale, self.crop_centre_y)
+
+    def portrait_view(self, face_scale: float | None = None):
+        """-> (the framing to crop a portrait with, a note or None). ``face_scale``: a user's crop width
+        on the whole-face scale (1.8 or None: the model's own framing; 2.4: a third wider). A model that
+        warps the mouth draws the warp in its own framing and keeps it."""
+        view = self.framing
+        if face_scale is None or abs(face_scale - 1.8) < 1e-6:
+            return view, None
+        if self.reference_warp:
+            return view, (f"face scale {face_scale:g} ignored: this model moves the mouth in its own framing "
+                          "(use 1.8)")
+        return view.scaled(face_scale / 1.8), None
 
     @property
     def latent_size(self) -> int:
@@ -307,8 +329,10 @@ CONFIGS: dict[str, LLIAConfig] = {
     "demo-paint-full": dataclasses.replace(_DEMO, mouth_paint=True, mouth_paint_gate=False),
     # the real-people model: the demo network whose x0 is the reference warped by the mouth model's
     # shapes + a residual (the mouth model learned from real videos' landmarks and synthetic voices), and a
-    # head-motion model (the head's pose and the brows from the speech, learned from real talkers' pose tracks)
+    # head-motion model (the head's pose and the brows from the speech, learned from real talkers' pose tracks);
+    # its crop is the lower face (nose to below an open jaw), where an open mouth is ~60 px wide
     "real": dataclasses.replace(_DEMO, name="real", reference_warp=True, residual_region="mouth",
+                                face_scale=0.68, crop_centre_y=0.68,
                                 audio=dataclasses.replace(_DEMO.audio, mouth_head=False),
                                 mouth_model=MouthModelConfig(), head_model=HeadMotionConfig()),
     "sd15-384": LLIAConfig(

@@ -1,9 +1,10 @@
 """The framing contract: where a face sits in the model's square crop, for cartoons and photos alike.
 
-Coordinates are face-box units: the face box is centred in the crop and spans [-1, 1] on both
-axes, so the crop spans [-face_scale, face_scale] (1 unit = R / (2 * face_scale) pixels). The
-training-data renderer draws to these numbers, and real portraits are aligned to them from their
-landmarks, so a model trained on one works on the other.
+Coordinates are face-box units: the face box spans [-1, 1] on both axes. Which part of it a
+model's crop shows is its ``Framing``: the whole face (the crop spans [-1.8, 1.8], 1 unit = R / 3.6
+pixels) or, for the real-people model, the lower face (x in [-0.68, 0.68], y in [0, 1.36]: the
+mouth is 2.6x larger). The training-data renderer draws to these numbers, and real portraits are
+aligned to them from their landmarks, so a model trained on one works on the other.
 
 The landmark targets (``EYE_*``, ``LANDMARK_MOUTH_*``) are what the face mesh reads on the
 renderer's own faces (median over 100 identities, std 0.01-0.02; `tests/test_framing.py` measures
@@ -13,6 +14,8 @@ reproduces the renderer's framing.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -32,19 +35,61 @@ LANDMARK_MOUTH_Y = 0.52
 LANDMARK_MOUTH_WIDTH = 0.60  # corner to corner
 
 
-def unit(resolution: int, face_scale: float = FACE_SCALE) -> float:
+@dataclass(frozen=True)
+class Framing:
+    """Which part of the face a model's square crop shows, in face-box units.
+
+    ``scale``: half the crop's side (= crop side / face box side); ``centre_y``: the height of the
+    crop's centre (0: the face box's centre). The cartoon model sees the whole face (1.8, 0); the
+    real-people model a lower-face crop (0.68, 0.68: from the nose to below an open jaw), so an open
+    mouth is ~60 px wide in its 128 px crop instead of ~23.
+    """
+
+    scale: float = FACE_SCALE
+    centre_y: float = 0.0
+
+    def unit(self, resolution: int) -> float:
+        """Pixels per face-box unit in a crop of side ``resolution``."""
+        return resolution / (2 * self.scale)
+
+    def to_pixels(self, points, resolution: int) -> np.ndarray:
+        """(N, 2) face-box units -> crop pixels."""
+        u = self.unit(resolution)
+        p = np.asarray(points, np.float64)
+        return (p - (0.0, self.centre_y)) * u + resolution / 2
+
+    def to_units(self, points, resolution: int) -> np.ndarray:
+        """(N, 2) crop pixels -> face-box units."""
+        p = np.asarray(points, np.float64)
+        return (p - resolution / 2) / self.unit(resolution) + (0.0, self.centre_y)
+
+    def axes(self, size: int, device=None) -> tuple[torch.Tensor, torch.Tensor]:
+        """Pixel centres of a ``size`` crop in face-box units: (x of each column, y of each row), as
+        ``grid_sample(align_corners=False)`` reads them."""
+        t = ((torch.arange(size, device=device, dtype=torch.float32) + 0.5) / size * 2 - 1) * self.scale
+        return t, t + self.centre_y
+
+    def scaled(self, factor: float) -> "Framing":
+        """The same framing ``factor`` times as wide (a user's wider or tighter crop)."""
+        return Framing(self.scale * factor, self.centre_y)
+
+
+FACE = Framing()  # the whole face: the framing contract's own crop
+
+
+def unit(resolution: int, view: Framing = FACE) -> float:
     """Pixels per face-box unit in a crop of side ``resolution``."""
-    return resolution / (2 * face_scale)
+    return view.unit(resolution)
 
 
-def to_pixels(points, resolution: int, face_scale: float = FACE_SCALE) -> np.ndarray:
+def to_pixels(points, resolution: int, view: Framing = FACE) -> np.ndarray:
     """(N, 2) face-box units -> crop pixels."""
-    return np.asarray(points, np.float64) * unit(resolution, face_scale) + resolution / 2
+    return view.to_pixels(points, resolution)
 
 
-def to_units(points, resolution: int, face_scale: float = FACE_SCALE) -> np.ndarray:
+def to_units(points, resolution: int, view: Framing = FACE) -> np.ndarray:
     """(N, 2) crop pixels -> face-box units."""
-    return (np.asarray(points, np.float64) - resolution / 2) / unit(resolution, face_scale)
+    return view.to_units(points, resolution)
 
 
 def alignment_targets() -> np.ndarray:
@@ -64,7 +109,7 @@ def mouth_anchor_from_landmarks(mouth_centre_units, mouth_width_units: float) ->
     return torch.tensor([float(x), float(y) + MOUTH_CENTRE_Y - LANDMARK_MOUTH_Y, scale], dtype=torch.float32)
 
 
-def face_locator_mask(resolution: int, face_scale: float = FACE_SCALE, oval=None) -> torch.Tensor:
+def face_locator_mask(resolution: int, view: Framing = FACE, oval=None) -> torch.Tensor:
     """(1, R, R) 0/1 face region for the face locator.
 
     ``oval``: (N, 2) the face mesh's outline of this face in crop pixels -> the ellipse fitted to
@@ -79,7 +124,6 @@ def face_locator_mask(resolution: int, face_scale: float = FACE_SCALE, oval=None
         mask = np.zeros((r, r), np.uint8)
         cv2.ellipse(mask, ((cx, cy), (1.1 * w, 1.1 * h), angle), 1, -1)
         return torch.from_numpy(mask).float()[None]
-    yy, xx = torch.meshgrid(torch.arange(r) + 0.5, torch.arange(r) + 0.5, indexing="ij")
-    radius = 1.1 * unit(r, face_scale)
-    inside = ((xx - r / 2) / radius) ** 2 + ((yy - r / 2) / radius) ** 2 <= 1.0
+    xs, ys = view.axes(r)
+    inside = (xs[None, :] ** 2 + ys[:, None] ** 2) <= 1.1 ** 2
     return inside.float()[None]

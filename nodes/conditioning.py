@@ -67,7 +67,9 @@ class LLIAReferencePortrait:
                      "landmarks, the whole image if none is found; face: require a face; whole: animate the centre "
                      "square as is."}),
             "face_scale": ("FLOAT", {"default": 1.8, "min": 1.0, "max": 6.0, "step": 0.05,
-                                     "tooltip": "Crop side / face size. Larger shows more hair and shoulders."}),
+                                     "tooltip": "Crop side / face size; 1.8: the model's own framing. Larger "
+                                     "shows more hair and shoulders (models that warp the mouth, as the bundled "
+                                     "one, keep their own)."}),
         }, "optional": {
             "expression": (list(EXPRESSIONS), {"default": DEFAULT_EXPRESSION, "tooltip": "The mouth the avatar "
                            "starts from, keeps while listening or idle, and talks from. neutral: lips closed, "
@@ -76,8 +78,10 @@ class LLIAReferencePortrait:
         }}
 
     def prepare(self, model, image, crop, face_scale, expression=DEFAULT_EXPRESSION):
-        portrait = prepare_portrait(image, model.config.resolution, mode=crop, face_scale=face_scale,
-                                    expression=expression)
+        view, note = model.config.portrait_view(face_scale)
+        portrait = prepare_portrait(image, model.config.resolution, mode=crop, view=view, expression=expression)
+        if note:
+            portrait.notes.append(note)
         model.pipeline.prepare_reference(portrait)  # ReferenceNet once per portrait, cached
         width, height = portrait.source_size
         paste_mask = torch.from_numpy(face_paste_mask(portrait, width, height))[None]

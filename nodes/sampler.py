@@ -69,7 +69,7 @@ class LLIAVariableLengthSampler:
         if motion is not None:
             cfg = dataclasses.replace(cfg, mouth_amplitude=motion.mouth_amplitude)
         n, fps = llia_audio.num_frames, llia_audio.fps
-        renderer = FrameRenderer(reference, frame_size, max_size or None, model.config.face_scale, motion, fps,
+        renderer = FrameRenderer(reference, frame_size, max_size or None, motion, fps,
                                  head_model=pipe.model.head_model, speech=llia_audio.waveform_for_video())
         renderer.listen(0, states)
         path = _output_path(filename_prefix) if output != OUTPUTS[0] else None

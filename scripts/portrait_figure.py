@@ -46,7 +46,7 @@ def main() -> None:
     pipe = LLIAPipeline(model)
     rows = []
     for image in (photo, tilted):
-        portrait = prepare_portrait(image, cfg.resolution)
+        portrait = prepare_portrait(image, cfg.resolution, view=cfg.framing)
         video = render_clips(pipe.stream(portrait, audio, None, SamplerConfig(steps=2)), FrameRenderer(portrait),
                              total_frames=audio.num_frames)
         # the mouth's motion as the face mesh reads it on the generated frames

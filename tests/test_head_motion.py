@@ -234,7 +234,7 @@ def test_live_mode_draws_the_offline_head_motion(tiny_model, face):
         while avatar.next_frame < 60:
             avatar.step()
     live = np.stack([avatar.renderer.motion.pose(i) for i in range(60)])
-    offline = FrameRenderer(portrait, "full", 256, model.config.face_scale, motion, 25.0, head_model=model.head_model,
+    offline = FrameRenderer(portrait, "full", 256, motion, 25.0, head_model=model.head_model,
                             speech=wave)
     assert np.abs(live).max() > 0.1  # it moved
     assert np.allclose(live, np.stack([offline.motion.pose(i) for i in range(60)]), atol=1e-5)

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from llia_core.models import LLIAModel
+from llia_core.framing import FACE
 from llia_core.models.mouth_map import mouth_ellipses
 from llia_core.training.data import make_clip
 from llia_core.evaluation.metrics import MOUTH_INTERIOR
@@ -23,7 +24,7 @@ def _mouth_config(**overrides):
 def test_opening_ellipse_lands_on_the_drawn_mouth_interior():
     clip = make_clip(20, 5, seconds=2.0, fps=25, resolution=128, kind="speaking", head_motion=False)
     mouth = torch.tensor(np.stack([clip.mouth_open, clip.mouth_width, clip.mouth_round], -1))
-    cover = mouth_ellipses(mouth, 128, 1.8)[:, 0] > 0.5  # per-pixel map at image resolution
+    cover = mouth_ellipses(mouth, 128, FACE)[:, 0] > 0.5  # per-pixel map at image resolution
     frames = torch.as_tensor(clip.frames).float() / 255
     interior = (frames - torch.tensor(MOUTH_INTERIOR)).norm(dim=-1) < 0.1
     wide = torch.as_tensor(clip.mouth_open) > 0.5
@@ -32,9 +33,9 @@ def test_opening_ellipse_lands_on_the_drawn_mouth_interior():
     union = (cover | interior)[wide].sum((1, 2)).float()
     assert (inter / union).mean() > 0.5
     # the drawn opening grows with the true opening, and a closed mouth has none
-    area = mouth_ellipses(mouth, 32, 1.8)[:, 0].sum((1, 2))
+    area = mouth_ellipses(mouth, 32, FACE)[:, 0].sum((1, 2))
     assert np.corrcoef(area.numpy(), clip.mouth_open)[0, 1] > 0.95
-    assert mouth_ellipses(torch.tensor([[0.0, 0.5, 0.0]]), 32, 1.8)[:, 0].sum() == 0
+    assert mouth_ellipses(torch.tensor([[0.0, 0.5, 0.0]]), 32, FACE)[:, 0].sum() == 0
 
 
 def test_mouth_map_needs_a_mouth_source():
@@ -163,7 +164,7 @@ def test_mouth_paint_lays_its_colours_on_exactly_the_pixels_the_ellipses_cover(g
     from llia_core.models.mouth_map import MouthPaint
 
     ds, size = 4, 128
-    paint = MouthPaint(3 * ds * ds, ds, face_scale=1.8, gated=gated)
+    paint = MouthPaint(3 * ds * ds, ds, view=FACE, gated=gated)
     c = 3 * ds * ds
     inside, lip, skin = torch.tensor([-0.6, -0.9, -0.8]), torch.tensor([0.5, -0.2, -0.1]), torch.tensor([0.8, 0.5, 0.3])
     with torch.no_grad():
@@ -174,7 +175,7 @@ def test_mouth_paint_lays_its_colours_on_exactly_the_pixels_the_ellipses_cover(g
     ref = F.pixel_unshuffle(skin[None, :, None, None].expand(1, 3, size, size), ds)
     pred = torch.zeros_like(ref)
     pixels = F.pixel_shuffle(paint(mouth, ref, pred), ds)[0].permute(1, 2, 0)  # (H, W, 3)
-    cover = mouth_ellipses(mouth, size, 1.8)[0]
+    cover = mouth_ellipses(mouth, size, FACE)[0]
     opening, ring = cover[0] == 1, (cover[1] == 1) & (cover[0] == 0)
     assert opening.sum() > 30 and ring.sum() > 10
     assert torch.allclose(pixels[opening], inside.expand(int(opening.sum()), 3), atol=1e-6)
@@ -192,11 +193,11 @@ def test_mouth_paint_sees_the_mouth_pixel_by_pixel():
     import torch.nn.functional as F
 
     mouths = torch.tensor([[0.3, 0.5, 0.0], [0.8, 0.2, 1.0]])
-    pixels = mouth_ellipses(mouths, 128, 1.8)
+    pixels = mouth_ellipses(mouths, 128, FACE)
     fine = F.pixel_unshuffle(pixels, 4)
     assert fine.shape == (2, 32, 32, 32)
     assert torch.equal(F.pixel_shuffle(fine, 4), pixels)
-    coarse = mouth_ellipses(mouths, 32, 1.8)
+    coarse = mouth_ellipses(mouths, 32, FACE)
     assert (fine[:, :16].mean(1) - coarse[:, 0]).abs().mean() < 0.01
     assert (fine[:, :16].mean(1) - coarse[:, 0]).abs().max() < 0.2
 

@@ -85,6 +85,36 @@ def test_rendered_face_aligned_through_landmarks_matches_the_renderer(face_rgb):
     assert abs(x) < 0.05 and abs(y - framing.MOUTH_CENTRE_Y) < 0.05 and 0.8 < scale < 1.25
 
 
+def test_a_lower_face_crop_is_the_whole_face_crop_zoomed_about_the_mouth(photo, face_rgb):
+    """The real-people model's framing (the lower face) shows the same face, 2.6x larger: units map to
+    pixels through the view, both crops of a photo agree on every landmark, and a cartoon rendered large
+    and reframed is that crop of the photo's renderer."""
+    from llia_core.config import get_config
+    from llia_core.training.data.clips import reframe, rendered_size
+
+    view = get_config("real").framing
+    pts = np.array([[0.0, 0.52], [0.3, 1.0], [-0.6, 0.1]])
+    assert np.allclose(view.to_units(view.to_pixels(pts, 128), 128), pts)
+    assert np.allclose(view.to_pixels([[0.0, view.centre_y]], 128), 64)
+    whole, lower = prepare_portrait(photo, 128), prepare_portrait(photo, 128, view=view)
+    assert lower.view == view and whole.view == framing.FACE
+    # the same landmarks land on the same face-box units in either crop
+    uw = whole.view.to_units(whole.alignment.to_crop(whole.landmarks.xy), 128)
+    ul = lower.view.to_units(lower.alignment.to_crop(lower.landmarks.xy), 128)
+    assert np.abs(uw - ul).max() < 1e-6
+    assert torch.allclose(whole.mouth_anchor, lower.mouth_anchor, atol=1e-5)
+    assert view.unit(128) / framing.FACE.unit(128) == pytest.approx(1.8 / 0.68)
+    # a rendered cartoon: rendered at 339 px and reframed = the whole-face render's lower part
+    big = render_frame(identity_from_id(3), FramePose(), rendered_size(view, 128))
+    crop = reframe(big, view, 128).astype(np.float32)
+    (x0, y0), (x1, y1) = framing.FACE.to_pixels(view.to_units([[0, 0], [128, 128]], 128), 384)
+    import cv2
+
+    direct = cv2.resize(face_rgb[int(round(y0)):int(round(y1)), int(round(x0)):int(round(x1))], (128, 128),
+                        interpolation=cv2.INTER_AREA).astype(np.float32)
+    assert np.abs(crop - direct).mean() < 6  # the same picture, drawn at two sizes
+
+
 def test_contract_targets_are_what_the_mesh_reads_on_rendered_faces():
     rows = []
     for ident in range(5, 400, 40):

@@ -6,6 +6,7 @@ import pytest
 import torch
 
 from llia_core import framing
+from llia_core.framing import FACE
 from llia_core.config import get_config
 from llia_core.models import LLIAModel
 from llia_core.models.mouth_warp import mouth_source, warp_grid, warp_patch_latent, warp_pixels
@@ -68,15 +69,15 @@ def test_the_warp_follows_the_portraits_own_mouth_anchor():
 
 def test_patch_latent_warp_is_exact_at_rest_and_moves_only_the_lower_face():
     lat = torch.rand(2, 48, 32, 32)
-    still = warp_patch_latent(lat, torch.tensor([[0.0, 0.5, 0.0]] * 2), 1.8, 4)
+    still = warp_patch_latent(lat, torch.tensor([[0.0, 0.5, 0.0]] * 2), FACE, 4)
     assert torch.allclose(still, lat, atol=2e-5)  # grid arithmetic in float32
     px = torch.rand(1, 3, 128, 128)
-    moved = warp_pixels(px, torch.tensor([[1.0, 0.5, 0.0]]), 1.8)
+    moved = warp_pixels(px, torch.tensor([[1.0, 0.5, 0.0]]), FACE)
     diff = (moved - px).abs().sum(1)[0]
     rows = diff.sum(1)
     lip = int(framing.to_pixels([[0, framing.MOUTH_CENTRE_Y]], 128)[0, 1])
     assert rows[:lip - 16].max() < 1e-3 and rows[lip:lip + 20].min() > 0  # the upper lip rises by little
-    assert warp_grid(torch.zeros(3, 3), 16, 1.8).shape == (3, 16, 16, 2)
+    assert warp_grid(torch.zeros(3, 3), 16, FACE).shape == (3, 16, 16, 2)
 
 
 def _inputs(model, b=1, f=3, states=SPEAKING):
@@ -97,7 +98,7 @@ def test_an_untrained_warp_model_predicts_the_warped_portrait_and_shuts_the_mout
     mouth = torch.tensor([[[0.8, 0.5, 0.0]] * 3])
     args = _inputs(model)
     out = model.denoiser(**args, mouth=mouth)
-    want = warp_patch_latent(args["reference_latent"], mouth[0, :1], 1.8, 4)
+    want = warp_patch_latent(args["reference_latent"], mouth[0, :1], model.config.framing, 4)
     assert torch.allclose(out[0, :, 0], want[0], atol=1e-4)
     assert not torch.allclose(out[0, :, 0], args["reference_latent"][0], atol=1e-3)
     # outside speech the mouth model's shapes are gated to the portrait's own mouth: shut
@@ -268,19 +269,24 @@ def test_the_residual_of_a_real_model_changes_only_the_region_around_the_mouth()
     args = _inputs(model, states=IDLE)
     out = model.denoiser(**args, mouth=torch.tensor([[[0.0, 0.5, 0.0]] * 3]))
     px = torch.nn.functional.pixel_shuffle(out[:, :, 0] - args["reference_latent"], 4)[0].abs().sum(0)
-    region = mouth_region(128, 1.8)[0, 0]
+    view = model.config.framing
+    region = mouth_region(128, view)[0, 0]
     assert px[region == 0].max() < 1e-4 and px[region > 0.5].mean() > 1e-3
-    eyes = int(framing.to_pixels([[0, framing.EYE_Y]], 128)[0, 1])
-    assert region[eyes].max() == 0 and region[int(framing.to_pixels([[0, framing.MOUTH_CENTRE_Y]], 128)[0, 1])].max() == 1
+    nose = int(view.to_pixels([[0, 0.05]], 128)[0, 1])  # the lower-face crop starts under the eyes
+    assert region[nose].max() == 0 and region[int(view.to_pixels([[0, framing.MOUTH_CENTRE_Y]], 128)[0, 1])].max() == 1
+    whole = mouth_region(128, FACE)[0, 0]  # in the whole-face crop: eyes and forehead stay the photo's
+    assert whole[int(FACE.to_pixels([[0, framing.EYE_Y]], 128)[0, 1])].max() == 0
 
 
-def test_paste_backs_reference_warp_is_the_models_own():
-    from llia_core.portrait import Compositor
+@pytest.mark.parametrize("view", [FACE, get_config("real").framing], ids=["whole face", "lower face"])
+def test_paste_backs_reference_warp_is_the_models_own(view):
+    from llia_core.cli import DEFAULT_PORTRAIT
+    from llia_core.portrait import Compositor, prepare_portrait
 
-    p = _portrait()
+    p = prepare_portrait(str(DEFAULT_PORTRAIT), 128, view=view)
     comp = Compositor(p, None)
     for m in ([0.7, 0.5, 0.0], [1.0, 1.0, 0.0], [0.6, 0.0, 1.0], [0.0, 0.5, 0.0]):
-        model = warp_pixels(p.image[None].float(), torch.tensor([m]), 1.8, p.mouth_anchor[None])
+        model = warp_pixels(p.image[None].float(), torch.tensor([m]), view, p.mouth_anchor[None])
         ours = comp.reference_for(np.array(m)) / 255
         assert np.abs(ours - model[0].permute(1, 2, 0).numpy()).max() < 1e-2  # OpenCV interpolates in 1/32 px
 

@@ -94,7 +94,7 @@ def count_blinks(eyes: np.ndarray) -> int:
 
 def _render(pipe, portrait, audio, states, motion: MotionControls, sampler: SamplerConfig):
     sampler = dataclasses.replace(sampler, mouth_amplitude=motion.mouth_amplitude)
-    renderer = FrameRenderer(portrait, "full", None, pipe.config.face_scale, motion, audio.fps,
+    renderer = FrameRenderer(portrait, "full", None, motion, audio.fps,
                              head_model=pipe.model.head_model, speech=audio.waveform_for_video())
     renderer.listen(0, states)
     return render_clips(pipe.stream(portrait, audio, states, sampler), renderer, total_frames=audio.num_frames).frames
@@ -135,7 +135,7 @@ def run_controls_eval(model: str, out: str, *, portrait: str | None = None, audi
     feats = _audio(pipe, wave)
     states = states_from_activity(feats.speech)
     speaking = states.numpy() == SPEAKING
-    base = prepare_portrait(photo, r)
+    base = prepare_portrait(photo, r, view=pipe.config.framing)
     report: dict = {"model": str(model), "seconds": seconds}
 
     # 1. mouth amplitude
@@ -171,11 +171,11 @@ def run_controls_eval(model: str, out: str, *, portrait: str | None = None, audi
 
     # 4. expression templates
     rows, looks = [], []
-    before = prepare_portrait(photo, r, expression="as_photo")
+    before = prepare_portrait(photo, r, view=pipe.config.framing, expression="as_photo")
     if before.landmarks is None:
         raise LLIAError("the expression templates need a portrait whose face landmarks are found")
     for expr in ("as_photo", "neutral", "slight_smile"):
-        p = prepare_portrait(photo, r, expression=expr)
+        p = prepare_portrait(photo, r, view=pipe.config.framing, expression=expr)
         g = mouth_geometry(p.landmarks)
         frames = _render(pipe, p, feats, states, MotionControls(), SamplerConfig())
         m = track(frames)

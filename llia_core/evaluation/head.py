@@ -153,12 +153,12 @@ def generated_videos(pipe, seqs, groups, models, realfaces: Path, seconds: float
                     if path is None:
                         continue
                     n = min(q.num_frames, int(seconds * 25))
-                    portrait = prepare_portrait(next(img for _, img in _frame_times(path, 25.0)), pipe.config.resolution)
+                    portrait = prepare_portrait(next(img for _, img in _frame_times(path, 25.0)), pipe.config.resolution, view=pipe.config.framing)
                     if portrait.landmarks is None:
                         continue
                     wave = _track_wave(realfaces, q.name, n)
                     audio = encode_audio((wave, 16000), 25.0, **window_settings(pipe.config.audio))
-                    renderer = FrameRenderer(portrait, "full", None, pipe.config.face_scale, MotionControls(head_motion=1.0),
+                    renderer = FrameRenderer(portrait, "full", None, MotionControls(head_motion=1.0),
                                              25.0, head_model=model, speech=audio.waveform_for_video())
                     video = render_clips(pipe.stream(portrait, audio, states_from_activity(audio.speech)), renderer,
                                          total_frames=audio.num_frames)
@@ -201,10 +201,10 @@ def listening_nods(pipe, seconds: float = 20.0, portrait_path=None) -> dict:
     from ..portrait.face_motion import MotionControls
     from ..states import fixed_states
 
-    portrait = prepare_portrait(str(portrait_path or DEFAULT_PORTRAIT), pipe.config.resolution)
+    portrait = prepare_portrait(str(portrait_path or DEFAULT_PORTRAIT), pipe.config.resolution, view=pipe.config.framing)
     audio = encode_audio((np.zeros(int(seconds * 16000), np.float32), 16000), 25.0, **window_settings(pipe.config.audio))
     states = fixed_states(audio.num_frames, "listening")
-    renderer = FrameRenderer(portrait, "full", None, pipe.config.face_scale, MotionControls(head_motion=1.0), 25.0,
+    renderer = FrameRenderer(portrait, "full", None, MotionControls(head_motion=1.0), 25.0,
                              head_model=pipe.model.head_model, speech=audio.waveform_for_video())
     renderer.listen(0, states)
     frames = render_clips(pipe.stream(portrait, audio, states), renderer, total_frames=audio.num_frames).frames
@@ -237,10 +237,10 @@ def motion_figure(pipe, path: Path, seconds: float = 12.0) -> dict:
     from ..portrait.face_motion import DRAW_GAIN, MotionControls
     from ..states import states_from_activity
 
-    portrait = prepare_portrait(str(DEFAULT_PORTRAIT), pipe.config.resolution)
+    portrait = prepare_portrait(str(DEFAULT_PORTRAIT), pipe.config.resolution, view=pipe.config.framing)
     audio = encode_audio(str(DEFAULT_AUDIO), 25.0, duration=seconds, **window_settings(pipe.config.audio))
     states = states_from_activity(audio.speech)
-    renderer = FrameRenderer(portrait, "full", None, pipe.config.face_scale, MotionControls(head_motion=1.0), 25.0,
+    renderer = FrameRenderer(portrait, "full", None, MotionControls(head_motion=1.0), 25.0,
                              head_model=pipe.model.head_model, speech=audio.waveform_for_video())
     renderer.listen(0, states)
     frames = np.asarray(render_clips(pipe.stream(portrait, audio, states), renderer, total_frames=audio.num_frames).frames)

@@ -196,7 +196,7 @@ def _held_out_clip(pipe, u: Utterance, tracks_by_name: dict, realfaces: Path, se
     if path is None:
         return None
     n = min(u.num_frames, int(seconds * u.fps))
-    portrait = prepare_portrait(next(img for _, img in _frame_times(path, u.fps)), pipe.config.resolution)
+    portrait = prepare_portrait(next(img for _, img in _frame_times(path, u.fps)), pipe.config.resolution, view=pipe.config.framing)
     return portrait, tracks_by_name[u.source].waveform()[:int(n / u.fps * 16000)], n
 
 

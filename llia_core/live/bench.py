@@ -96,7 +96,7 @@ def main(argv: list[str] | None = None) -> dict:
 
     model, dtype = model_at_precision(load_model(args.model), args.dtype)
     portrait = prepare_portrait(args.portrait or Path(__file__).parents[1] / "assets" / "portrait.png",
-                                model.config.resolution)
+                                model.config.resolution, view=model.config.framing)
     avatar = LiveAvatar(LLIAPipeline(model, dtype=dtype), portrait, steps=args.steps, clip_frames=args.clip_frames,
                         lead=args.lead, adaptive_lead=args.adaptive_lead, frozen=not args.eager, output=args.output,
                         max_size=args.max_size or None, levels=args.levels)

@@ -217,7 +217,7 @@ class LiveAvatar:
             levels = levels_named(["full"])
         self.governor = LevelGovernor(levels, clip_frames / self.fps)
         # the warped clips' reference: the portrait moved by the model's mouth warp, at the crop's size
-        self._warper = self.renderer.compositor or Compositor(portrait, 256, cfg.face_scale)
+        self._warper = self.renderer.compositor or Compositor(portrait, 256)
         self._residual: np.ndarray | None = None  # the last denoised frame minus its warped reference (0..255)
         self._warm_up()
         self.t0 = time.perf_counter()
@@ -258,7 +258,7 @@ class LiveAvatar:
         jumps but what was changed)."""
         motion.validate()
         output, max_size = self._output
-        renderer = FrameRenderer(self.portrait, output, max_size, self.pipe.config.face_scale, motion, self.fps,
+        renderer = FrameRenderer(self.portrait, output, max_size, motion, self.fps,
                                  head_model=self.pipe.model.head_model)
         old = getattr(self, "renderer", None)
         if old is not None and old.motion is not None and renderer.motion is not None:

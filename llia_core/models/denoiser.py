@@ -80,12 +80,12 @@ class LLIADenoiser(nn.Module):
         if config.mouth_map:
             if not config.has_mouth_source:
                 raise ValueError("mouth_map needs a mouth source (config.mouth_model or config.audio.mouth_head)")
-            self.mouth_map = MouthMap(c, config.face_scale)
+            self.mouth_map = MouthMap(c, config.framing)
         self.mouth_paint = None
         if config.mouth_paint:
             if not (config.has_mouth_source and config.reference_skip and config.autoencoder.kind == "patch"):
                 raise ValueError("mouth_paint needs a mouth source, reference_skip and the 'patch' autoencoder")
-            self.mouth_paint = MouthPaint(c, config.autoencoder.downscale, config.face_scale, gated=config.mouth_paint_gate)
+            self.mouth_paint = MouthPaint(c, config.autoencoder.downscale, config.framing, gated=config.mouth_paint_gate)
         if config.reference_warp and not (config.has_mouth_source and config.reference_skip
                                           and config.autoencoder.kind == "patch"):
             raise ValueError("reference_warp needs a mouth source, reference_skip and the 'patch' autoencoder")
@@ -244,7 +244,7 @@ class LLIADenoiser(nn.Module):
             cond["concat"] = [flags]
         if self.config.residual_region == "mouth":
             ds = self.config.autoencoder.downscale
-            region = mouth_region(h * ds, self.config.face_scale,
+            region = mouth_region(h * ds, self.config.framing,
                                   None if mouth_anchor is None else mouth_anchor.reshape(b, 3), b)
             region = F.pixel_unshuffle(region, ds).repeat(1, c // (ds * ds), 1, 1)
             cond["region"] = region[:, :, None]
@@ -252,7 +252,7 @@ class LLIADenoiser(nn.Module):
             skip = reference_latent[:, :, None]
             if self.config.reference_warp:
                 ref = reference_latent[:, None].expand(b, f, *reference_latent.shape[1:]).reshape(b * f, c, h, w)
-                warped = warp_patch_latent(ref.float(), mouth.float(), self.config.face_scale,
+                warped = warp_patch_latent(ref.float(), mouth.float(), self.config.framing,
                                            self.config.autoencoder.downscale, anchor)
                 skip = warped.reshape(b, f, c, h, w).transpose(1, 2)
             if reference_keep is not None:

@@ -15,12 +15,12 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from ..framing import neutral_mouth_anchor
+from ..framing import Framing, neutral_mouth_anchor
 
 SUPERSAMPLE = 4  # coverage is measured on a 4x finer grid, then averaged per latent cell
 
 
-def mouth_ellipses(mouth: torch.Tensor, size: int, face_scale: float,
+def mouth_ellipses(mouth: torch.Tensor, size: int, view: Framing,
                    anchor: torch.Tensor | None = None) -> torch.Tensor:
     """mouth (N, 3) opening, width, roundness in 0..1 -> (N, 2, size, size) coverage of the mouth
     opening and of the lips, each cell's share inside the ellipse (0..1).
@@ -38,10 +38,9 @@ def mouth_ellipses(mouth: torch.Tensor, size: int, face_scale: float,
     gap = o * 0.26 * (1 + 0.3 * rnd)
     centre = ay + 0.15 * gap
     fine = size * SUPERSAMPLE
-    # cell centres of the fine grid in face-box units (the image spans +-face_scale)
-    axis = ((torch.arange(fine, device=mouth.device, dtype=torch.float32) + 0.5) / fine * 2 - 1) * face_scale
-    x = axis[None, None, :] - ax[:, None, None]
-    y = axis[None, :, None] - centre[:, None, None]
+    xs, ys = view.axes(fine, mouth.device)  # cell centres of the fine grid in face-box units
+    x = xs[None, None, :] - ax[:, None, None]
+    y = ys[None, :, None] - centre[:, None, None]
     hw = half_w[:, None, None]
     opening = (x / hw) ** 2 + (y / (gap[:, None, None] / 2).clamp_min(1e-4)) ** 2 <= 1
     lips = (x / hw) ** 2 + (y / (gap[:, None, None] / 2 + 0.06)) ** 2 <= 1
@@ -52,9 +51,9 @@ def mouth_ellipses(mouth: torch.Tensor, size: int, face_scale: float,
 class MouthMap(nn.Module):
     """mouth (N, 3) -> (N, latent_channels, size, size) residual; zero at initialisation."""
 
-    def __init__(self, latent_channels: int, face_scale: float, width: int = 32):
+    def __init__(self, latent_channels: int, view: Framing, width: int = 32):
         super().__init__()
-        self.face_scale = face_scale
+        self.view = view
         self.net = nn.Sequential(
             nn.Conv2d(2, width, 3, padding=1), nn.SiLU(),
             nn.Conv2d(width, width, 3, padding=1), nn.SiLU(),
@@ -64,7 +63,7 @@ class MouthMap(nn.Module):
         nn.init.zeros_(self.proj_out.bias)
 
     def forward(self, mouth: torch.Tensor, size: int, anchor: torch.Tensor | None = None) -> torch.Tensor:
-        maps = mouth_ellipses(mouth, size, self.face_scale, anchor).to(self.proj_out.weight.dtype)
+        maps = mouth_ellipses(mouth, size, self.view, anchor).to(self.proj_out.weight.dtype)
         return self.proj_out(self.net(maps))
 
 
@@ -85,10 +84,10 @@ class MouthPaint(nn.Module):
     the denoiser's frame-to-frame texture noise out of a shut mouth.
     """
 
-    def __init__(self, latent_channels: int, downscale: int, face_scale: float, width: int = 64,
+    def __init__(self, latent_channels: int, downscale: int, view: Framing, width: int = 64,
                  gated: bool = True):
         super().__init__()
-        self.face_scale, self.downscale, self.gated = face_scale, downscale, gated
+        self.view, self.downscale, self.gated = view, downscale, gated
         self.net = nn.Sequential(
             nn.Conv2d(2 * downscale**2 + 2 * latent_channels, width, 3, padding=1), nn.SiLU(),
             nn.Conv2d(width, width, 1), nn.SiLU(),
@@ -103,7 +102,7 @@ class MouthPaint(nn.Module):
         """-> (painted, gate, lips): the proposed cells (N, C, h, w), the gate (N, C, h, w) and the
         (dilated) lips cells (N, 1, h, w) it is confined to."""
         h, c, ds = reference_latent.shape[-1], reference_latent.shape[1], self.downscale
-        cover = mouth_ellipses(mouth, h * ds, self.face_scale, anchor)
+        cover = mouth_ellipses(mouth, h * ds, self.view, anchor)
         dtype = self.proj_out.weight.dtype
         lips = F.max_pool2d((F.max_pool2d(cover[:, 1:], ds) > 0).float(), 3, 1, 1).to(dtype)
         ref, pred = reference_latent.to(dtype), prediction.to(dtype)

@@ -20,7 +20,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from ..framing import neutral_mouth_anchor
+from ..framing import Framing, neutral_mouth_anchor
 
 NEUTRAL_MOUTH = (0.0, 0.5, 0.0)  # opening, width, roundness of the portrait's own (closed) mouth
 UPPER_SHARE = 0.35  # of the lip gap, above the closed lip line (as ``mouth_ellipses`` centres it)
@@ -158,31 +158,31 @@ def _teeth(geometry):
     return cover, light
 
 
-def warp_grid(mouth: torch.Tensor, size: int, face_scale: float,
+def warp_grid(mouth: torch.Tensor, size: int, view: Framing,
               anchor: torch.Tensor | None = None) -> torch.Tensor:
-    """(N, size, size, 2) ``grid_sample`` grid (align_corners=False) of the mouth warp on a square crop."""
-    axis = ((torch.arange(size, device=mouth.device, dtype=torch.float32) + 0.5) / size * 2 - 1) * face_scale
-    x, y = axis[None, None, :], axis[None, :, None]
-    sx, sy = mouth_source(x, y, mouth, anchor)
+    """(N, size, size, 2) ``grid_sample`` grid (align_corners=False) of the mouth warp on a square
+    crop that shows ``view`` of the face."""
+    xs, ys = view.axes(size, mouth.device)
+    sx, sy = mouth_source(xs[None, None, :], ys[None, :, None], mouth, anchor)
     sx, sy = torch.broadcast_tensors(sx, sy)
-    return torch.stack([sx, sy], -1) / face_scale
+    return torch.stack([sx, sy - view.centre_y], -1) / view.scale
 
 
-def warp_pixels(pixels: torch.Tensor, mouth: torch.Tensor, face_scale: float,
+def warp_pixels(pixels: torch.Tensor, mouth: torch.Tensor, view: Framing,
                 anchor: torch.Tensor | None = None) -> torch.Tensor:
     """pixels (N, 3, R, R) -> the same crops with the mouth moved to ``mouth`` (N, 3)."""
-    grid = warp_grid(mouth, pixels.shape[-1], face_scale, anchor).to(pixels.dtype)
+    grid = warp_grid(mouth, pixels.shape[-1], view, anchor).to(pixels.dtype)
     return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
-def warp_patch_latent(latent: torch.Tensor, mouth: torch.Tensor, face_scale: float, downscale: int,
+def warp_patch_latent(latent: torch.Tensor, mouth: torch.Tensor, view: Framing, downscale: int,
                       anchor: torch.Tensor | None = None) -> torch.Tensor:
     """The same warp for the lossless "patch" latent (N, 3 * f * f, h, w): unfold to pixels, warp, fold."""
     pixels = F.pixel_shuffle(latent, downscale)
-    return F.pixel_unshuffle(warp_pixels(pixels, mouth, face_scale, anchor), downscale)
+    return F.pixel_unshuffle(warp_pixels(pixels, mouth, view, anchor), downscale)
 
 
-def mouth_region(size: int, face_scale: float, anchor: torch.Tensor | None = None, n: int = 1) -> torch.Tensor:
+def mouth_region(size: int, view: Framing, anchor: torch.Tensor | None = None, n: int = 1) -> torch.Tensor:
     """(n, 1, size, size) soft 0..1 region around the mouth and jaw (nose to below the chin).
 
     Where a "real" model's residual may change the warped portrait: eyes, forehead and the
@@ -191,7 +191,7 @@ def mouth_region(size: int, face_scale: float, anchor: torch.Tensor | None = Non
     if anchor is None:
         anchor = neutral_mouth_anchor()
     ax, ay, s = (v.reshape(-1, 1, 1) for v in anchor.float().expand(n, 3).unbind(-1))
-    axis = ((torch.arange(size, dtype=torch.float32, device=anchor.device) + 0.5) / size * 2 - 1) * face_scale
-    x, y = axis[None, None, :], axis[None, :, None]
+    xs, ys = view.axes(size, anchor.device)
+    x, y = xs[None, None, :], ys[None, :, None]
     d = ((x - ax) / (0.62 * s)) ** 2 + ((y - (ay + 0.12)) / (0.5 * s)) ** 2
     return _fall(d.sqrt(), 0.8, 1.0)[:, None]

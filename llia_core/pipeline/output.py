@@ -49,13 +49,13 @@ class FrameRenderer:
     all of it in ``speech`` (16 kHz, the video's length) offline, or as it arrives through ``hear``."""
 
     def __init__(self, portrait: Portrait, output: str = "full", max_size: int | None = DEFAULT_MAX_SIZE,
-                 face_scale: float = 1.8, motion: MotionControls | None = None, fps: float = 25.0, *,
+                 motion: MotionControls | None = None, fps: float = 25.0, *,
                  head_model=None, speech=None):
         if output not in OUTPUTS:
             raise LLIAError(f"unknown output '{output}'; use one of {', '.join(OUTPUTS)}")
         self.portrait, self.output = portrait, output
         teeth = True if motion is None else motion.teeth
-        self.compositor = Compositor(portrait, max_size, face_scale, teeth=teeth) if output == "full" else None
+        self.compositor = Compositor(portrait, max_size, teeth=teeth) if output == "full" else None
         r = portrait.resolution
         self.size = self.compositor.size if self.compositor is not None else (r, r)
         self._buffer: np.ndarray | None = None

@@ -223,6 +223,10 @@ class LLIAPipeline:
         if tuple(image.shape) != (3, r, r):
             raise LLIAError(f"the portrait is {tuple(image.shape)} but this model needs (3, {r}, {r}); "
                             f"prepare it with resolution={r}")
+        view, own = portrait.view, self.config.framing
+        if view.centre_y != own.centre_y or (self.config.reference_warp and view != own):
+            raise LLIAError(f"the portrait was cropped to show {view} but this model works on {own}; prepare it "
+                            "with view=model.config.framing (prepare_portrait(..., view=...))")
         anchor = portrait.mouth_anchor
         key = (hash(image.numpy().tobytes()), hash(portrait.face_mask.numpy().tobytes()),
                None if anchor is None else tuple(anchor.tolist()))

@@ -81,19 +81,20 @@ def fit_similarity(src: np.ndarray, dst: np.ndarray, weights=None) -> np.ndarray
     return np.concatenate([rot, (md - rot @ ms)[:, None]], 1)
 
 
-def align_landmarks(face: FaceLandmarks, resolution: int, face_scale: float = framing.FACE_SCALE) -> Alignment:
-    """The crop transform of one face from its eyes and mouth."""
+def align_landmarks(face: FaceLandmarks, resolution: int, view: framing.Framing = framing.FACE) -> Alignment:
+    """The crop transform of one face from its eyes and mouth (``view``: which part of the face the crop shows)."""
     a, b = face.eye_centres()
     src = np.stack([a, b, face.mouth_centre()])
-    dst = framing.to_pixels(framing.alignment_targets(), resolution, face_scale)
+    dst = view.to_pixels(framing.alignment_targets(), resolution)
     return Alignment(fit_similarity(src, dst, weights=[1.0, 1.0, 2.0]), resolution)
 
 
-def align_box(centre, side: float, resolution: int, face_scale: float = framing.FACE_SCALE) -> Alignment:
+def align_box(centre, side: float, resolution: int, view: framing.Framing = framing.FACE) -> Alignment:
     """No rotation: a face box of ``side`` source pixels centred at ``centre`` fills the contract's box."""
-    scale = resolution / (side * face_scale)
+    scale = resolution / (side * view.scale)
     cx, cy = centre
-    return Alignment.from_params(scale, 0.0, resolution / 2 - scale * cx, resolution / 2 - scale * cy, resolution)
+    ox, oy = view.to_pixels([[0.0, 0.0]], resolution)[0]  # where the face box's centre lies in the crop
+    return Alignment.from_params(scale, 0.0, ox - scale * cx, oy - scale * cy, resolution)
 
 
 def align_whole(width: int, height: int, resolution: int) -> Alignment:

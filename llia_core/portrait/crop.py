@@ -38,6 +38,7 @@ class Portrait:
     landmarks: the face's 468 points in source pixels (None without a face or from the Haar
     fallback). valid: (R, R) float 1 where the crop saw the picture, 0 past its edges.
     mouth_anchor: (3,) the mouth in the crop (``framing.mouth_anchor_from_landmarks``) or None.
+    view: which part of the face the crop shows (``framing.Framing``: the model's).
     """
 
     image: torch.Tensor
@@ -49,6 +50,7 @@ class Portrait:
     landmarks: FaceLandmarks | None = None
     mouth_anchor: torch.Tensor | None = None
     notes: list[str] = field(default_factory=list)
+    view: framing.Framing = framing.FACE
 
     @property
     def source_size(self) -> tuple[int, int]:
@@ -60,21 +62,22 @@ class Portrait:
         return self.image.shape[-1]
 
     @classmethod
-    def from_crop(cls, image: torch.Tensor, face_mask: torch.Tensor | None = None) -> "Portrait":
+    def from_crop(cls, image: torch.Tensor, face_mask: torch.Tensor | None = None,
+                  view: framing.Framing = framing.FACE) -> "Portrait":
         """An image that already is an aligned crop (training clips, the evaluation)."""
         r = image.shape[-1]
         src = (image.permute(1, 2, 0).clamp(0, 1) * 255 + 0.5).to(torch.uint8).numpy()
-        mask = framing.face_locator_mask(r) if face_mask is None else face_mask
-        return cls(image.float(), mask.float(), align_whole(r, r, r), src, np.ones((r, r), np.float32))
+        mask = framing.face_locator_mask(r, view) if face_mask is None else face_mask
+        return cls(image.float(), mask.float(), align_whole(r, r, r), src, np.ones((r, r), np.float32), view=view)
 
 
-def face_mask_of_crop(crop: np.ndarray, face_scale: float = framing.FACE_SCALE) -> np.ndarray:
+def face_mask_of_crop(crop: np.ndarray, view: framing.Framing = framing.FACE) -> np.ndarray:
     """(R, R) uint8 face-locator mask of an image that already is an aligned crop (the training
     clips' references), read with the same face mesh as a photo; the contract's ellipse if the
     mesh finds no face there."""
     faces = find_faces(crop, max_faces=1, upright=True)
     oval = faces[0].xy[list(FACE_OVAL)] if faces else None
-    return framing.face_locator_mask(crop.shape[0], face_scale, oval).numpy()[0].astype(np.uint8)
+    return framing.face_locator_mask(crop.shape[0], view, oval).numpy()[0].astype(np.uint8)
 
 
 def crop_image(rgb: np.ndarray, alignment: Alignment) -> tuple[np.ndarray, np.ndarray]:
@@ -118,11 +121,11 @@ def _face_notes(face: FaceLandmarks, rgb: np.ndarray) -> list[str]:
     return notes
 
 
-def _landmark_portrait(rgb, face: FaceLandmarks, resolution: int, face_scale: float):
-    alignment = align_landmarks(face, resolution, face_scale)
-    centre = framing.to_units(alignment.to_crop([face.mouth_centre()]), resolution)[0]
+def _landmark_portrait(rgb, face: FaceLandmarks, resolution: int, view: framing.Framing):
+    alignment = align_landmarks(face, resolution, view)
+    centre = view.to_units(alignment.to_crop([face.mouth_centre()]), resolution)[0]
     corners = alignment.to_crop(face.xy[list(MOUTH_CORNERS)])
-    width = float(np.hypot(*(corners[1] - corners[0]))) / framing.unit(resolution)
+    width = float(np.hypot(*(corners[1] - corners[0]))) / view.unit(resolution)
     x0, y0, x1, y1 = face.box()
     box = FaceBox(x0, y0, x1 - x0, y1 - y0, 1.0)
     return alignment, box, framing.mouth_anchor_from_landmarks(centre, width)
@@ -154,13 +157,14 @@ def _edit_expression(rgb: np.ndarray, face: FaceLandmarks, expression: str, note
 
 
 def prepare_portrait(source, resolution: int, *, mode: str = "auto",
-                     face_scale: float = framing.FACE_SCALE, expression: str = DEFAULT_EXPRESSION) -> Portrait:
+                     view: framing.Framing = framing.FACE, expression: str = DEFAULT_EXPRESSION) -> Portrait:
     """Load, find the face (largest), align, crop and mask. mode: auto | face | whole.
 
     auto: landmarks, else OpenCV's Haar cascade, else the centred square (with a note).
     face: as auto, but no face is an error. whole: the centred square, no face finding.
     expression: the reference expression (``expression.EXPRESSIONS``) the photo is brought to first,
     where its landmarks were found; the video (and its untouched picture) show the edited photo.
+    view: which part of the face the crop shows: the model's (``LLIAConfig.framing``).
     """
     if expression not in EXPRESSIONS:
         raise PortraitError(f"unknown expression '{expression}'; use one of {', '.join(EXPRESSIONS)}")
@@ -168,8 +172,8 @@ def prepare_portrait(source, resolution: int, *, mode: str = "auto",
         raise PortraitError(f"unknown crop mode '{mode}'; use one of {', '.join(CROP_MODES)}")
     if not 16 <= int(resolution) <= 4096:
         raise PortraitError(f"resolution {resolution} is out of range; use 16 to 4096 pixels")
-    if not 1.0 <= face_scale <= 6.0:
-        raise PortraitError(f"face scale {face_scale:g} is out of range; use 1.0 (tight) to 6.0 (wide)")
+    if not 0.3 <= view.scale <= 6.0:
+        raise PortraitError(f"face scale {view.scale:g} is out of range; use 1.0 (tight) to 6.0 (wide)")
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always", PortraitNote)
         rgb = load_image(source)
@@ -181,14 +185,14 @@ def prepare_portrait(source, resolution: int, *, mode: str = "auto",
         if faces:
             face = faces[0]
             rgb, face = _edit_expression(rgb, face, expression, notes)
-            alignment, box, anchor = _landmark_portrait(rgb, face, resolution, face_scale)
+            alignment, box, anchor = _landmark_portrait(rgb, face, resolution, view)
             notes += _face_notes(face, rgb)
         else:
             boxes = detect_faces(rgb)  # the Haar fallback: no landmarks, no rotation
             if boxes:
                 box = boxes[0]
                 faces = boxes
-                alignment = align_box(box.center, max(box.w, box.h), resolution, face_scale)
+                alignment = align_box(box.center, max(box.w, box.h), resolution, view)
                 notes.append("face landmarks not found; framed the face from a face box (no rotation)")
         if len(faces) > 1:
             notes.append(f"{len(faces)} faces found; used the largest")
@@ -204,8 +208,8 @@ def prepare_portrait(source, resolution: int, *, mode: str = "auto",
     patch, valid = crop_image(rgb, alignment)
     image = torch.from_numpy(patch).permute(2, 0, 1).float() / 255.0
     oval = None if face is None else alignment.to_crop(face.xy[list(FACE_OVAL)])
-    mask = framing.face_locator_mask(resolution, face_scale, oval)
-    return Portrait(image, mask, alignment, rgb, valid, box, face, anchor, notes)
+    mask = framing.face_locator_mask(resolution, view, oval)
+    return Portrait(image, mask, alignment, rgb, valid, box, face, anchor, notes, view)
 
 
 def crop_preview(portrait: Portrait) -> torch.Tensor:
@@ -218,8 +222,8 @@ def crop_preview(portrait: Portrait) -> torch.Tensor:
     img = (img * (0.35 + 0.65 * portrait.valid[..., None])).astype(np.uint8)
     anchor = framing.neutral_mouth_anchor() if portrait.mouth_anchor is None else portrait.mouth_anchor
     x, y, scale = anchor.tolist()
-    centre = framing.to_pixels([[x, y]], r)[0]
-    u = framing.unit(r)
+    centre = portrait.view.to_pixels([[x, y]], r)[0]
+    u = portrait.view.unit(r)
     axes = (max(1, round(framing.MOUTH_HALF_WIDTH * scale * u * 16)), max(1, round(0.06 * u * 16)))
     cv2.ellipse(img, tuple(int(v) for v in np.round(centre * 16)), axes, 0, 0, 360, (60, 255, 80),
                 max(1, r // 128), cv2.LINE_AA, 4)

@@ -83,7 +83,7 @@ class Compositor:
     Prepared once per portrait: the background at output size, the inverse warp and the mask,
     cut to the face's bounding box so that each frame touches only that region, and the reference
     crop whose difference to each generated crop is pasted (detail transfer).
-    ``face_scale``: the model's framing, for the mouth warp of ``paste(..., mouth=...)``; ``interior_shade``:
+    The mouth warp of ``paste(..., mouth=...)`` works in the portrait's framing (``portrait.view``); ``interior_shade``:
     how much darker than the lips' colour the middle of an open mouth is drawn (0: the inside is
     not drawn: the lip line's colour the warp reads there, the model's residual on top);
     ``teeth``: draw the upper front teeth under the upper lip, in the picture's own light. With
@@ -91,11 +91,10 @@ class Compositor:
     """
 
     def __init__(self, portrait: Portrait, max_size: int | None = DEFAULT_MAX_SIZE,
-                 face_scale: float = framing.FACE_SCALE, interior_shade: float = INTERIOR_SHADE,
-                 teeth: bool = True):
+                 interior_shade: float = INTERIOR_SHADE, teeth: bool = True):
         import cv2
 
-        self.portrait, self.face_scale, self.interior_shade = portrait, face_scale, interior_shade
+        self.portrait, self.view, self.interior_shade = portrait, portrait.view, interior_shade
         self.reference = np.ascontiguousarray(portrait.image.permute(1, 2, 0).numpy() * 255, np.float32)
 
         self.width, self.height = output_size(portrait, max_size)
@@ -139,13 +138,14 @@ class Compositor:
         warp reads there, can be anything (a grin closed by the expression template leaves teeth and
         shadow on it, which drew a grey-blue mouth)."""
         r = self.portrait.resolution
-        u = framing.unit(r, self.face_scale)
         anchor = self.portrait.mouth_anchor
         ax, ay, s = (0.0, framing.MOUTH_CENTRE_Y, 1.0) if anchor is None else (float(v) for v in anchor)
         xs = np.linspace(ax - 0.15 * s, ax + 0.15 * s, 13)
         ys = np.concatenate([np.linspace(ay - 0.07 * s, ay - 0.02 * s, 4), np.linspace(ay + 0.02 * s, ay + 0.08 * s, 4)])
-        px = np.clip(np.round(xs[None] * u + r / 2 - 0.5), 0, r - 1).astype(int)
-        py = np.clip(np.round(ys[:, None] * u + r / 2 - 0.5), 0, r - 1).astype(int)
+        px0, py0 = self.view.to_pixels([[0.0, 0.0]], r)[0]
+        u = self.view.unit(r)
+        px = np.clip(np.round(xs[None] * u + px0 - 0.5), 0, r - 1).astype(int)
+        py = np.clip(np.round(ys[:, None] * u + py0 - 0.5), 0, r - 1).astype(int)
         lips = self.reference[py, px].reshape(-1, 3)
         red = lips[:, 0] - 0.5 * (lips[:, 1] + lips[:, 2])
         return np.median(lips[red >= np.percentile(red, 67)], 0).astype(np.float32)
@@ -160,8 +160,9 @@ class Compositor:
             cx = back[0, 0] * xs + back[0, 1] * ys + back[0, 2]
             cy = back[1, 0] * xs + back[1, 1] * ys + back[1, 2]
             r = self.portrait.resolution
-            u = framing.unit(r, self.face_scale)
-            self._units = tuple(torch.from_numpy(((c - r / 2) / u)[None].astype(np.float32)) for c in (cx, cy))
+            u, cy0 = self.view.unit(r), self.view.centre_y
+            self._units = (torch.from_numpy(((cx - r / 2) / u)[None].astype(np.float32)),
+                           torch.from_numpy(((cy - r / 2) / u + cy0)[None].astype(np.float32)))
         return self._units
 
     def _moving(self, ux: torch.Tensor, uy: torch.Tensor) -> tuple[slice, slice]:
@@ -187,8 +188,8 @@ class Compositor:
             rows, cols = self._moving(ux, uy)
             self._box_grid = ((rows, cols), ux[:, rows, cols].contiguous(), uy[:, rows, cols].contiguous())
             r = self.portrait.resolution
-            axis = ((torch.arange(r, dtype=torch.float32) + 0.5) / r * 2 - 1) * self.face_scale
-            cx, cy = axis[None, None, :].expand(1, r, r), axis[None, :, None].expand(1, r, r)
+            xs, ys = self.view.axes(r)
+            cx, cy = xs[None, None, :].expand(1, r, r), ys[None, :, None].expand(1, r, r)
             rows, cols = self._moving(cx, cy)
             self._crop_grid = ((rows, cols), cx[:, rows, cols].contiguous(), cy[:, rows, cols].contiguous())
             # both grids in one flat list: each frame runs the warp's geometry once for the two
@@ -222,8 +223,8 @@ class Compositor:
         (rows, cols), _, _ = self._grids()[0]
         sx, sy, depth, teeth, light = self._warp_maps(mouth)["box"]
         r = self.portrait.resolution
-        u = framing.unit(r, self.face_scale)
-        cx, cy = sx * u + r / 2, sy * u + r / 2  # crop pixels
+        u = self.view.unit(r)
+        cx, cy = sx * u + r / 2, (sy - self.view.centre_y) * u + r / 2  # crop pixels
         m = self.to_box
         mx = (m[0, 0] * cx + m[0, 1] * cy + m[0, 2]).astype(np.float32)
         my = (m[1, 0] * cx + m[1, 1] * cy + m[1, 2]).astype(np.float32)
@@ -256,11 +257,11 @@ class Compositor:
         r = self.portrait.resolution
         (rows, cols), _, _ = self._grids()[1]
         sx, sy = self._warp_maps(mouth)["crop"]
-        u = r / (2 * self.face_scale)
+        u = self.view.unit(r)
         out = self.reference.copy()
-        if sx.size:  # grid_sample(align_corners=False) reads pixel i at unit ((i + 0.5) / r * 2 - 1) * fs
+        if sx.size:  # grid_sample(align_corners=False) reads pixel i at unit ((i + 0.5) / r * 2 - 1) * scale
             mx = (sx * u + r / 2 - 0.5).astype(np.float32)
-            my = (sy * u + r / 2 - 0.5).astype(np.float32)
+            my = ((sy - self.view.centre_y) * u + r / 2 - 0.5).astype(np.float32)
             out[rows, cols] = cv2.remap(self.reference, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
         return out
 

@@ -356,7 +356,7 @@ def load_utterances(data: str, holdout: tuple[str, ...] = (), n_mels: int = 80, 
     return [utterance_from_track(t, n_mels) for t in usable_tracks(data, holdout, progress)]
 
 
-def measure_draw_curve(photos: list, resolution: int = 128, face_scale: float = 1.8, knots: int = 21):
+def measure_draw_curve(photos: list, resolution: int = 128, view=None, knots: int = 21):
     """How the face mesh reads a drawn opening, on real photos: for openings 0..1 drawn by the renderer (the
     warp and the paste-back's inside of the mouth, at the photo's resolution), the mesh's lip gap above the
     shut mouth's, on the landmarks' opening scale. -> (read (K,) median over the photos, drawn (K,), photos
@@ -369,14 +369,14 @@ def measure_draw_curve(photos: list, resolution: int = 128, face_scale: float = 
     drawn = np.linspace(0, 1, knots)
     reads = []
     for path in photos:
-        portrait = prepare_portrait(str(path), resolution)
+        portrait = prepare_portrait(str(path), resolution, **({} if view is None else {"view": view}))
         if portrait.landmarks is None or portrait.mouth_anchor is None:
             continue
-        compositor = Compositor(portrait, None, face_scale)
+        compositor = Compositor(portrait, None)
         frames = []
         for d in drawn:
             mouth = torch.tensor([[float(d), 0.5, 0.0]])
-            crop = warp_pixels(portrait.image[None], mouth, face_scale, portrait.mouth_anchor[None])
+            crop = warp_pixels(portrait.image[None], mouth, portrait.view, portrait.mouth_anchor[None])
             frames.append(compositor.composite(crop.permute(0, 2, 3, 1).numpy(), mouth.numpy())[0])
         gaps, _ = mouth_track(np.stack(frames))
         if not np.isnan(gaps).any():
@@ -456,7 +456,7 @@ def mouth_stage(tc, config, out: Path) -> Path:
 
         photos = sorted(p for p in Path(tc.photos).iterdir() if p.suffix.lower() in PHOTO_SUFFIXES
                         and p.stem not in holdout)
-        read, drawn, used = measure_draw_curve(photos, config.resolution, config.face_scale)
+        read, drawn, used = measure_draw_curve(photos, config.resolution, config.framing)
         net.set_draw_curve(read, drawn)
         curve = {"photos": used, "read_at_drawn": {f"{d:.2f}": round(float(r), 4) for d, r in zip(drawn, read)}}
     if tc.init:

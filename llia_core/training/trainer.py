@@ -116,15 +116,14 @@ def fewstep_timesteps(config) -> torch.Tensor:
 def mouth_weight_map(config, weight: float) -> torch.Tensor:
     """(1, 1, 1, h, w) loss weights: 1 + ``weight`` where the mouth can be in a framed crop.
 
-    The framing contract puts the face box (side R / face_scale) in the centre; the mouth lies in
-    its lower middle. Without this the mouth, a few percent of the pixels, barely moves the loss
-    and a small model keeps it closed for a long time.
+    The mouth lies in the face box's lower middle (face-box units 0.3 to 0.98 down, +-0.5 across).
+    Without this the mouth, a few percent of the pixels, barely moves the loss and a small model
+    keeps it closed for a long time.
     """
     r, f = config.resolution, config.autoencoder.downscale
-    u = r / (2 * config.face_scale)
-    c = r / 2
+    (x0, y0), (x1, y1) = config.framing.to_pixels([[-0.5, 0.3], [0.5, 0.98]], r)
     mask = torch.zeros(r, r)
-    mask[int(c + 0.3 * u):int(c + 0.98 * u) + 1, int(c - 0.5 * u):int(c + 0.5 * u) + 1] = 1
+    mask[max(0, int(y0)):int(y1) + 1, max(0, int(x0)):int(x1) + 1] = 1
     latent = F.max_pool2d(mask[None, None], f)[0, 0]
     return (1 + weight * latent)[None, None, None]
 
@@ -278,23 +277,29 @@ def distill_loss(student: LLIAModel, target: LLIAModel, teacher: LLIAModel, batc
 
 
 def with_new_heads(model: LLIAModel, config) -> LLIAModel:
-    """``model`` rebuilt with ``config`` when that only adds heads (mouth head, mouth paint); else unchanged.
+    """``model`` rebuilt with ``config`` when that only adds heads (mouth head, mouth paint) or moves
+    the crop (``framing``); else unchanged.
 
     Lets a base model trained before a head existed continue training with it: every existing
-    weight is kept, only the head starts fresh.
+    weight is kept, only the head starts fresh. A new framing keeps every weight (the network is
+    convolutional; training teaches it the new scale).
     """
     if config == model.config:
         return model
-    plain = dataclasses.replace(config, audio=dataclasses.replace(config.audio, mouth_head=model.config.audio.mouth_head),
-                                mouth_paint=model.config.mouth_paint, name=model.config.name,
-                                mouth_paint_gate=model.config.mouth_paint_gate)
+    old = model.config
+    plain = dataclasses.replace(config, audio=dataclasses.replace(config.audio, mouth_head=old.audio.mouth_head),
+                                mouth_paint=old.mouth_paint, name=old.name, mouth_paint_gate=old.mouth_paint_gate,
+                                face_scale=old.face_scale, crop_centre_y=old.crop_centre_y)
     if plain != model.config:
         return model  # another architecture: keep the checkpoint's own config
     grown = LLIAModel(config)
     missing, unexpected = grown.load_state_dict(model.state_dict(), strict=False)
     if unexpected or any(".mouth_head." not in k and ".mouth_paint." not in k for k in missing):
         raise ValueError(f"cannot add heads: missing {missing}, unexpected {unexpected}")
-    print(f"added {len(missing)} new head tensors to the initial model")
+    if missing:
+        print(f"added {len(missing)} new head tensors to the initial model")
+    if config.framing != old.framing:
+        print(f"the initial model's crop moved from {old.framing} to {config.framing}")
     return grown
 
 

@@ -40,6 +40,8 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--resolution", type=int, default=128)
+    p.add_argument("--config", default=None, help="crop to this model config's framing (e.g. real: the lower "
+                   "face); default: the whole face")
     p.add_argument("--split", default=None, choices=(None, "train", "val", "test"))
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--workers", type=int, default=2)
@@ -54,6 +56,13 @@ def main(argv=None) -> int:
     p.add_argument("--tracks-only", action="store_true", help="with --videos: write only the face tracks (landmarks, "
                    "audio, GRID word timings; DATA/tracks/) the audio-to-mouth model trains on, no clips")
     a = p.parse_args(argv)
+    from ...framing import FACE
+
+    view = FACE
+    if a.config:
+        from ...config import get_config
+
+        view = get_config(a.config).framing
     if a.videos and a.tracks_only:
         from .tracks import track_videos
 
@@ -63,20 +72,20 @@ def main(argv=None) -> int:
         from .videos import ingest_videos
 
         ingest_videos(a.videos, a.out, val_names=tuple(filter(None, a.val.split(","))), fps=a.fps,
-                      resolution=a.resolution, clip_seconds=a.clip_seconds, max_seconds=a.max_seconds)
+                      resolution=a.resolution, clip_seconds=a.clip_seconds, max_seconds=a.max_seconds, view=view)
         return 0
     if a.photos:
         from .photos import ingest_photos
 
         ingest_photos(a.photos, a.out, val_names=tuple(filter(None, a.val.split(","))), fps=a.fps,
-                      resolution=a.resolution)
+                      resolution=a.resolution, view=view)
         return 0
     if a.preview:
         write_preview(a.preview, resolution=a.resolution)
     if a.identities > 0:
         root = generate_dataset(a.out, num_identities=a.identities, clips_per_identity=a.clips, seconds=a.seconds,
                                 fps=a.fps, resolution=a.resolution, seed=a.seed, split=a.split, workers=a.workers,
-                                first_identity=a.first_identity)
+                                first_identity=a.first_identity, view=view)
         print(f"dataset at {root}")
     return 0
 

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from ...framing import FACE, Framing
 from ...states import IDLE, LISTENING, SPEAKING
 from .identity import identity_from_id
 from .mouth import mouth_params_from_audio
@@ -53,8 +54,27 @@ def _pulses(n: int, rng, rate_s: tuple[float, float], length: int, fps: float) -
     return out
 
 
+def reframe(image: np.ndarray, view: Framing, resolution: int) -> np.ndarray:
+    """A crop rendered to the whole-face framing (any size) -> the ``resolution`` crop that shows
+    ``view`` of the face (bilinear; render at ``rendered_size`` so that it is ~1:1)."""
+    import cv2
+
+    big = image.shape[0]
+    k = FACE.unit(big) / view.unit(resolution)  # rendered pixels per crop pixel
+    ox, oy = FACE.to_pixels(view.to_units([[0.0, 0.0]], resolution), big)[0]  # crop pixel (0, 0)'s corner
+    m = np.array([[k, 0, ox + 0.5 * k - 0.5], [0, k, oy + 0.5 * k - 0.5]], np.float64)  # crop -> rendered centres
+    return cv2.warpAffine(image, m, (resolution, resolution), flags=cv2.INTER_LINEAR | cv2.WARP_INVERSE_MAP,
+                          borderMode=cv2.BORDER_REPLICATE)
+
+
+def rendered_size(view: Framing, resolution: int) -> int:
+    """The renderer's whole-face size at which ``view`` of the face has ``resolution`` pixels' detail."""
+    return resolution if view == FACE else int(np.ceil(resolution * FACE.scale / view.scale))
+
+
 def make_clip(identity_id: int, clip_seed: int, *, seconds: float = 3.0, fps: int = 25, resolution: int = 128,
-              kind: str | None = None, head_motion: bool = True) -> ClipData:
+              kind: str | None = None, head_motion: bool = True, view: Framing = FACE) -> ClipData:
+    """One synthetic clip; ``view``: which part of the face the crops show (the model's framing)."""
     rng = np.random.default_rng([int(identity_id), int(clip_seed), 7])
     ident = identity_from_id(identity_id)
     kind = kind or KINDS[int(rng.choice(len(KINDS), p=KIND_WEIGHTS))]
@@ -97,12 +117,16 @@ def make_clip(identity_id: int, clip_seed: int, *, seconds: float = 3.0, fps: in
     else:
         dx = dy = roll = breath = np.zeros(n)
         nod = np.zeros(n)
+    size = rendered_size(view, resolution)
     frames = np.stack([
         render_frame(ident, FramePose(mouth_open=float(m["open"][i]), mouth_width=float(m["width"][i]),
                                       mouth_round=float(m["round"][i]), smile=float(smile[i]), blink=float(blink[i]),
                                       head_dx=float(dx[i]), head_dy=float(dy[i]), head_roll=float(roll[i]),
-                                      head_nod=float(nod[i]), breath=float(breath[i])), resolution)
+                                      head_nod=float(nod[i]), breath=float(breath[i])), size)
         for i in range(n)])
-    reference = render_frame(ident, FramePose(), resolution)
-    return ClipData(frames, audio, m["open"], m["width"], m["round"], states, reference, face_mask_of_crop(reference),
-                    int(identity_id), float(fps), kind)
+    reference = render_frame(ident, FramePose(), size)
+    if size != resolution:
+        frames = np.stack([reframe(f, view, resolution) for f in frames])
+        reference = reframe(reference, view, resolution)
+    return ClipData(frames, audio, m["open"], m["width"], m["round"], states, reference,
+                    face_mask_of_crop(reference, view), int(identity_id), float(fps), kind)

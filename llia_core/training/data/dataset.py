@@ -9,6 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...framing import FACE, Framing
 from .clips import ClipData, make_clip
 from .identity import split_of
 
@@ -35,22 +36,23 @@ def load_clip(path) -> ClipData:
 
 
 def _job(args):
-    root, split, ident, k, seconds, fps, res, seed = args
+    root, split, ident, k, seconds, fps, res, seed, view = args
     path = _clip_path(Path(root), split, ident, k)
     if not path.exists():
-        save_clip(path, make_clip(ident, seed * 1000 + k, seconds=seconds, fps=fps, resolution=res))
+        save_clip(path, make_clip(ident, seed * 1000 + k, seconds=seconds, fps=fps, resolution=res, view=view))
     return str(path), ident, split, k
 
 
 def generate_dataset(out_dir, *, num_identities: int, clips_per_identity: int, seconds: float = 3.0, fps: int = 25,
                      resolution: int = 128, seed: int = 0, split: str | None = None, workers: int = 1,
-                     progress: bool = True, first_identity: int = 0) -> Path:
-    """Write clips for identities [first_identity, first_identity + N) whose split matches."""
+                     progress: bool = True, first_identity: int = 0, view: Framing = FACE) -> Path:
+    """Write clips for identities [first_identity, first_identity + N) whose split matches; ``view``:
+    which part of the face the crops show."""
     from tqdm import tqdm
 
     root = Path(out_dir)
     idents = [i for i in range(first_identity, first_identity + num_identities) if split is None or split_of(i) == split]
-    jobs = [(str(root), split_of(i), i, k, seconds, fps, resolution, seed) for i in idents
+    jobs = [(str(root), split_of(i), i, k, seconds, fps, resolution, seed, view) for i in idents
             for k in range(clips_per_identity)]
     results = []
     if workers > 1:

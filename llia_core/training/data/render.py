@@ -229,8 +229,10 @@ def _draw_head_silhouette(img, cv, ident):
         _ellipse(img, cv, 0, -0.95, w, 0.42 * ident.hair_volume, c, start=180, end=360)
 
 
-def mouth_box(resolution: int = 128) -> tuple[int, int, int, int]:
-    """(x0, y0, x1, y1) covering every mouth shape plus head motion; excluded from identity scores."""
-    u = resolution / (2 * FACE_SCALE)
-    c = resolution / 2
-    return (int(c - 0.5 * u), int(c + 0.3 * u), int(np.ceil(c + 0.5 * u)), int(np.ceil(c + 0.98 * u)))
+def mouth_box(resolution: int = 128, view=None) -> tuple[int, int, int, int]:
+    """(x0, y0, x1, y1) covering every mouth shape plus head motion; excluded from identity scores.
+    ``view``: the crop's framing (``framing.Framing``; None: the whole face)."""
+    from ...framing import FACE
+
+    (x0, y0), (x1, y1) = (view or FACE).to_pixels([[-0.5, 0.3], [0.5, 0.98]], resolution)
+    return (max(0, int(x0)), max(0, int(y0)), int(np.ceil(x1)), int(np.ceil(y1)))

@@ -111,7 +111,7 @@ def _sharpness(crop: np.ndarray) -> float:
     return float(cv2.Laplacian(cv2.cvtColor(crop, cv2.COLOR_RGB2GRAY), cv2.CV_32F).var())
 
 
-def _track(path: Path, fps: float, resolution: int, max_frames: int | None):
+def _track(path: Path, fps: float, resolution: int, max_frames: int | None, view: framing.Framing):
     """Pass 1: per target frame the raw alignment (or None), face size, mouth measures, sharpness;
     plus the crop of the most closed mouth (the reference)."""
     from ...portrait import FaceTracker, align_landmarks, crop_image
@@ -126,8 +126,8 @@ def _track(path: Path, fps: float, resolution: int, max_frames: int | None):
         if face is None:
             rows.append(None)
             continue
-        al = align_landmarks(face, resolution)
-        units = framing.to_units(al.to_crop(face.xy), resolution)
+        al = align_landmarks(face, resolution, view)
+        units = view.to_units(al.to_crop(face.xy), resolution)
         gap, width = mouth_measures(units)
         a, b = face.eye_centres()
         size = float(np.hypot(*(b - a)) + np.hypot(*(face.mouth_centre() - (a + b) / 2)))
@@ -196,8 +196,9 @@ def _runs(keep: np.ndarray, length: int, min_length: int) -> list[tuple[int, int
 
 def ingest_video(path: Path, root: Path, video_id: int, *, split: str = "train", fps: float = 25.0,
                  resolution: int = 128, clip_seconds: float = 3.0, min_seconds: float = 1.0,
-                 max_seconds: float | None = None, smooth: int = 5) -> VideoReport:
-    """One video -> clips under ``root/split``; returns what was kept and dropped."""
+                 max_seconds: float | None = None, smooth: int = 5, view: framing.Framing = framing.FACE) -> VideoReport:
+    """One video -> clips under ``root/split``; returns what was kept and dropped. ``view``: which part
+    of the face the crops show (the model's framing)."""
     import torch
 
     from ...audio import load_audio
@@ -206,7 +207,7 @@ def ingest_video(path: Path, root: Path, video_id: int, *, split: str = "train",
 
     report = VideoReport(path.name)
     max_frames = None if max_seconds is None else int(round(max_seconds * fps))
-    rows, reference = _track(path, fps, resolution, max_frames)
+    rows, reference = _track(path, fps, resolution, max_frames, view)
     report.frames = len(rows)
     if reference is None or not rows:
         report.dropped = {"face lost": len(rows)}
@@ -230,7 +231,7 @@ def ingest_video(path: Path, root: Path, video_id: int, *, split: str = "train",
     wave = np.pad(wave, (0, max(0, int(round(report.frames / fps * 16000)) - len(wave))))
     speech = detect_speech(torch.from_numpy(wave), report.frames, fps).numpy()
     reference, oval = reference
-    mask = framing.face_locator_mask(resolution, oval=oval).numpy()[0].astype(np.uint8)
+    mask = framing.face_locator_mask(resolution, view, oval).numpy()[0].astype(np.uint8)
     # pass 2: the crops of the kept frames, written clip by clip
     starts = {a: (a, b) for a, b in clips}
     current, frames = None, []
