@@ -27,6 +27,7 @@ import torch
 
 from .. import framing
 from ..audio import encode_audio, window_settings
+from .mouth_realism import OPEN_GAP, crop_features, interior_shares, jaw_slope, mouth_crops, mouth_sharpness
 from ..pipeline import LLIAPipeline, SamplerConfig
 from ..pipeline.output import FrameRenderer, render_clips
 from ..portrait.expression import DEFAULT_EXPRESSION
@@ -71,7 +72,7 @@ def _face_regions(portrait, r: int):
     from ..training.data.render import mouth_box
 
     face = portrait.face_mask[0].numpy() > 0
-    x0, y0, x1, y1 = mouth_box(r)
+    x0, y0, x1, y1 = mouth_box(r, portrait.view)
     mouth = np.zeros_like(face)
     mouth[y0:y1, x0:x1] = True
     return face & ~mouth, mouth
@@ -116,14 +117,14 @@ def evaluate_video(pipe, path: Path, seconds: float, sampler: SamplerConfig,
     from .metrics import boundary_ratio
 
     real, fps = _read_video(path, seconds)
-    portrait = prepare_portrait(real[0], pipe.config.resolution, expression=expression)
+    portrait = prepare_portrait(real[0], pipe.config.resolution, view=pipe.config.framing, expression=expression)
     wave = load_audio(str(path), duration=len(real) / fps).waveform.numpy()
     gen, states, boundaries, gen_fps = _generate(pipe, portrait, wave, sampler)
     # the real video at the model's frame rate, frame for frame
     idx = np.minimum((np.arange(len(gen)) * fps / pipe.config.fps).astype(int), len(real) - 1)
     real = real[idx]
     g_gap, g_faces = mouth_track(gen)
-    r_gap, _ = mouth_track(real)
+    r_gap, r_faces = mouth_track(real)
     ok = ~np.isnan(g_gap) & ~np.isnan(r_gap)
     r = float(np.corrcoef(g_gap[ok], r_gap[ok])[0, 1]) if ok.sum() > 10 else float("nan")
     move = float(np.std(g_gap[ok]) / max(np.std(r_gap[ok]), 1e-6))
@@ -146,7 +147,17 @@ def evaluate_video(pipe, path: Path, seconds: float, sampler: SamplerConfig,
            "identity_ssim": ident, "sharpness_ratio": sharp,
            "boundary_ratio": float(boundary_ratio(gen_t, boundaries)) if boundaries else float("nan"),
            "silent_frames": int(silent.sum()), "generation_fps": gen_fps}
-    return row, {"real": real, "generated": gen, "faces": g_faces}
+    mouths = {}
+    for kind, frames, faces, track in (("real", real, r_faces, r_gap), ("generated", gen, g_faces, g_gap)):
+        crops, gaps, inner = mouth_crops(frames, faces)
+        teeth, dark = interior_shares(crops, inner)
+        opened = gaps >= OPEN_GAP
+        mouths[kind] = {"features": crop_features(crops[opened]), "gaps": gaps, "teeth": teeth, "dark": dark}
+        row[f"open_frames_{kind}"] = int(opened.sum())
+        row[f"jaw_slope_{kind}"] = jaw_slope(faces)
+        row[f"mouth_sharpness_{kind}"] = mouth_sharpness(frames, faces, real[0], r_faces[0],
+                                                         np.nan_to_num(track) >= OPEN_GAP)
+    return row, {"real": real, "generated": gen, "faces": g_faces, "mouths": mouths}
 
 
 def speech_with_pauses_real(speech_dir: Path, seconds: float, rng: np.random.Generator) -> np.ndarray:
@@ -172,7 +183,7 @@ def evaluate_photo(pipe, path: Path, wave: np.ndarray, sampler: SamplerConfig,
     from ..portrait import prepare_portrait
     from ..portrait.image_io import load_image
 
-    portrait = prepare_portrait(load_image(str(path)), pipe.config.resolution, expression=expression)
+    portrait = prepare_portrait(load_image(str(path)), pipe.config.resolution, view=pipe.config.framing, expression=expression)
     gen, states, _, gen_fps = _generate(pipe, portrait, wave, sampler)
     gap, _ = mouth_track(gen)
     rest = float(mouth_track(portrait.source[None])[0][0])
@@ -214,10 +225,33 @@ def _figure(path: Path, videos: list[dict], photos: list[dict], height: int = 36
     cv2.imwrite(str(path), cv2.cvtColor(np.concatenate(rows, 0), cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 92])
 
 
+def realism_report(rows: list[dict], looks: list[dict]) -> dict:
+    """The mouth-realism measures (``mouth_realism.py``) over evaluated videos, one person each."""
+    from .mouth_realism import leave_one_person_out, matched_shares
+
+    names = [r["video"] for r in rows]
+    acc = leave_one_person_out({n: (lk["mouths"]["real"]["features"], lk["mouths"]["generated"]["features"])
+                                for n, lk in zip(names, looks)})
+    pooled = {k: tuple(np.concatenate([lk["mouths"][k][f] for lk in looks]) for f in ("gaps", "teeth", "dark"))
+              for k in ("real", "generated")} if looks else None
+    nan = float("nan")
+    shares = matched_shares(pooled["real"], pooled["generated"]) if pooled else \
+        {"teeth_ratio": nan, "dark_ratio": nan, "teeth_ratio_range": [nan, nan], "dark_ratio_range": [nan, nan]}
+    mean = lambda k: float(np.nanmean([r[k] for r in rows])) if rows else float("nan")  # noqa: E731
+    return {"classifier_accuracy": float(np.mean(list(acc.values()))) if acc else float("nan"),
+            "classifier_accuracy_per_person": acc, "people": len(acc), **shares,
+            "jaw_slope_generated": mean("jaw_slope_generated"), "jaw_slope_real": mean("jaw_slope_real"),
+            "mouth_sharpness_generated": mean("mouth_sharpness_generated"),
+            "mouth_sharpness_real": mean("mouth_sharpness_real")}
+
+
 def run_real_eval(model: str, real_dir: str, out: str, *, videos: list[str], photos: list[str],
                   seconds: float = 10.0, photo_seconds: float = 8.0, figure: str | None = None,
                   threads: int | None = None, seed: int = 0, sampler: SamplerConfig = SamplerConfig(),
-                  expression: str = DEFAULT_EXPRESSION) -> dict:
+                  expression: str = DEFAULT_EXPRESSION, realism_videos: list[str] = ()) -> dict:
+    """``videos``: talking videos of people the model never trained on (names in ``talking/``);
+    ``photos``: photos; ``realism_videos``: more such videos (paths under ``real_dir`` without suffix,
+    e.g. ``grid/s2/pwij3p``) that only join the mouth-realism measures."""
     from ..checkpoints import load_model
 
     if threads:
@@ -236,6 +270,9 @@ def run_real_eval(model: str, real_dir: str, out: str, *, videos: list[str], pho
         return rows, looks
 
     v_rows, v_looks = each("talking", videos, lambda path: evaluate_video(pipe, path, seconds, sampler, expression))
+    x_rows, x_looks = each(".", list(realism_videos),
+                           lambda path: evaluate_video(pipe, path, seconds, sampler, expression))
+    realism = realism_report([*v_rows, *x_rows], [*v_looks, *x_looks])
     wave = speech_with_pauses_real(root / "speech", photo_seconds, np.random.default_rng(seed))
     p_rows, p_looks = each("photos", photos, lambda path: evaluate_photo(pipe, path, wave, sampler, expression))
     mean = lambda rows, k: float(np.nanmean([r[k] for r in rows]))  # noqa: E731
@@ -247,9 +284,18 @@ def run_real_eval(model: str, real_dir: str, out: str, *, videos: list[str], pho
         "speech_silence_ratio_photos": mean(p_rows, "speech_silence_ratio"),
         "closed_in_silence_pct_photos": mean(p_rows, "closed_in_silence_pct"),
         "sharpness_ratio_photos": mean(p_rows, "sharpness_ratio"),
+        "realism_classifier_accuracy": realism["classifier_accuracy"],
+        "realism_teeth_ratio": realism["teeth_ratio"], "realism_dark_ratio": realism["dark_ratio"],
+        "realism_teeth_ratio_min_over_openings": realism["teeth_ratio_range"][0],
+        "realism_teeth_ratio_max_over_openings": realism["teeth_ratio_range"][1],
+        "realism_dark_ratio_min_over_openings": realism["dark_ratio_range"][0],
+        "realism_dark_ratio_max_over_openings": realism["dark_ratio_range"][1],
+        "realism_mouth_sharpness_generated": realism["mouth_sharpness_generated"],
+        "realism_mouth_sharpness_real": realism["mouth_sharpness_real"],
+        "jaw_slope_generated": realism["jaw_slope_generated"], "jaw_slope_real": realism["jaw_slope_real"],
         "eval_seconds": round(time.perf_counter() - t0, 1), "model": str(model), "expression": expression,
     }
-    report = {"summary": summary, "videos": v_rows, "photos": p_rows}
+    report = {"summary": summary, "videos": v_rows, "photos": p_rows, "realism_videos": x_rows, "realism": realism}
     out_path = Path(out)
     out_path.parent.mkdir(parents=True, exist_ok=True)
     out_path.with_suffix(".json").write_text(json.dumps(report, indent=1))
