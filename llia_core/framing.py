@@ -2,7 +2,7 @@
 
 Coordinates are face-box units: the face box spans [-1, 1] on both axes. Which part of it a
 model's crop shows is its ``Framing``: the whole face (the crop spans [-1.8, 1.8], 1 unit = R / 3.6
-pixels) or, for the real-people model, the lower face (x in [-0.68, 0.68], y in [0, 1.36]: the
+pixels) or the lower face (the ``real-lower`` config: x in [-0.68, 0.68], y in [0, 1.36]; the
 mouth is 2.6x larger). The training-data renderer draws to these numbers, and real portraits are
 aligned to them from their landmarks, so a model trained on one works on the other.
 
@@ -40,9 +40,9 @@ class Framing:
     """Which part of the face a model's square crop shows, in face-box units.
 
     ``scale``: half the crop's side (= crop side / face box side); ``centre_y``: the height of the
-    crop's centre (0: the face box's centre). The cartoon model sees the whole face (1.8, 0); the
-    real-people model a lower-face crop (0.68, 0.68: from the nose to below an open jaw), so an open
-    mouth is ~60 px wide in its 128 px crop instead of ~23.
+    crop's centre (0: the face box's centre). The bundled models see the whole face (1.8, 0); the
+    ``real-lower`` config a lower-face crop (0.68, 0.68: from the nose to below an open jaw), so an
+    open mouth is ~60 px wide in its 128 px crop instead of ~23.
     """
 
     scale: float = FACE_SCALE

@@ -92,7 +92,7 @@ def test_a_lower_face_crop_is_the_whole_face_crop_zoomed_about_the_mouth(photo, 
     from llia_core.config import get_config
     from llia_core.training.data.clips import reframe, rendered_size
 
-    view = get_config("real").framing
+    view = get_config("real-lower").framing
     pts = np.array([[0.0, 0.52], [0.3, 1.0], [-0.6, 0.1]])
     assert np.allclose(view.to_units(view.to_pixels(pts, 128), 128), pts)
     assert np.allclose(view.to_pixels([[0.0, view.centre_y]], 128), 64)

@@ -93,8 +93,9 @@ def _inputs(model, b=1, f=3, states=SPEAKING):
 
 
 @torch.no_grad()
-def test_an_untrained_warp_model_predicts_the_warped_portrait_and_shuts_the_mouth_outside_speech():
-    model = LLIAModel(get_config("real")).eval()
+@pytest.mark.parametrize("name", ["real", "real-lower"])
+def test_an_untrained_warp_model_predicts_the_warped_portrait_and_shuts_the_mouth_outside_speech(name):
+    model = LLIAModel(get_config(name)).eval()
     mouth = torch.tensor([[[0.8, 0.5, 0.0]] * 3])
     args = _inputs(model)
     out = model.denoiser(**args, mouth=mouth)
@@ -261,10 +262,11 @@ def test_photos_become_still_idle_and_listening_clips_mirrored(tmp_path):
 
 
 @torch.no_grad()
-def test_the_residual_of_a_real_model_changes_only_the_region_around_the_mouth():
+@pytest.mark.parametrize("name", ["real", "real-lower"])
+def test_the_residual_of_a_real_model_changes_only_the_region_around_the_mouth(name):
     from llia_core.models.mouth_warp import mouth_region
 
-    model = LLIAModel(get_config("real")).eval()
+    model = LLIAModel(get_config(name)).eval()
     torch.nn.init.normal_(model.denoiser.unet.conv_out.weight, std=0.1)  # a residual everywhere
     args = _inputs(model, states=IDLE)
     out = model.denoiser(**args, mouth=torch.tensor([[[0.0, 0.5, 0.0]] * 3]))
@@ -278,7 +280,7 @@ def test_the_residual_of_a_real_model_changes_only_the_region_around_the_mouth()
     assert whole[int(FACE.to_pixels([[0, framing.EYE_Y]], 128)[0, 1])].max() == 0
 
 
-@pytest.mark.parametrize("view", [FACE, get_config("real").framing], ids=["whole face", "lower face"])
+@pytest.mark.parametrize("view", [FACE, get_config("real-lower").framing], ids=["whole face", "lower face"])
 def test_paste_backs_reference_warp_is_the_models_own(view):
     from llia_core.cli import DEFAULT_PORTRAIT
     from llia_core.portrait import Compositor, prepare_portrait

@@ -40,7 +40,7 @@ def main(argv=None) -> int:
     p.add_argument("--seconds", type=float, default=3.0)
     p.add_argument("--fps", type=int, default=25)
     p.add_argument("--resolution", type=int, default=128)
-    p.add_argument("--config", default=None, help="crop to this model config's framing (e.g. real: the lower "
+    p.add_argument("--config", default=None, help="crop to this model config's framing (e.g. real-lower: the lower "
                    "face); default: the whole face")
     p.add_argument("--split", default=None, choices=(None, "train", "val", "test"))
     p.add_argument("--seed", type=int, default=0)
