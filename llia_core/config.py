@@ -198,6 +198,10 @@ class LLIAConfig:
             attention over the reference tokens, added with a per-channel gate that starts at zero,
             instead of as extra keys of one softmax (``models/attention.py``). A model converted from
             Stable Diffusion then starts as exactly that UNet and learns how much reference to take.
+        opening_light: how bright the warped reference (the denoiser's x0 skip) leaves the inside
+            of an open mouth against the lip line the warp stretches there: 1 as it is; below 1 a dark
+            cavity (``mouth_warp.darken_opening``) the residual paints teeth and tongue into, the same
+            start on every face whatever its lipstick. The paste-back keeps it as part of the residual.
         residual_region: where the denoiser's residual may change the (warped) reference: "face"
             (everywhere) or "mouth" (a soft region from the nose to below the chin,
             ``mouth_warp.mouth_region``; eyes, forehead and background stay the portrait's own).
@@ -224,6 +228,7 @@ class LLIAConfig:
     mouth_paint_gate: bool = True
     reference_warp: bool = False
     reference_gate: bool = False
+    opening_light: float = 1.0
     residual_region: str = "face"
     prediction_type: str = "sample"
     num_train_timesteps: int = 1000
@@ -336,8 +341,9 @@ CONFIGS: dict[str, LLIAConfig] = {
     # head-motion model (the head's pose and the brows from the speech, learned from real talkers' pose tracks)
     "real": _REAL,
     # the same model on a lower-face crop (nose to below an opened jaw), where an open mouth is ~60 px wide
-    # instead of ~23: the working area of the learned mouth (issue #36; being trained, not bundled yet)
-    "real-lower": dataclasses.replace(_REAL, face_scale=0.68, crop_centre_y=0.68),
+    # instead of ~23, starting the inside of an open mouth from a dark cavity: the working area of the
+    # learned mouth (issue #36; being trained, not bundled yet)
+    "real-lower": dataclasses.replace(_REAL, face_scale=0.68, crop_centre_y=0.68, opening_light=0.3),
     "sd15-384": LLIAConfig(
         name="sd15-384", resolution=384, autoencoder=_SD15_VAE, audio=_SD15_AUDIO, unet=_SD15_UNET,
         concat_reference=False, reference_skip=False, reference_gate=True, prediction_type="v_prediction",

@@ -99,7 +99,8 @@ def test_an_untrained_warp_model_predicts_the_warped_portrait_and_shuts_the_mout
     mouth = torch.tensor([[[0.8, 0.5, 0.0]] * 3])
     args = _inputs(model)
     out = model.denoiser(**args, mouth=mouth)
-    want = warp_patch_latent(args["reference_latent"], mouth[0, :1], model.config.framing, 4)
+    want = warp_patch_latent(args["reference_latent"], mouth[0, :1], model.config.framing, 4, None,
+                             model.config.opening_light)
     assert torch.allclose(out[0, :, 0], want[0], atol=1e-4)
     assert not torch.allclose(out[0, :, 0], args["reference_latent"][0], atol=1e-3)
     # outside speech the mouth model's shapes are gated to the portrait's own mouth: shut
@@ -126,6 +127,24 @@ def _portrait():
     from llia_core.portrait import prepare_portrait
 
     return prepare_portrait(str(DEFAULT_PORTRAIT), 128)
+
+
+def test_the_lower_face_models_warp_starts_an_open_mouth_from_a_dark_cavity_whatever_the_lipstick():
+    from llia_core.cli import DEFAULT_PORTRAIT
+    from llia_core.models.mouth_warp import darken_opening, opening_depth
+    from llia_core.portrait import prepare_portrait
+
+    cfg = get_config("real-lower")
+    p = prepare_portrait(str(DEFAULT_PORTRAIT), 128, view=cfg.framing)
+    mouth = torch.tensor([[0.9, 0.5, 0.0]])
+    plain = warp_pixels(p.image[None].float(), mouth, cfg.framing, p.mouth_anchor[None])
+    dark = darken_opening(plain, mouth, cfg.framing, cfg.opening_light, p.mouth_anchor[None])
+    xs, ys = cfg.framing.axes(128)
+    depth = opening_depth(xs[None, None, :], ys[None, :, None], mouth, p.mouth_anchor[None])[0]
+    deep, outside = depth > 0.5, depth == 0
+    assert deep.sum() > 100 and torch.equal(dark[0][:, outside], plain[0][:, outside])
+    assert torch.allclose(dark[0][:, deep], plain[0][:, deep] * cfg.opening_light)
+    assert get_config("real").opening_light == 1.0  # the bundled model's warp is unchanged
 
 
 def test_paste_back_keeps_the_photos_own_detail_and_warps_it_at_full_resolution():

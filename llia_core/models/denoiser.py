@@ -253,7 +253,7 @@ class LLIADenoiser(nn.Module):
             if self.config.reference_warp:
                 ref = reference_latent[:, None].expand(b, f, *reference_latent.shape[1:]).reshape(b * f, c, h, w)
                 warped = warp_patch_latent(ref.float(), mouth.float(), self.config.framing,
-                                           self.config.autoencoder.downscale, anchor)
+                                           self.config.autoencoder.downscale, anchor, self.config.opening_light)
                 skip = warped.reshape(b, f, c, h, w).transpose(1, 2)
             if reference_keep is not None:
                 skip = skip * reference_keep.to(skip.dtype)[:, None, :, None, None]

@@ -175,11 +175,24 @@ def warp_pixels(pixels: torch.Tensor, mouth: torch.Tensor, view: Framing,
     return F.grid_sample(pixels, grid, mode="bilinear", padding_mode="border", align_corners=False)
 
 
+def darken_opening(pixels: torch.Tensor, mouth: torch.Tensor, view: Framing, light: float,
+                   anchor: torch.Tensor | None = None) -> torch.Tensor:
+    """pixels (N, 3, R, R) (warped to ``mouth``) with the inside of the opening at ``light`` times its
+    brightness (the lip line the warp stretches there, whatever the lipstick, becomes a dark cavity),
+    fading in over the outer fifth of the opening's depth."""
+    xs, ys = view.axes(pixels.shape[-1], pixels.device)
+    depth = opening_depth(xs[None, None, :], ys[None, :, None], mouth, anchor)
+    return pixels * (1 - (1 - light) * (depth / 0.2).clamp(max=1))[:, None].to(pixels.dtype)
+
+
 def warp_patch_latent(latent: torch.Tensor, mouth: torch.Tensor, view: Framing, downscale: int,
-                      anchor: torch.Tensor | None = None) -> torch.Tensor:
+                      anchor: torch.Tensor | None = None, opening_light: float = 1.0) -> torch.Tensor:
     """The same warp for the lossless "patch" latent (N, 3 * f * f, h, w): unfold to pixels, warp, fold."""
     pixels = F.pixel_shuffle(latent, downscale)
-    return F.pixel_unshuffle(warp_pixels(pixels, mouth, view, anchor), downscale)
+    warped = warp_pixels(pixels, mouth, view, anchor)
+    if opening_light != 1.0:
+        warped = darken_opening(warped, mouth, view, opening_light, anchor)
+    return F.pixel_unshuffle(warped, downscale)
 
 
 def mouth_region(size: int, view: Framing, anchor: torch.Tensor | None = None, n: int = 1) -> torch.Tensor:

@@ -278,7 +278,7 @@ def distill_loss(student: LLIAModel, target: LLIAModel, teacher: LLIAModel, batc
 
 def with_new_heads(model: LLIAModel, config) -> LLIAModel:
     """``model`` rebuilt with ``config`` when that only adds heads (mouth head, mouth paint) or moves
-    the crop (``framing``); else unchanged.
+    the crop (``framing``) or the opening's start (``opening_light``); else unchanged.
 
     Lets a base model trained before a head existed continue training with it: every existing
     weight is kept, only the head starts fresh. A new framing keeps every weight (the network is
@@ -289,7 +289,8 @@ def with_new_heads(model: LLIAModel, config) -> LLIAModel:
     old = model.config
     plain = dataclasses.replace(config, audio=dataclasses.replace(config.audio, mouth_head=old.audio.mouth_head),
                                 mouth_paint=old.mouth_paint, name=old.name, mouth_paint_gate=old.mouth_paint_gate,
-                                face_scale=old.face_scale, crop_centre_y=old.crop_centre_y)
+                                face_scale=old.face_scale, crop_centre_y=old.crop_centre_y,
+                                opening_light=old.opening_light)
     if plain != model.config:
         return model  # another architecture: keep the checkpoint's own config
     grown = LLIAModel(config)
