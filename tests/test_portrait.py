@@ -239,3 +239,22 @@ def test_output_size_caps_the_long_side(photo):
     assert output_size(wide, 512) == (512, 256)
     comp = Compositor(wide, 512)
     assert comp.composite(torch.zeros(1, 128, 128, 3)).shape == (1, 256, 512, 3)
+
+
+def test_a_face_without_landmarks_is_pasted_where_the_face_is_whatever_the_framing(photo):
+    """The Haar fallback's paste mask (no landmarks: an ellipse around the face box) is the same face
+    region in a whole-face crop and in a lower-face one, inside the part the lower-face crop covers."""
+    import cv2
+    import dataclasses
+
+    from llia_core.config import get_config
+
+    masks = []
+    for view in (framing.FACE, get_config("real-lower").framing):
+        p = dataclasses.replace(prepare_portrait(photo, 128, view=view), landmarks=None)
+        masks.append(face_paste_mask(p, *p.source_size))
+    inside = np.zeros_like(masks[1])
+    cv2.fillConvexPoly(inside, np.round(p.alignment.crop_corners()).astype(np.int32), 1.0)
+    inside = cv2.erode(inside, np.ones((15, 15), np.uint8)) > 0  # away from the lower crop's edges
+    assert inside.sum() > 2000 and masks[1][inside].mean() > 0.3
+    assert np.abs(masks[0] - masks[1])[inside].max() < 0.05

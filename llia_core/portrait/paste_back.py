@@ -57,8 +57,9 @@ def face_paste_mask(portrait: Portrait, width: int, height: int) -> np.ndarray:
         size = float(np.ptp(poly[:, 1]))
     elif portrait.face_box is not None:
         t = np.linspace(0, 2 * np.pi, 64, endpoint=False)
-        u = framing.unit(r)
-        ellipse = np.stack([r / 2 + 1.2 * u * np.cos(t), r / 2 + 1.3 * u * np.sin(t)], 1)
+        u = portrait.view.unit(r)
+        (cx, cy), = portrait.view.to_pixels([[0.0, 0.0]], r)  # the face box's centre in this crop
+        ellipse = np.stack([cx + 1.2 * u * np.cos(t), cy + 1.3 * u * np.sin(t)], 1)
         poly = to_out(portrait.alignment.to_source(ellipse))
         size = float(np.ptp(poly[:, 1]))
     else:  # crop mode "whole": the whole crop square
