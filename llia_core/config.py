@@ -180,7 +180,7 @@ class LLIAConfig:
             the portrait instead of from noise and only has to learn what moves.
         face_scale: crop side / face box side used to frame portraits (``framing.Framing.scale``).
         crop_centre_y: height of the crop's centre in face-box units (0: the whole face; the
-            real-people model's lower-face crop sits lower, ``framing.Framing``).
+            ``real-lower`` config's lower-face crop sits lower, ``framing.Framing``).
         mouth_map: draw the audio encoder's predicted mouth shape at the mouth position and add it
             to the noisy latents at full latent resolution (needs ``audio.mouth_head``); see
             ``models/mouth_map.py``.

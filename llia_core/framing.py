@@ -77,21 +77,6 @@ class Framing:
 FACE = Framing()  # the whole face: the framing contract's own crop
 
 
-def unit(resolution: int, view: Framing = FACE) -> float:
-    """Pixels per face-box unit in a crop of side ``resolution``."""
-    return view.unit(resolution)
-
-
-def to_pixels(points, resolution: int, view: Framing = FACE) -> np.ndarray:
-    """(N, 2) face-box units -> crop pixels."""
-    return view.to_pixels(points, resolution)
-
-
-def to_units(points, resolution: int, view: Framing = FACE) -> np.ndarray:
-    """(N, 2) crop pixels -> face-box units."""
-    return view.to_units(points, resolution)
-
-
 def alignment_targets() -> np.ndarray:
     """(3, 2) where the image-left eye, the image-right eye and the mouth centre go, in units."""
     return np.array([[-EYE_X, EYE_Y], [EYE_X, EYE_Y], [0.0, LANDMARK_MOUTH_Y]])

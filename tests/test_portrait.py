@@ -119,9 +119,9 @@ def test_contract_targets_are_what_the_mesh_reads_on_rendered_faces():
     rows = []
     for ident in range(5, 400, 40):
         face = find_faces(render_frame(identity_from_id(ident), FramePose(), 384))[0]
-        a, b = (framing.to_units([p], 384)[0] for p in face.eye_centres())
-        m = framing.to_units([face.mouth_centre()], 384)[0]
-        rows.append([(b[0] - a[0]) / 2, (a[1] + b[1]) / 2, m[1], face.mouth_width() / framing.unit(384)])
+        a, b = (framing.FACE.to_units([p], 384)[0] for p in face.eye_centres())
+        m = framing.FACE.to_units([face.mouth_centre()], 384)[0]
+        rows.append([(b[0] - a[0]) / 2, (a[1] + b[1]) / 2, m[1], face.mouth_width() / framing.FACE.unit(384)])
     eye_x, eye_y, mouth_y, width = np.median(rows, 0)
     assert abs(eye_x - framing.EYE_X) < 0.02 and abs(eye_y - framing.EYE_Y) < 0.02
     assert abs(mouth_y - framing.LANDMARK_MOUTH_Y) < 0.02 and abs(width - framing.LANDMARK_MOUTH_WIDTH) < 0.04
@@ -131,8 +131,8 @@ def test_real_photo_eyes_and_mouth_land_on_the_contract(photo):
     p = prepare_portrait(photo, 128)
     a, b = (p.alignment.to_crop([e])[0] for e in p.landmarks.eye_centres())
     m = p.alignment.to_crop([p.landmarks.mouth_centre()])[0]
-    target = framing.to_pixels(framing.alignment_targets(), 128)
-    u = framing.unit(128)
+    target = framing.FACE.to_pixels(framing.alignment_targets(), 128)
+    u = framing.FACE.unit(128)
     assert np.hypot(*(a - target[0])) < 0.12 * u and np.hypot(*(b - target[1])) < 0.12 * u
     assert np.hypot(*(m - target[2])) < 0.12 * u
     assert p.valid.min() == 1.0  # the astronaut's face is well inside the picture

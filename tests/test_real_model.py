@@ -75,7 +75,7 @@ def test_patch_latent_warp_is_exact_at_rest_and_moves_only_the_lower_face():
     moved = warp_pixels(px, torch.tensor([[1.0, 0.5, 0.0]]), FACE)
     diff = (moved - px).abs().sum(1)[0]
     rows = diff.sum(1)
-    lip = int(framing.to_pixels([[0, framing.MOUTH_CENTRE_Y]], 128)[0, 1])
+    lip = int(framing.FACE.to_pixels([[0, framing.MOUTH_CENTRE_Y]], 128)[0, 1])
     assert rows[:lip - 16].max() < 1e-3 and rows[lip:lip + 20].min() > 0  # the upper lip rises by little
     assert warp_grid(torch.zeros(3, 3), 16, FACE).shape == (3, 16, 16, 2)
 
@@ -155,7 +155,7 @@ def test_paste_back_keeps_the_photos_own_detail_and_warps_it_at_full_resolution(
     same = comp.composite(p.image.permute(1, 2, 0)[None].numpy())[0]
     # the model changed nothing: the full-resolution photo comes back, every pixel within rounding
     assert np.abs(same.astype(int) - comp.background.astype(int)).max() <= 1
-    lips = framing.to_pixels([[0, framing.MOUTH_CENTRE_Y + 0.15], [0, -0.31]], 128)
+    lips = framing.FACE.to_pixels([[0, framing.MOUTH_CENTRE_Y + 0.15], [0, -0.31]], 128)
     src = p.alignment.to_source(lips) * [comp.width / p.source_size[0], comp.height / p.source_size[1]]
     (mx, my), (ex, ey) = np.round(src).astype(int)
     ref = comp.reference_for(np.array([1.0, 0.5, 0.0])) / 255
@@ -179,7 +179,7 @@ def test_an_open_mouth_is_dark_inside_and_the_lips_keep_their_colour():
     shaded, flat = Compositor(p, None), Compositor(p, None, interior_shade=0.0)
     ref = shaded.reference_for(mouth[0]) / 255  # the model painted nothing over the warp
     a, b = (c.composite(ref[None], mouth)[0].astype(float) for c in (shaded, flat))
-    inside = framing.to_pixels([[float(p.mouth_anchor[0]), float(p.mouth_anchor[1]) + 0.05]], 128)
+    inside = framing.FACE.to_pixels([[float(p.mouth_anchor[0]), float(p.mouth_anchor[1]) + 0.05]], 128)
     (x, y), = np.round(p.alignment.to_source(inside)).astype(int)
     assert a[y - 1:y + 2, x - 2:x + 3].mean() < 0.5 * b[y - 1:y + 2, x - 2:x + 3].mean()  # dark inside
     far = np.abs(a - b).sum(-1) > 0
@@ -192,7 +192,7 @@ def test_an_open_mouth_is_dark_inside_and_the_lips_keep_their_colour():
 
 
 def _source_pixel(p, x, y):
-    (px, py), = np.round(p.alignment.to_source(framing.to_pixels([[x, y]], 128))).astype(int)
+    (px, py), = np.round(p.alignment.to_source(framing.FACE.to_pixels([[x, y]], 128))).astype(int)
     return px, py
 
 

@@ -67,7 +67,7 @@ def generated_poses(frames: np.ndarray) -> np.ndarray:
             continue
         al = align_landmarks(face, TRACK_RESOLUTION)
         pts.append(face.points)
-        aligned.append(np.concatenate([framing.to_units(al.to_crop(face.xy), TRACK_RESOLUTION), face.points[:, 2:3]], 1))
+        aligned.append(np.concatenate([framing.FACE.to_units(al.to_crop(face.xy), TRACK_RESOLUTION), face.points[:, 2:3]], 1))
         ok.append(True)
     ok = np.array(ok)
     return np.concatenate([head_poses(np.stack(pts), ok), brow_heights(np.stack(aligned), ok)[:, None]], 1)

@@ -37,11 +37,11 @@ def _crop_transform(face) -> tuple[np.ndarray, float]:
 
     al = align_landmarks(face, 128)  # source -> 128 px whole-face crop
     x0, y0, x1, y1 = WINDOW
-    k = CROP_W / (x1 - x0) / framing.unit(128)  # mouth-crop pixels per 128-crop pixel
-    (ox, oy), = framing.to_pixels([[x0, y0]], 128)
+    k = CROP_W / (x1 - x0) / framing.FACE.unit(128)  # mouth-crop pixels per 128-crop pixel
+    (ox, oy), = framing.FACE.to_pixels([[x0, y0]], 128)
     m = np.vstack([al.matrix, [0, 0, 1]])
     shift = np.array([[k, 0, -k * ox], [0, k, -k * oy], [0, 0, 1]])
-    return (shift @ m)[:2], mouth_measures(framing.to_units(al.to_crop(face.xy), 128))[0]
+    return (shift @ m)[:2], mouth_measures(framing.FACE.to_units(al.to_crop(face.xy), 128))[0]
 
 
 def mouth_crops(frames: np.ndarray, faces: list) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -209,7 +209,7 @@ def jaw_slope(faces: list) -> float:
     for face in faces:
         if face is None:
             continue
-        u = framing.to_units(align_landmarks(face, 128).to_crop(face.xy), 128)
+        u = framing.FACE.to_units(align_landmarks(face, 128).to_crop(face.xy), 128)
         rows.append((u[14, 1] - u[13, 1], u[152, 1] - u[1, 1]))
     if len(rows) < 10:
         return float("nan")

@@ -63,7 +63,7 @@ def mouth_track(frames: np.ndarray) -> tuple[np.ndarray, list]:
             gaps.append(np.nan)
             continue
         al = align_landmarks(face, 128)
-        gaps.append(mouth_measures(framing.to_units(al.to_crop(face.xy), 128))[0])
+        gaps.append(mouth_measures(framing.FACE.to_units(al.to_crop(face.xy), 128))[0])
     return np.array(gaps), faces
 
 

@@ -90,6 +90,6 @@ def track_points_in_source(points_units: np.ndarray, alignment: np.ndarray, reso
         if not np.isfinite(row).all() or not np.isfinite(q).all():
             continue
         al = Alignment.from_params(*map(float, row), resolution)
-        out[i, :, :2] = al.to_source(framing.to_pixels(q[:, :2], resolution))
-        out[i, :, 2] = q[:, 2] * framing.unit(resolution) / row[0]
+        out[i, :, :2] = al.to_source(framing.FACE.to_pixels(q[:, :2], resolution))
+        out[i, :, 2] = q[:, 2] * framing.FACE.unit(resolution) / row[0]
     return out

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from ..audio.features import LOG_SILENCE
+from ..framing import FACE, Framing
 from ..config import MouthModelConfig
 from ..evaluation.metrics import correlation
 from ..models.mouth_model import AudioToMouth, mouth_loss
@@ -356,7 +357,7 @@ def load_utterances(data: str, holdout: tuple[str, ...] = (), n_mels: int = 80, 
     return [utterance_from_track(t, n_mels) for t in usable_tracks(data, holdout, progress)]
 
 
-def measure_draw_curve(photos: list, resolution: int = 128, view=None, knots: int = 21):
+def measure_draw_curve(photos: list, resolution: int = 128, view: Framing = FACE, knots: int = 21):
     """How the face mesh reads a drawn opening, on real photos: for openings 0..1 drawn by the renderer (the
     warp and the paste-back's inside of the mouth, at the photo's resolution), the mesh's lip gap above the
     shut mouth's, on the landmarks' opening scale. -> (read (K,) median over the photos, drawn (K,), photos
@@ -369,7 +370,7 @@ def measure_draw_curve(photos: list, resolution: int = 128, view=None, knots: in
     drawn = np.linspace(0, 1, knots)
     reads = []
     for path in photos:
-        portrait = prepare_portrait(str(path), resolution, **({} if view is None else {"view": view}))
+        portrait = prepare_portrait(str(path), resolution, view=view)
         if portrait.landmarks is None or portrait.mouth_anchor is None:
             continue
         compositor = Compositor(portrait, None)

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
+from ...framing import FACE, Framing
 from ...states import IDLE, LISTENING
 from .clips import ClipData, _segment_audio
 from .dataset import save_clip
@@ -24,11 +25,11 @@ PHOTO_IDENTITY_BASE = 2_000_000
 
 
 def photo_clips(rgb: np.ndarray, ident: int, rng: np.random.Generator, *, seconds: float = 2.0, fps: int = 25,
-                resolution: int = 128, view=None) -> list[ClipData]:
+                resolution: int = 128, view: Framing = FACE) -> list[ClipData]:
     """One photo -> [idle, listening] x [as is, mirrored] still clips (empty if no landmarks)."""
     from ...portrait import prepare_portrait
 
-    portrait = prepare_portrait(rgb, resolution, **({} if view is None else {"view": view}))
+    portrait = prepare_portrait(rgb, resolution, view=view)
     if portrait.landmarks is None:
         return []
     crop = (portrait.image.permute(1, 2, 0).numpy() * 255 + 0.5).astype(np.uint8)

@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...framing import DRAWN_EYE_X, DRAWN_EYE_Y, FACE_SCALE, MOUTH_CENTRE_Y
+from ...framing import DRAWN_EYE_X, DRAWN_EYE_Y, FACE, FACE_SCALE, MOUTH_CENTRE_Y, Framing
 from .identity import IdentityParams
 
 SS = 4  # supersampling factor
@@ -229,10 +229,8 @@ def _draw_head_silhouette(img, cv, ident):
         _ellipse(img, cv, 0, -0.95, w, 0.42 * ident.hair_volume, c, start=180, end=360)
 
 
-def mouth_box(resolution: int = 128, view=None) -> tuple[int, int, int, int]:
+def mouth_box(resolution: int = 128, view: Framing = FACE) -> tuple[int, int, int, int]:
     """(x0, y0, x1, y1) covering every mouth shape plus head motion; excluded from identity scores.
-    ``view``: the crop's framing (``framing.Framing``; None: the whole face)."""
-    from ...framing import FACE
-
-    (x0, y0), (x1, y1) = (view or FACE).to_pixels([[-0.5, 0.3], [0.5, 0.98]], resolution)
+    ``view``: the crop's framing."""
+    (x0, y0), (x1, y1) = view.to_pixels([[-0.5, 0.3], [0.5, 0.98]], resolution)
     return (max(0, int(x0)), max(0, int(y0)), int(np.ceil(x1)), int(np.ceil(y1)))

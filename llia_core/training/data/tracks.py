@@ -169,8 +169,8 @@ def track_video(path: Path, fps: float = TRACK_FPS, max_seconds: float | None = 
             continue
         al = align_landmarks(face, r)
         scale = al.params[0]
-        xy = framing.to_units(al.to_crop(face.xy), r)
-        z = face.points[:, 2:3] * scale / framing.unit(r)
+        xy = framing.FACE.to_units(al.to_crop(face.xy), r)
+        z = face.points[:, 2:3] * scale / framing.FACE.unit(r)
         pts.append(np.concatenate([xy, z], 1).astype(np.float32))
         ok.append(True)
         al_rows.append(np.array(al.params, np.float32))
