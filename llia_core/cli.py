@@ -184,7 +184,7 @@ def run_generate(args) -> dict:
     for note in portrait.notes + renderer.notes:
         print(f"note: {note}", file=sys.stderr)
     states = build_states(args.states, audio)
-    renderer.listen(0, states)
+    renderer.follow_states(0, states)
     sampler = SamplerConfig(sampler=args.sampler, steps=args.steps, guidance_scale=args.guidance, seed=args.seed,
                             drift_guard=args.drift_guard, mouth_amplitude=args.mouth_amplitude,
                             first_clip=args.first_clip, clip_frames=args.clip_frames,

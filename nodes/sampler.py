@@ -71,7 +71,7 @@ class LLIAVariableLengthSampler:
         n, fps = llia_audio.num_frames, llia_audio.fps
         renderer = FrameRenderer(reference, frame_size, max_size or None, motion, fps,
                                  head_model=pipe.model.head_model, speech=llia_audio.waveform_for_video())
-        renderer.listen(0, states)
+        renderer.follow_states(0, states)
         path = _output_path(filename_prefix) if output != OUTPUTS[0] else None
         progress = comfy_bridge.Progress(n)
 

@@ -22,7 +22,7 @@ from llia_core.pipeline import LLIAPipeline, SamplerConfig
 from llia_core.pipeline.output import FrameRenderer, render_clips
 from llia_core.portrait import find_faces, load_image, prepare_portrait
 from llia_core.portrait.expression import mouth_geometry
-from llia_core.portrait.face_motion import FaceMotion, MotionControls, blink_closure
+from llia_core.portrait.face_motion import EYELIDS, FaceMotion, MotionControls, blink_closure
 from llia_core.states import SPEAKING, states_from_activity
 
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "realfaces" / "photos"
@@ -89,6 +89,34 @@ def test_blinks_come_at_the_rate_asked():
     for rate, per_minute in zip((10, 20, 40), counts[1:]):
         assert abs(per_minute - rate) < 0.25 * rate
     assert blink_closure(0.1) == 1.0 and blink_closure(-0.01) == 0.0 and blink_closure(0.3) == 0.0
+
+
+def test_blinks_come_more_often_in_pauses_than_in_speech_and_keep_the_rate_over_talk():
+    face = find_faces(load_image(DEFAULT_PORTRAIT))[0]
+    fps, minutes = 25.0, 40
+    n = int(fps * 60 * minutes)
+    speaking = (np.arange(n) // int(fps * 6)) % 7 != 6  # 6 s turns, one in seven silent (~85% speech)
+    onsets_in = {True: 0, False: 0}
+    motion = FaceMotion(face, IDENTITY, (512, 512), fps, MotionControls(blink_rate=20, seed=5))
+    for start in range(0, n, 9):  # in pieces, as live mode gives them
+        motion.follow_states(start, np.zeros(min(9, n - start), bool), speaking[start:start + 9])
+    shut = np.array([motion.blink(i) for i in range(n)]) > 0.5
+    onsets = np.flatnonzero(shut[1:] & ~shut[:-1]) + 1
+    for k in onsets:
+        onsets_in[bool(speaking[k])] += 1
+    per_min = {k: onsets_in[k] / ((speaking == k).sum() / fps / 60) for k in (True, False)}
+    assert 1.15 < per_min[False] / per_min[True] < 1.8, per_min  # 1.4x in pauses (the real talkers')
+    assert abs(len(onsets) / minutes - 20) < 2.5  # the rate asked, over talk with ~85% speech
+    # every blink still runs its course: closed in the middle, open again within 0.3 s
+    assert all(not shut[k + 8:k + 12].any() for k in onsets[:-1])
+    # whole or in pieces, and a motion that continues another's clock: the same blinks
+    again = FaceMotion(face, IDENTITY, (512, 512), fps, MotionControls(blink_rate=20, seed=5))
+    again.follow_states(0, np.zeros(n, bool), speaking)
+    assert np.array_equal(shut[:3000], np.array([again.blink(i) for i in range(3000)]) > 0.5)
+    later = FaceMotion(face, IDENTITY, (512, 512), fps, MotionControls(blink_rate=20, seed=5, head_motion=0.5))
+    later.continue_from(again)
+    later.follow_states(2000, np.zeros(n - 2000, bool), speaking[2000:])  # frames it was given again: no change
+    assert np.array_equal(shut[:3000], np.array([later.blink(i) for i in range(3000)]) > 0.5)
 
 
 def test_a_blink_shuts_both_eyes_as_the_mesh_sees_it_and_leaves_other_frames_alone():
@@ -260,3 +288,37 @@ def test_teeth_can_be_turned_off_from_the_node_the_cli_and_the_live_process():
     child = LiveProcess("bundled", portrait, 0, motion=plain, python="/bin/echo")  # prints the command it got
     child.proc.wait(10)
     assert "--no-teeth" in child.log_tail()  # the Live View node's own process draws no teeth either
+
+
+def test_the_blink_reader_sees_a_drawn_blink_and_counts_short_dips_only():
+    from llia_core.evaluation.blinks import DIP, blink_onsets, blink_timing, eye_contrast
+
+    import cv2
+
+    photo = load_image(DEFAULT_PORTRAIT)
+    face = find_faces(photo)[0]
+    open_eyes, shut_eyes = photo.copy(), photo.copy()
+    for upper, lower in EYELIDS:  # an open eye (white, a dark iris) and a shut one (skin, a thin lash line)
+        eye = face.xy[list(upper) + list(lower)]
+        (cx, cy), w = eye.mean(0), float(np.ptp(eye[:, 0]))
+        centre, axes = (int(cx), int(cy)), (int(w / 2), int(w / 5))
+        for img in (open_eyes, shut_eyes):
+            cv2.rectangle(img, (int(cx - w), int(cy - w / 2)), (int(cx + w), int(cy + w / 2)), (200, 160, 140), -1)
+        cv2.ellipse(open_eyes, centre, axes, 0, 0, 360, (235, 235, 235), -1)
+        cv2.circle(open_eyes, centre, int(w / 5), (40, 30, 25), -1)
+        cv2.line(shut_eyes, (int(cx - w / 2), int(cy)), (int(cx + w / 2), int(cy)), (60, 40, 35), 1)
+    open_, shut = eye_contrast(open_eyes, face.xy), eye_contrast(shut_eyes, face.xy)
+    assert shut < 0.5 * DIP * open_
+    assert np.isnan(eye_contrast(photo[:, :200], face.xy))  # an eye off the frame: not read
+    contrast = np.full(500, 40.0) + np.random.default_rng(0).normal(0, 0.5, 500)
+    contrast[[50, 51, 52]] = 30.0  # a blink
+    contrast[200:240] = 28.0  # a look down (1.6 s): not a blink
+    contrast[300:303] = np.nan  # a lost face
+    contrast[400:405] = 31.0  # another blink
+    assert blink_onsets(contrast, 25.0).tolist() == [50, 400]
+    speech = np.zeros(500, bool)
+    speech[60:390] = True
+    row = {"fps": 25.0, "onsets": blink_onsets(contrast, 25.0), "read": np.isfinite(contrast), "speech": speech}
+    timing = blink_timing([row])
+    assert timing["blinks"]["pause"] == 2 and timing["blinks"]["speech"] == 0
+    assert timing["blinks"]["before_speech"] == 1 and timing["blinks"]["after_speech"] == 0  # 50 is 10 frames before 60

@@ -96,7 +96,7 @@ def _render(pipe, portrait, audio, states, motion: MotionControls, sampler: Samp
     sampler = dataclasses.replace(sampler, mouth_amplitude=motion.mouth_amplitude)
     renderer = FrameRenderer(portrait, "full", None, motion, audio.fps,
                              head_model=pipe.model.head_model, speech=audio.waveform_for_video())
-    renderer.listen(0, states)
+    renderer.follow_states(0, states)
     return render_clips(pipe.stream(portrait, audio, states, sampler), renderer, total_frames=audio.num_frames).frames
 
 

@@ -7,8 +7,9 @@
 2. **Generated videos**: the held-out people's own clips made by the whole pipeline (portrait = the
    video's first frame, its own speech, head motion 1 with the fold's model), read back by the same
    face-mesh pose estimator as the real videos: what a user sees, with the warp's limits in it.
-3. **The picture around the head**: how much a straight line crossing the neck bends at the largest
-   pose drawn (outside the head's motion box nothing moves, by construction; a test checks it).
+3. **The picture around the head**: how much a straight line around the head (neck, shoulders,
+   background) bends at each video's largest pose drawn (outside the head's motion box nothing moves,
+   by construction; a test checks it).
 """
 
 from __future__ import annotations
@@ -73,15 +74,22 @@ def generated_poses(frames: np.ndarray) -> np.ndarray:
     return np.concatenate([head_poses(np.stack(pts), ok), brow_heights(np.stack(aligned), ok)[:, None]], 1)
 
 
-def neck_bend(motion, pose: np.ndarray) -> float:
-    """How far a straight line crossing the neck bends (degrees) under a drawn ``pose`` (6,): the
-    steepest change of the head's displacement per pixel from the chin down (the warp fades out there;
-    outside its box nothing moves, by construction and tested)."""
+def bend_around_head(motion, pose: np.ndarray) -> float:
+    """How far a straight line around the head bends (degrees) under a drawn ``pose`` (6,): the
+    steepest change of the head's displacement per pixel wherever it is not the head moving as one
+    (its weight below 1: the neck, the shoulders, the background) and everywhere below the chin.
+    Outside the head's box nothing moves (by construction and tested)."""
     field_x, field_y = motion.head_field(*pose[:5])
-    by0 = motion._head[0][1]
-    top = max(0, int(motion.chin_y) - by0)
-    grads = [np.abs(np.diff(f[top:], axis=a)) for f in (field_x, field_y) for a in (0, 1)]
-    return float(np.degrees(np.arctan(max((float(g.max()) for g in grads if g.size), default=0.0))))
+    weight, by0 = motion._head[3], motion._head[0][1]
+    around = (weight < 1.0) | (np.arange(weight.shape[0])[:, None] + by0 > motion.chin_y)
+    steepest = 0.0
+    for f in (field_x, field_y):
+        for axis in (0, 1):
+            step = np.abs(np.diff(f, axis=axis))
+            where = around[:-1] & around[1:] if axis == 0 else around[:, :-1] & around[:, 1:]
+            if where.any():
+                steepest = max(steepest, float(step[where].max()))
+    return float(np.degrees(np.arctan(steepest)))
 
 
 def run_head_eval(model: str, tracks: str, out: str, *, realfaces: str | None = None, folds: int = 5,
@@ -118,6 +126,10 @@ def run_head_eval(model: str, tracks: str, out: str, *, realfaces: str | None = 
     if realfaces and video_seconds > 0:
         report["generated"] = generated_videos(pipe, seqs, groups, models, Path(realfaces), video_seconds, per_person,
                                                progress)
+    if realfaces:
+        from .blinks import real_blinks
+
+        report["real_blinks"] = real_blinks(tracks, realfaces, progress)
     report["listening"] = listening_nods(pipe)
     if figure:
         report["figure"] = motion_figure(pipe, Path(figure))
@@ -139,6 +151,7 @@ def generated_videos(pipe, seqs, groups, models, realfaces: Path, seconds: float
     from ..portrait.face_motion import MotionControls
     from ..states import states_from_activity
     from ..training.data.videos import _frame_times
+    from ..training.head_data import clean_poses
     from .lipsync import _video_path
 
     own = pipe.model.head_model
@@ -162,17 +175,16 @@ def generated_videos(pipe, seqs, groups, models, realfaces: Path, seconds: float
                                              25.0, head_model=model, speech=audio.waveform_for_video())
                     video = render_clips(pipe.stream(portrait, audio, states_from_activity(audio.speech)), renderer,
                                          total_frames=audio.num_frames)
-                    drawn = generated_poses(np.asarray(video.frames)[:n])
+                    drawn, valid = clean_poses(generated_poses(np.asarray(video.frames)[:n]))
                     loud = q.feats[:n, model.config.bands].numpy()
                     real = motion_measures(q.poses[:n], q.valid[:n], q.speech[:n], loud)
-                    valid = np.isfinite(drawn).all(1)
-                    gen = motion_measures(np.nan_to_num(drawn), valid, q.speech[:n], loud)
+                    gen = motion_measures(drawn, valid, q.speech[:n], loud)
                     ratio = {k: gen[f"std_{k}"] / max(real[f"std_{k}"], 1e-6) for k in HEAD_OUTPUTS}
                     rows.append({"name": q.name, "person": person, "frames": n, "real": real, "generated": gen,
                                  "std_ratio": ratio})
                     if renderer.motion is not None and renderer.motion._head is not None:
                         poses = np.stack([renderer.motion.pose(i) for i in range(n)])
-                        around.append(neck_bend(renderer.motion, poses[np.abs(poses[:, :3]).sum(1).argmax()]))
+                        around.append(bend_around_head(renderer.motion, poses[np.abs(poses[:, :3]).sum(1).argmax()]))
                     if progress:
                         print(f"generated {q.name}: roll/yaw/pitch std x{ratio['roll']:.2f} / x{ratio['yaw']:.2f} / "
                               f"x{ratio['pitch']:.2f} of the real", flush=True)
@@ -186,7 +198,8 @@ def generated_videos(pipe, seqs, groups, models, realfaces: Path, seconds: float
             summary[f"real_{k}"] = float(np.nanmedian([r["real"][k] for r in rows]))
             summary[f"generated_{k}"] = float(np.nanmedian([r["generated"][k] for r in rows]))
     if around:
-        summary["neck_bend_degrees_max"] = float(max(around))
+        summary["bend_around_degrees_max"] = float(max(around))
+        summary["bend_around_degrees_median"] = float(np.median(around))
     return {"videos": rows, "summary": summary}
 
 
@@ -206,7 +219,7 @@ def listening_nods(pipe, seconds: float = 20.0, portrait_path=None) -> dict:
     states = fixed_states(audio.num_frames, "listening")
     renderer = FrameRenderer(portrait, "full", None, MotionControls(head_motion=1.0), 25.0,
                              head_model=pipe.model.head_model, speech=audio.waveform_for_video())
-    renderer.listen(0, states)
+    renderer.follow_states(0, states)
     frames = render_clips(pipe.stream(portrait, audio, states), renderer, total_frames=audio.num_frames).frames
     pitch = generated_poses(np.asarray(frames))[:, 2]
     pitch = pitch - np.nanmedian(pitch)
@@ -242,7 +255,7 @@ def motion_figure(pipe, path: Path, seconds: float = 12.0) -> dict:
     states = states_from_activity(audio.speech)
     renderer = FrameRenderer(portrait, "full", None, MotionControls(head_motion=1.0), 25.0,
                              head_model=pipe.model.head_model, speech=audio.waveform_for_video())
-    renderer.listen(0, states)
+    renderer.follow_states(0, states)
     frames = np.asarray(render_clips(pipe.stream(portrait, audio, states), renderer, total_frames=audio.num_frames).frames)
     n = len(frames)
     drawn = np.stack([renderer.motion.pose(i) for i in range(n)]) / DRAW_GAIN  # as predicted (before the draw gains)
@@ -304,9 +317,19 @@ def _markdown(report: dict) -> str:
                   f"{s['generated_speed_speech_vs_pause']:.2f}; speed~loudness r {s['real_speed_vs_loudness_r']:.2f} / "
                   f"{s['generated_speed_vs_loudness_r']:.2f}; brow raises per minute {s['real_brow_raises_per_min']:.1f} / "
                   f"{s['generated_brow_raises_per_min']:.1f}"]
-        if "neck_bend_degrees_max" in s:
-            lines.append(f"\nA straight line across the neck bends by at most {s['neck_bend_degrees_max']:.1f} degrees "
-                         "at each video's largest pose drawn (the picture outside the head's box never moves).")
+        if "bend_around_degrees_max" in s:
+            lines.append(f"\nA straight line around the head (neck, shoulders, background) bends by at most {s['bend_around_degrees_max']:.1f} degrees "
+                         f"(median {s.get('bend_around_degrees_median', float('nan')):.1f}) at each video's largest pose drawn "
+                         "(the picture outside the head's box never moves).")
+    blinks = report.get("real_blinks")
+    if blinks:
+        lines += ["", "## When real talkers blink (from the eyes' pixels; `evaluation/blinks.py`)", "",
+                  "| videos | blinks | per minute in speech | in pauses | pauses / speech | 0.5 s before speech starts | 0.5 s after |",
+                  "|---|---|---|---|---|---|---|"]
+        for kind, b in blinks.items():
+            r = b["per_minute"]
+            lines.append(f"| {kind}: {b['videos']} | {sum(b['blinks'][k] for k in ('speech', 'pause'))} | {r['speech']:.1f} | "
+                         f"{r['pause']:.1f} | {b['pause_over_speech']:.2f} | {r['before_speech']:.1f} | {r['after_speech']:.1f} |")
     nods = report.get("listening")
     if nods:
         lines += ["", f"Listening ({nods['seconds']:g} s of silence, the bundled portrait): {nods['nods_drawn']} nods drawn, "

@@ -506,7 +506,7 @@ class LiveAvatar:
             head = self.pipe.model.head_model
             if head is not None:  # the head's pose between two steps needs the next step's audio (3 frames ahead)
                 self._hear_head(start + length + head.config.frames_per_step - 1)
-            self.renderer.listen(start, states[m:].numpy())  # nods while the user speaks
+            self.renderer.follow_states(start, states[m:].numpy())  # nods while the user speaks
             with self._lock:
                 self._audio_used_until = max(self._audio_used_until, pts_all[-1] + self.lookahead)
             images, self._motion = self._generate(start, length, windows, mouth, speech, states, motion, denoise)

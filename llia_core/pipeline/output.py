@@ -77,13 +77,15 @@ class FrameRenderer:
         if speech is not None:
             self.hear(speech, final=True)
 
-    def listen(self, start: int, states) -> None:
+    def follow_states(self, start: int, states) -> None:
         """Per-frame states of frames ``start``... (speaking / listening / idle): the head nods now and
-        then while the avatar listens. Offline: the whole timeline once, before the frames."""
+        then while the avatar listens, and it blinks more often while it does not speak. Offline: the
+        whole timeline once, before the frames; live: each clip's before its frames."""
         if self.motion is not None:
-            from ..states import LISTENING
+            from ..states import LISTENING, SPEAKING
 
-            self.motion.listen(start, np.asarray(states) == LISTENING)
+            states = np.asarray(states)
+            self.motion.follow_states(start, states == LISTENING, states == SPEAKING)
 
     def hear(self, wave, final: bool = False) -> None:
         """The avatar's next 16 kHz samples (1-D), for the head motion; ``final``: the speech ends here

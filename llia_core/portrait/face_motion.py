@@ -41,13 +41,23 @@ BLINK_CLOSURE = 1.0  # of the lid gap covered when closed
 LID_REACH = 0.9  # lid skin above the lash line that stretches down, in half eye widths
 MIN_BLINK_GAP = 0.8  # seconds between blinks at least
 FIRST_BLINK = 1.0  # seconds into the video before the first blink can come
+# blinks come 1.4x as often while the avatar does not speak as while it speaks: real talkers' blinks
+# read from the eyes' pixels in 35 in-the-wild videos, 24.7 a minute in speech and 34.5 in pauses
+# (docs/model_card.md); the two paces keep ``blink_rate`` the mean over talk that is 85% speech
+BLINK_PACE_SPEAKING, BLINK_PACE_SILENT = 0.943, 1.32
 # the head-motion model's pose -> what the warp draws: the face mesh reads a yaw or pitch of the ellipsoid
-# turn (whose outline stays) at about 0.55-0.7 of its angle, a shift at 1.35x, a brow lift at 0.4x
-# (astronaut, 5 and 10 degrees; docs/model_card.md), so these make a drawn pose read as predicted
+# turn (whose outline stays) at about 0.55-0.7 of its angle, a brow lift at 0.4x (astronaut, 5 and 10
+# degrees; docs/model_card.md), so these make a drawn pose read as predicted; the shift's 0.75 was set
+# while the roll's pivot below the chin added a shift of its own (generated videos now read 0.47x / 1.11x
+# the real shift in x / y: left as it is, a larger shift would bend the picture around the head more)
 DRAW_GAIN = np.array([1.0, 1.6, 1.8, 0.75, 0.75, 2.5])
 MAX_DRAWN = np.array([12.0, 14.0, 14.0, 0.5, 0.5, 0.1])  # degrees, head sizes, eye distances: beyond, a warp of one photo shows seams
 HEAD_DEPTH = 0.9  # the head's depth in the middle of the face over the face's half width
 DEPTH_REACH = 1.35  # where the depth reaches 0, in face-oval radii
+# the head's motion fades from its ellipse to this many times it (over the neck, the shoulders and the
+# picture around): a 3-degree roll bent lines there by up to 15 degrees when it faded by 1.7 (the
+# displacement at the top of the head over the fade's width), 4 at 2.8 (docs/model_card.md)
+FADE_REACH = 2.8
 NOD_DEGREES, NOD_SECONDS = 3.0, 0.7  # a listening nod: the head dips by this much and back
 NOD_FIRST, NOD_GAP, NOD_MIN_GAP = 0.5, 5.0, 2.0  # seconds: after listening starts, mean and least between nods
 BROWS = ((70, 63, 105, 66, 107), (300, 293, 334, 296, 336))  # brow arches (upper edge), image-left and -right
@@ -141,7 +151,7 @@ class FaceMotion:
 
     def __init__(self, landmarks: FaceLandmarks, to_output: np.ndarray, size: tuple[int, int], fps: float,
                  settings: MotionControls, head_model=None):
-        from .head_pose import rigid_radius
+        from .head_pose import RIGID, rigid_radius
 
         self.settings, self.fps = settings.validate(), float(fps)
         self.width, self.height = size
@@ -152,8 +162,10 @@ class FaceMotion:
         self.face = float(np.ptp(oval[:, 1]))
         self.head_size = rigid_radius(pts)
         self.eye_distance = float(np.hypot(*(self.eyes[1].frame.origin - self.eyes[0].frame.origin)))
-        centre = oval.mean(0)
-        self.pivot = pts[CHIN] + (pts[CHIN] - centre) * 0.6  # the neck turns the head
+        # the head rolls about its rigid points' centre, as the pose tracks the model learned from read
+        # it (head_pose: the shift is that centre's): a pivot at the neck added a shift of its own, read
+        # as 1.35x the drawn, and moved the top of the head twice as far, bending the picture around it
+        self.pivot = pts[list(RIGID)].mean(0)
         self.chin_y = float(pts[CHIN][1])
         self._blink_rng = np.random.default_rng([settings.seed, 1])
         self._blinks: list[float] = []
@@ -163,6 +175,7 @@ class FaceMotion:
         self._nods: list[float] = []  # start times (s) of listening nods
         self._next_nod: float | None = None
         self._listened = 0  # frames whose listening flag was given
+        self._blink_clock = [0.0]  # the blink clock (seconds at BLINK_PACE_*) at the start of frames 0, 1, ...
         if settings.head_motion > 0:
             if head_model is not None:
                 from ..models.head_model import HeadMotionStream
@@ -178,13 +191,13 @@ class FaceMotion:
         centre = oval.mean(0)
         a, b = 0.62 * self.face, 0.75 * self.face
         cy = centre[1] - 0.1 * self.face
-        x0, x1 = int(max(0, centre[0] - 1.7 * a)), int(min(self.width, centre[0] + 1.7 * a + 1))
-        y0, y1 = int(max(0, cy - 1.7 * b)), int(min(self.height, cy + 1.7 * b + 1))
+        x0, x1 = int(max(0, centre[0] - FADE_REACH * a)), int(min(self.width, centre[0] + FADE_REACH * a + 1))
+        y0, y1 = int(max(0, cy - FADE_REACH * b)), int(min(self.height, cy + FADE_REACH * b + 1))
         if x1 <= x0 or y1 <= y0:
             return
         ys, xs = np.mgrid[y0:y1, x0:x1].astype(np.float32)
         r = np.sqrt(((xs - centre[0]) / a) ** 2 + ((ys - cy) / b) ** 2)
-        weight = smooth_fall(r, 1.0, 1.7).astype(np.float32)
+        weight = smooth_fall(r, 1.0, FADE_REACH).astype(np.float32)
         # the head's depth (toward the camera < 0): HEAD_DEPTH half face widths in the middle, falling
         # smoothly to 0 at DEPTH_REACH times the face oval (over the hair and the ears), so a turn moves
         # the middle of the face across and stretches nothing by more than ~0.25 px a pixel at 14
@@ -224,15 +237,23 @@ class FaceMotion:
         if final:
             self.stream.finish_audio()
 
-    def listen(self, start: int, listening) -> None:
-        """Frames ``start``... are (True) or are not the avatar listening to the other party: while it
-        listens it nods now and then (``NOD_*``: a rule, as no training video shows a listener), the first
-        half a second in. Frames come in order; frames given before are skipped."""
-        for i, on in enumerate(np.asarray(listening, bool).reshape(-1)):
+    def follow_states(self, start: int, listening, speaking=None) -> None:
+        """Frames ``start``... are (True) or are not the avatar listening to the other party, and
+        speaking: while it listens it nods now and then (``NOD_*``: a rule, as no training video shows a
+        listener), the first half a second in; while it does not speak it blinks more often
+        (``BLINK_PACE_*``). Frames come in order; frames given before are skipped."""
+        listening = np.asarray(listening, bool).reshape(-1)
+        speaking = np.zeros_like(listening) if speaking is None else np.asarray(speaking, bool).reshape(-1)
+        for i, on in enumerate(listening):
             f = start + i
             if f < self._listened:
                 continue
             self._listened = f + 1
+            while len(self._blink_clock) <= f:  # frames never given (a gap) keep the plain pace
+                self._blink_clock.append(self._blink_clock[-1] + 1.0 / self.fps)
+            if len(self._blink_clock) == f + 1:  # (a motion that continues another's has its frames' clock)
+                pace = BLINK_PACE_SPEAKING if speaking[i] else BLINK_PACE_SILENT
+                self._blink_clock.append(self._blink_clock[f] + pace / self.fps)
             t = f / self.fps
             if not on:
                 self._next_nod = None
@@ -257,23 +278,41 @@ class FaceMotion:
 
     def continue_from(self, other: "FaceMotion") -> None:
         """Go on with ``other``'s head motion (what it has heard and drawn) when only the amount or the
-        blinks changed: a new setting must not make the head jump back to the portrait's pose."""
+        blinks changed: a new setting must not make the head jump back to the portrait's pose, nor the
+        blinks lose the clock the avatar's speech has paced."""
+        self._blink_clock = list(other._blink_clock)
         if self.stream is not None and other.stream is not None and other.stream.seed == self.stream.seed:
             self.stream = other.stream
 
+    def _blink_time(self, index: float) -> float:
+        """The blink clock at (fractional) frame ``index``: seconds, paced by the states followed so far."""
+        clock, k = self._blink_clock, int(np.floor(index))
+        if k + 1 < len(clock):
+            return clock[k] + (index - k) * (clock[k + 1] - clock[k])
+        return clock[-1] + (index - (len(clock) - 1)) / self.fps
+
+    def _frame_at(self, clock: float) -> float:
+        """The (fractional) frame at which the blink clock reads ``clock`` (the inverse of ``_blink_time``)."""
+        times = self._blink_clock
+        k = bisect.bisect_right(times, clock) - 1
+        if k + 1 < len(times):
+            return k + (clock - times[k]) / (times[k + 1] - times[k])
+        return len(times) - 1 + (clock - times[-1]) * self.fps
+
     def blink(self, index: int) -> float:
-        """Lid closure 0..1 at frame ``index``."""
+        """Lid closure 0..1 at frame ``index``: blinks come at gamma-distributed gaps of the blink clock,
+        and each runs its course in real time."""
         rate = self.settings.blink_rate
         if rate <= 0:
             return 0.0
-        t = index / self.fps
+        clock = self._blink_time(index)
         mean = 60.0 / rate
         if not self._blinks:  # never on the first frame (a video's thumbnail): the first after a second
             self._blinks.append(FIRST_BLINK + self._blink_rng.uniform(0.0, mean))
-        while self._blinks[-1] <= t:
+        while self._blinks[-1] <= clock:
             self._blinks.append(self._blinks[-1] + max(MIN_BLINK_GAP, self._blink_rng.gamma(3.0, mean / 3.0)))
-        k = bisect.bisect_right(self._blinks, t)  # the blinks started by t; only the latest can still be on
-        return blink_closure(t - self._blinks[k - 1]) if k else 0.0
+        k = bisect.bisect_right(self._blinks, clock)  # the blinks started by now; only the latest can still be on
+        return blink_closure((index - self._frame_at(self._blinks[k - 1])) / self.fps) if k else 0.0
 
     # drawing
     def apply(self, frame: np.ndarray, index: int) -> np.ndarray:

@@ -78,13 +78,19 @@ def track_head(track: Track) -> tuple[np.ndarray, np.ndarray]:
     from ..portrait.head_pose import head_poses, track_points_in_source
 
     src = track_points_in_source(track.points, track.alignment, TRACK_RESOLUTION)
-    poses = np.concatenate([head_poses(src, track.ok), brow_heights(track.points, track.ok)[:, None]], 1)
+    return clean_poses(np.concatenate([head_poses(src, track.ok), brow_heights(track.points, track.ok)[:, None]], 1))
+
+
+def clean_poses(poses: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(F, 6) pose and brows as the face mesh read them (NaN: no face) -> the same smoothed over ~0.1 s,
+    and (F,) valid: a face, within ``LIMITS``, no camera cut. Real videos and generated ones both go
+    through it, so the mesh's frame-to-frame jitter counts alike on both sides (it reads as brow raises)."""
+    poses = np.asarray(poses, np.float64)
     valid = np.isfinite(poses).all(1) & (np.abs(np.nan_to_num(poses)) <= LIMITS).all(1)
     jumps = np.zeros(len(poses), bool)
     jumps[1:] = (np.abs(np.diff(np.nan_to_num(poses), axis=0)) > CUT_JUMP).any(1)
     valid &= ~jumps & ~np.roll(jumps, -1)
-    poses = _smooth(np.nan_to_num(poses), valid)
-    return poses.astype(np.float32), valid
+    return _smooth(np.nan_to_num(poses), valid).astype(np.float32), valid
 
 
 def sequence_from_track(track: Track, config: HeadMotionConfig) -> HeadSequence:
