@@ -42,7 +42,7 @@ LID_REACH = 0.9  # lid skin above the lash line that stretches down, in half eye
 MIN_BLINK_GAP = 0.8  # seconds between blinks at least
 FIRST_BLINK = 1.0  # seconds into the video before the first blink can come
 # blinks come 1.4x as often while the avatar does not speak as while it speaks: real talkers' blinks
-# read from the eyes' pixels in 35 in-the-wild videos, 24.7 a minute in speech and 34.5 in pauses
+# read from the eyes' pixels in 35 in-the-wild videos, 24.7 a minute in speech and 34.6 in pauses
 # (docs/model_card.md); the two paces keep ``blink_rate`` the mean over talk that is 85% speech
 BLINK_PACE_SPEAKING, BLINK_PACE_SILENT = 0.943, 1.32
 # the head-motion model's pose -> what the warp draws: the face mesh reads a yaw or pitch of the ellipsoid
