@@ -143,12 +143,19 @@ def time_calls(model: LLIAModel, sampler: SamplerConfig, num_frames: int, thread
             return 0.0
         if frames not in mouth_cache:
             mc = model.mouth_model.config
-            w = torch.randn(frames, mc.window_frames, mc.n_mels)
+            w = torch.randn(frames, mc.window_frames, mc.channels)
             with torch.no_grad():
                 model.mouth_model(w)
                 t0 = time.perf_counter()
                 model.mouth_model(w)
                 mouth_cache[frames] = time.perf_counter() - t0
+            if mc.phones:  # the phones it hears, decoded as the clip's audio arrives
+                from .audio.phones import phone_labels
+
+                noise = torch.randn(int(frames / 25.0 * 16000) + 640) * 0.05
+                t0 = time.perf_counter()
+                phone_labels(noise, mc.phone_lag)
+                mouth_cache[frames] += time.perf_counter() - t0
         return mouth_cache[frames]
 
     total, first, prev = 0.0, None, 0

@@ -102,6 +102,9 @@ class MouthModelConfig:
         n_mels: mel bands (the same log-mel as the audio encoder's, 100 frames per second).
         width, strided_layers, hidden: convolution channels, stride-2 layers, MLP width.
         dropout: dropout while training.
+        phones: 0, or how many phone classes it hears beside the log-mel (``audio/phones.py``: 40,
+            PocketSphinx's English phones and silence), each 10 ms frame's label fixed ``phone_lag``
+            frames after it (the newest ``phone_lag`` rows of a window hear no phone: not fixed yet).
     """
 
     past_seconds: float = 0.4
@@ -111,6 +114,13 @@ class MouthModelConfig:
     strided_layers: int = 3
     hidden: int = 128
     dropout: float = 0.1
+    phones: int = 0
+    phone_lag: int = 8
+
+    @property
+    def channels(self) -> int:
+        """Columns of a window: the mel bands, then the phones."""
+        return self.n_mels + self.phones
 
     @property
     def past_frames(self) -> int:
@@ -327,7 +337,7 @@ _DEMO = LLIAConfig(audio=AudioEncoderConfig(mouth_head=True), mouth_map=True)
 
 _REAL = dataclasses.replace(_DEMO, name="real", reference_warp=True, residual_region="mouth",
                             audio=dataclasses.replace(_DEMO.audio, mouth_head=False),
-                            mouth_model=MouthModelConfig(), head_model=HeadMotionConfig())
+                            mouth_model=MouthModelConfig(phones=40), head_model=HeadMotionConfig())
 
 CONFIGS: dict[str, LLIAConfig] = {
     "demo": _DEMO,

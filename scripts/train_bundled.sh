@@ -2,7 +2,7 @@
 # Reproduce the bundled model from nothing: the cartoon model (data -> base -> mouth paint -> distillation),
 # then the real-people model on top of it (real videos + photos + cartoons -> mouth model -> base -> distillation).
 # Training about 3 h 20 min on a 2-core CPU (cartoons: data 6, base 74, paint 12, distillation 14; real people:
-# data 4, face tracks of 1,052 videos 17, mouth model 12 + its draw curve 5, head motion 3, base ~50, distillation ~12; the
+# data 4, face tracks of 1,052 videos 17, mouth model 12 (+ 9 to decode the phones once) + its draw curve 5, head motion 3, base ~50, distillation ~12; the
 # evaluations ~40 more). Every stage resumes where it stopped when rerun.
 # Needs the real-face material in ../shared/realfaces (REAL=...). Usage: bash scripts/train_bundled.sh [WORKDIR]
 set -euo pipefail
@@ -43,7 +43,9 @@ $PY -m llia_core.training.data --out "$W/real/cartoons" --identities 60 --clips 
 # 6. the audio-to-mouth model (models/mouth_model.py): face tracks of every talking video and GRID clip
 #    (landmarks, audio, word timings), each GRID sentence read again by 3 espeak-ng voices with the real
 #    speaker's mouth mapped word by word; each video's sound/picture offset undone against a model of the
-#    GRID speakers; the validation people never trained on (base and distillation never change it)
+#    GRID speakers; the validation people never trained on (base and distillation never change it).
+#    It hears the phones PocketSphinx decodes beside the log-mel (decoded once per track and cached
+#    beside it, 3 min; the synthetic readings' 6 min more)
 $PY -m llia_core.training.data --videos "$REAL/talking" --out "$W/real/tracks" --tracks-only
 $PY -m llia_core.training.data --videos "$REAL/grid" --out "$W/real/tracks" --tracks-only
 #    Last, how the face mesh reads a drawn opening is measured on the training photos, so the opening it

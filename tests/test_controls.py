@@ -256,7 +256,9 @@ def test_motion_settings_node_feeds_the_sampler(bundled):
     assert a.shape == b.shape == (n, 512, 512, 3)
     m_a, m_b = track((a.numpy() * 255).round().astype(np.uint8)), track((b.numpy() * 255).round().astype(np.uint8))
     assert np.nanstd(m_b["roll"]) > 3 * np.nanstd(m_a["roll"])  # the head sways
-    assert np.nanstd(m_b["opening"]) < 0.5 * np.nanstd(m_a["opening"])  # amplitude 0: the mouth stays
+    # amplitude 0: the mouth stays shut while the voice speaks (the mesh's reading of a shut mouth moves with the
+    # swaying head, so the mean, not the spread, tells a mouth that opens from one that stays)
+    assert np.nanmean(m_b["opening"]) < 0.5 * np.nanmean(m_a["opening"])
 
 
 def test_teeth_can_be_turned_off_from_the_node_the_cli_and_the_live_process():

@@ -345,9 +345,13 @@ def test_an_int8_model_runs_live_eagerly(tiny_model):
     assert np.ptp(np.stack([f.image for f in frames]).astype(int)) > 0
 
 
-def test_live_mode_draws_a_warp_model_the_mouth_shapes_of_the_offline_job():
+@pytest.mark.parametrize("phones", [0, 40])
+def test_live_mode_draws_a_warp_model_the_mouth_shapes_of_the_offline_job(phones):
     """A model with a mouth model: live mode's excerpts give every frame the same mouth shape as the
-    offline job gives it from the whole track (the mouth model reads 0.4 s back and 0.12 s ahead)."""
+    offline job gives it from the whole track (the mouth model reads 0.4 s back and 0.12 s ahead), the
+    phones it hears too (streamed over the avatar's track as it plays)."""
+    if phones:
+        pytest.importorskip("pocketsphinx")
     from llia_core.audio import encode_audio
     from llia_core.config import MouthModelConfig
     from llia_core.models import LLIAModel
@@ -355,7 +359,8 @@ def test_live_mode_draws_a_warp_model_the_mouth_shapes_of_the_offline_job():
     from conftest import tiny_config
 
     torch.manual_seed(0)
-    cfg = tiny_config(reference_warp=True, residual_region="mouth", mouth_model=MouthModelConfig(width=16, hidden=16))
+    cfg = tiny_config(reference_warp=True, residual_region="mouth", mouth_model=MouthModelConfig(width=16, hidden=16,
+                                                                                                   phones=phones))
     model = LLIAModel(cfg).eval().requires_grad_(False)
     torch.nn.init.normal_(model.mouth_model.head[-1].weight, std=0.5)
     torch.nn.init.constant_(model.mouth_model.head[-1].bias, 0.3)

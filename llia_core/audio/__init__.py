@@ -46,16 +46,18 @@ class AudioFeatures:
             parent, start = self._sliced_from
             self.mouth_windows = parent.mouth_windows_for(config)[start:start + self.num_frames]
         w = self.mouth_windows
-        if w is not None and tuple(w.shape[1:]) == (config.window_frames, config.n_mels):
+        channels = getattr(config, "channels", config.n_mels)
+        if w is not None and tuple(w.shape[1:]) == (config.window_frames, channels):
             return w
         if w is not None:
             raise AudioError(f"these audio features hold mouth windows of {tuple(w.shape[1:])}, but the model reads "
-                             f"{(config.window_frames, config.n_mels)}; encode the audio for this model")
+                             f"{(config.window_frames, channels)}; encode the audio for this model")
         wave = self.audio.waveform
         if int(wave.shape[-1]) < 400:  # shorter than one analysis window: pad (LazyWindows reads >= 25 ms)
             wave = torch.nn.functional.pad(torch.as_tensor(wave).float(), (0, 400 - int(wave.shape[-1])))
         self.mouth_windows = lazy_mouth_windows(wave, self.num_frames, self.fps, config.n_mels, config.past_frames,
-                                                config.future_frames)
+                                                config.future_frames,
+                                                config.phone_lag if getattr(config, "phones", 0) else None)
         return self.mouth_windows
 
     def slice(self, start: int, stop: int) -> "AudioFeatures":

@@ -148,16 +148,19 @@ def mouth_reach_seconds(future_seconds: float, fps: float) -> float:
 
 
 def _windows(mel: torch.Tensor, offset: int, n_mel: int, f0: int, f1: int, fps: float,
-             offsets: torch.Tensor, rows: int) -> torch.Tensor:
+             offsets: torch.Tensor, rows: int, fill: torch.Tensor | None = None) -> torch.Tensor:
     """Windows of frames [f0, f1) from ``mel`` = frames [offset, offset + len) of an ``n_mel``-frame log-mel.
 
     ``offsets``: (rows * k,) seconds from each frame's centre, read by linear interpolation and laid out
-    as (rows, k * n_mels); outside the log-mel reads log-silence. Every value is computed element by
-    element, so any span gives the same numbers as the whole track.
+    as (rows, k * n_mels); outside the log-mel reads log-silence (or ``fill``, (n_mels,): a value per
+    column). Every value is computed element by element, so any span gives the same numbers as the
+    whole track.
     """
     d = mel.shape[1]
     per_row = offsets.numel() // rows
-    padded = torch.cat([mel, torch.full((1, d), LOG_SILENCE, dtype=mel.dtype, device=mel.device)])
+    pad = torch.full((1, d), LOG_SILENCE, dtype=mel.dtype, device=mel.device) if fill is None else \
+        fill.to(mel.dtype).to(mel.device).reshape(1, d)
+    padded = torch.cat([mel, pad])
     silence = mel.shape[0]  # index of the padding row
     offsets = offsets.to(mel.device)
     out = torch.empty(f1 - f0, rows, per_row * d, dtype=torch.float32, device=mel.device)
@@ -181,13 +184,26 @@ def _windows(mel: torch.Tensor, offset: int, n_mel: int, f0: int, f1: int, fps: 
     return out
 
 
-def mouth_windows(mel: torch.Tensor, num_frames: int, fps: float, past_frames: int, future_frames: int) -> torch.Tensor:
-    """The mouth model's per-frame windows: (N, n_mels) -> (num_frames, past + 1 + future, n_mels), every
-    10 ms from ``past_frames`` before each frame's centre ((i + 0.5) / fps) to ``future_frames`` after."""
+def mouth_fill(n_mels: int, phones: int = 0) -> torch.Tensor:
+    """What a mouth window reads outside the audio, per column: log-silence in the mel bands, no phone."""
+    return torch.cat([torch.full((n_mels,), LOG_SILENCE), torch.zeros(phones)])
+
+
+def mouth_windows(mel: torch.Tensor, num_frames: int, fps: float, past_frames: int, future_frames: int,
+                  phones: torch.Tensor | None = None) -> torch.Tensor:
+    """The mouth model's per-frame windows: (N, n_mels) log-mel, and (N, P) one-hot phones when the model
+    hears them -> (num_frames, past + 1 + future, n_mels + P), every 10 ms from ``past_frames`` before each
+    frame's centre ((i + 0.5) / fps) to ``future_frames`` after."""
     if mel.ndim != 2 or mel.shape[0] < 1:
         raise AudioError(f"mouth_windows needs a (frames, n_mels) log-mel, not {tuple(mel.shape)}; use log_mel")
     offsets = mouth_offsets(past_frames, future_frames)
-    return _windows(mel, 0, mel.shape[0], 0, int(num_frames), float(fps), offsets, offsets.numel())
+    fill = None
+    if phones is not None:
+        phones = phones.to(mel.dtype)[:mel.shape[0]]
+        phones = torch.cat([phones, phones.new_zeros(mel.shape[0] - phones.shape[0], phones.shape[1])])
+        fill = mouth_fill(mel.shape[1], phones.shape[1])
+        mel = torch.cat([mel, phones], 1)
+    return _windows(mel, 0, mel.shape[0], 0, int(num_frames), float(fps), offsets, offsets.numel(), fill)
 
 
 class LazyWindows:
@@ -200,11 +216,14 @@ class LazyWindows:
     """
 
     def __init__(self, waveform, num_frames: int, fps: float, n_mels: int, context: int, mel_per_token: int,
-                 token_seconds: float, *, offsets: torch.Tensor | None = None):
+                 token_seconds: float, *, offsets: torch.Tensor | None = None, phones=None):
         from .io import read_span
 
         self.waveform, self.num_frames, self.fps = waveform, int(num_frames), float(fps)
         self.n_mels = n_mels
+        self.phones = phones  # a ``phones.PhoneTrack`` of the same waveform: its one-hots follow the bands
+        self.columns = n_mels + (0 if phones is None else phones.classes)
+        self.fill = None if phones is None else mouth_fill(n_mels, phones.classes)
         if offsets is None:  # the audio encoder's tokens
             self.offsets, self.rows = _token_offsets(context, mel_per_token, token_seconds), 2 * context + 1
         else:  # one row per offset (the mouth model's windows: ``mouth=True`` of ``lazy_mouth_windows``)
@@ -218,7 +237,7 @@ class LazyWindows:
 
     @property
     def shape(self) -> torch.Size:
-        return torch.Size((self.num_frames, self.rows, self.offsets.numel() // self.rows * self.n_mels))
+        return torch.Size((self.num_frames, self.rows, self.offsets.numel() // self.rows * self.columns))
 
     def __len__(self) -> int:
         return self.num_frames
@@ -235,7 +254,10 @@ class LazyWindows:
             parts.append(self._blocks[b0])
         mel = torch.cat(parts)
         start = k0 // _MEL_CHUNK * _MEL_CHUNK
-        return mel[k0 - start:k1 - start]
+        mel = mel[k0 - start:k1 - start]
+        if self.phones is not None:
+            mel = torch.cat([mel, self.phones.one_hot(k0, k1)], 1)
+        return mel
 
     def span(self, f0: int, f1: int) -> torch.Tensor:
         """Windows of frames [f0, f1)."""
@@ -246,8 +268,10 @@ class LazyWindows:
         k0 = max(0, math.floor(((f0 + 0.5) / self.fps - back) * 100) - 2)
         k1 = min(self.n_mel, math.ceil(((f1 - 0.5) / self.fps + ahead) * 100) + 3)
         if k1 <= k0:  # the frames lie wholly past the audio: silence
+            if self.fill is not None:
+                return self.fill.repeat(self.offsets.numel() // self.rows).expand(f1 - f0, self.rows, -1).clone()
             return torch.full((f1 - f0, *self.shape[1:]), LOG_SILENCE)
-        return _windows(self._mel(k0, k1), k0, self.n_mel, f0, f1, self.fps, self.offsets, self.rows)
+        return _windows(self._mel(k0, k1), k0, self.n_mel, f0, f1, self.fps, self.offsets, self.rows, self.fill)
 
     def __getitem__(self, key) -> torch.Tensor:
         if isinstance(key, slice):
@@ -268,6 +292,13 @@ class LazyWindows:
 
 
 def lazy_mouth_windows(waveform, num_frames: int, fps: float, n_mels: int, past_frames: int,
-                       future_frames: int) -> LazyWindows:
-    """``mouth_windows(log_mel(waveform), ...)`` computed per span asked for (any length of audio)."""
-    return LazyWindows(waveform, num_frames, fps, n_mels, 0, 1, 0.04, offsets=mouth_offsets(past_frames, future_frames))
+                       future_frames: int, phone_lag: int | None = None) -> LazyWindows:
+    """``mouth_windows(log_mel(waveform), ...)`` computed per span asked for (any length of audio); with
+    ``phone_lag``, the phones heard (``phones.PhoneTrack``) follow the bands, decoded as far as asked."""
+    track = None
+    if phone_lag is not None:
+        from .phones import PhoneTrack
+
+        track = PhoneTrack(waveform, phone_lag)
+    return LazyWindows(waveform, num_frames, fps, n_mels, 0, 1, 0.04, offsets=mouth_offsets(past_frames, future_frames),
+                       phones=track)

@@ -318,13 +318,14 @@ def run_lipsync_eval(model: str, tracks: str, out: str, *, realfaces: str | None
         from ..errors import LLIAError
 
         raise LLIAError("this model has no mouth model to evaluate; use the bundled one or a 'real' checkpoint")
-    utts = mt.load_utterances(tracks, (), config.n_mels)
+    lag = config.phone_lag if config.phones else None
+    utts = mt.load_utterances(tracks, (), config.n_mels, phone_lag=lag)
     people = sorted({u.person for u in utts})
     groups = mt.person_folds(people, folds, seed, alone=mt.dominant_people(utts))
     synthetic = []
     if synthetic_per_sentence > 0 and have_espeak_library():
         synthetic = synthetic_utterances([u for u in utts if u.words], ESPEAK_VOICES, synthetic_per_sentence, seed,
-                                         config.n_mels)
+                                         config.n_mels, phone_lag=lag)
     settings = mt.MouthTrainSettings(steps=steps, seed=seed)
     models = _cached_fold_models(Path(out).with_name(Path(out).name + "_folds"), utts, groups, config, settings,
                                  synthetic)

@@ -198,6 +198,7 @@ class LiveAvatar:
         self._lock = threading.Lock()
         self._track = np.zeros(0, np.float32)  # avatar voice, samples [track_offset, track_offset + len)
         self._track_offset = 0
+        self._phones = None  # the mouth model's PhoneStream over the avatar's track, when it hears phones
         self._user_until = -1.0  # media time until which the user counts as speaking
         self._user_pending: list[float] = []  # wall times of user-speech chunks not yet shown as listening
         self._user_inbox: list = []  # (wave, wall time, Future) waiting for the generator thread
@@ -340,7 +341,10 @@ class LiveAvatar:
     # generation
     def _avatar_excerpt(self, first: int, last: int) -> np.ndarray:
         """Avatar-track samples for frames [first, last) (zeros where nothing plays)."""
-        a, b = int(round(first / self.fps * RATE)), int(round(last / self.fps * RATE))
+        return self._avatar_samples(int(round(first / self.fps * RATE)), int(round(last / self.fps * RATE)))
+
+    def _avatar_samples(self, a: int, b: int) -> np.ndarray:
+        """Avatar-track samples [a, b) (zeros where nothing plays)."""
         out = np.zeros(b - a, np.float32)
         with self._lock:
             lo, hi = max(a, self._track_offset), min(b, self._track_offset + self._track.size)
@@ -372,8 +376,28 @@ class LiveAvatar:
         mouth = None
         if mouth_cfg is not None:
             mel_m = mel if mouth_cfg.n_mels == cfg.audio.n_mels else log_mel(t, mouth_cfg.n_mels)
-            mouth = mouth_windows(mel_m, n, self.fps, mouth_cfg.past_frames, mouth_cfg.future_frames)[sl]
+            phones = self._phones_of(first, start + length + ahead, mel_m.shape[0]) if mouth_cfg.phones else None
+            mouth = mouth_windows(mel_m, n, self.fps, mouth_cfg.past_frames, mouth_cfg.future_frames, phones)[sl]
         return windows[sl], mouth, speech[sl]
+
+    def _phones_of(self, first: int, last: int, rows: int) -> torch.Tensor:
+        """(rows, classes) one-hot phones of the log-mel frames of the excerpt from video frame ``first``, from a
+        ``PhoneStream`` that hears the avatar's track from its start, in order, up to frame ``last`` (as an
+        offline run of the same track hears it); labels not fixed yet are zeros (the model masks them)."""
+        from ..audio.phones import PhoneStream, one_hot
+
+        if self._phones is None:
+            self._phones = PhoneStream(self.pipe.config.mouth_model.phone_lag)
+            self._phones_fed = 0  # samples of the track fed to it
+        end = int(round(last / self.fps * RATE))
+        if end > self._phones_fed:
+            self._phones.feed(self._avatar_samples(self._phones_fed, end))
+            self._phones_fed = end
+        k0 = int(round(first / self.fps * 100))
+        labels = np.full(rows, -1, np.int64)
+        have = self._phones.labels[max(0, k0):max(0, k0 + rows)]
+        labels[max(0, -k0):max(0, -k0) + have.size] = have
+        return one_hot(labels)
 
     def _hear_head(self, until: int) -> None:
         """The head motion hears the avatar's track up to frame ``until`` (every frame once, in order,

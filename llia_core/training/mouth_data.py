@@ -14,6 +14,7 @@ telephone band. The targets never change with it: the same words, the same mouth
 from __future__ import annotations
 
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -43,10 +44,23 @@ class Utterance:
     fps: float
     source: str = ""
     words: tuple = ()
+    phones: torch.Tensor | None = None  # (T,) int8 phone labels of the mel frames (``audio.phones``), if heard
 
     @property
     def num_frames(self) -> int:
         return int(self.targets.shape[0])
+
+    def rows(self, config) -> torch.Tensor:
+        """(T, config.channels) what the mouth model's windows are read from: the log-mel, and the one-hot
+        phones when ``config`` (a ``MouthModelConfig``) hears them."""
+        if not config.phones:
+            return self.mel
+        if self.phones is None:
+            raise ValueError(f"utterance {self.name} has no phone labels; load it with phone_lag set")
+        from ..audio.phones import one_hot
+
+        ph = one_hot(self.phones[:self.mel.shape[0]].numpy())
+        return torch.cat([self.mel, torch.cat([ph, ph.new_zeros(self.mel.shape[0] - ph.shape[0], ph.shape[1])])], 1)
 
 
 def track_mouth(points: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -88,11 +102,30 @@ def track_mouth(points: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndar
     return np.nan_to_num(out), valid
 
 
-def utterance_from_track(track: Track, n_mels: int = 80) -> Utterance:
-    """A face track -> an utterance (targets from its landmarks, speech from its words or the detector)."""
+def cached_phone_labels(wave: torch.Tensor, lag: int, cache: Path | None = None) -> torch.Tensor:
+    """``audio.phones.phone_labels`` of ``wave``, kept in ``cache`` (a .npy path) when given."""
+    from ..audio.phones import phone_labels
+
+    if cache is not None and cache.exists():
+        labels = np.load(cache)
+        if labels.shape[0] == 1 + wave.shape[-1] // 160:
+            return torch.from_numpy(labels)
+    labels = phone_labels(wave, lag)
+    if cache is not None:
+        np.save(cache, labels)
+    return torch.from_numpy(labels)
+
+
+def utterance_from_track(track: Track, n_mels: int = 80, phone_lag: int | None = None) -> Utterance:
+    """A face track -> an utterance (targets from its landmarks, speech from its words or the detector;
+    with ``phone_lag``, the phones heard, cached beside the track file)."""
     from ..audio import detect_speech
 
     wave = torch.from_numpy(track.waveform())
+    phones = None
+    if phone_lag is not None:
+        cache = None if track.path is None else track.path.with_name(f"{track.path.stem}.phones{phone_lag}.npy")
+        phones = cached_phone_labels(wave, phone_lag, cache)
     targets, valid = track_mouth(track.points, track.ok)
     if track.words:
         speech = torch.from_numpy(track.word_frames())
@@ -100,7 +133,7 @@ def utterance_from_track(track: Track, n_mels: int = 80) -> Utterance:
         speech = detect_speech(wave, track.num_frames, track.fps)
     kind = "grid" if track.person.startswith("grid_") else "wild"
     return Utterance(track.name, track.person, kind, log_mel(wave, n_mels), torch.from_numpy(targets),
-                     torch.from_numpy(valid), speech, track.fps, track.name, tuple(track.words))
+                     torch.from_numpy(valid), speech, track.fps, track.name, tuple(track.words), phones)
 
 
 def _time_map(synth_words: list, real_words: list) -> tuple[np.ndarray, np.ndarray]:
@@ -123,7 +156,7 @@ def map_time(t: np.ndarray, xs: np.ndarray, ys: np.ndarray) -> np.ndarray:
 
 
 def synthetic_utterance(real: Utterance, voice: str, words_per_minute: int, pitch: int, n_mels: int = 80,
-                        lead: float = 0.3, tail: float = 0.3) -> Utterance | None:
+                        lead: float = 0.3, tail: float = 0.3, phone_lag: int | None = None) -> Utterance | None:
     """``real``'s sentence (it needs word timings) read by an espeak-ng voice, with the real mouth motion
     mapped onto the synthetic words; None when espeak splits the sentence into other words."""
     from .data.tts import espeak_timed
@@ -152,13 +185,19 @@ def synthetic_utterance(real: Utterance, voice: str, words_per_minute: int, pitc
     inside = np.zeros(n, bool)
     for a, b, _ in words:
         inside |= (t >= a) & (t < b)
+    wave_t = torch.from_numpy(wave.astype(np.float32))
+    phones = None
+    if phone_lag is not None:
+        from ..audio.phones import phone_labels
+
+        phones = torch.from_numpy(phone_labels(wave_t, phone_lag))
     return Utterance(f"{real.name}@{voice}:{words_per_minute}:{pitch}", real.person, "synthetic",
-                     log_mel(torch.from_numpy(wave.astype(np.float32)), n_mels), targets, valid,
-                     torch.from_numpy(inside), fps, real.source, tuple(words))
+                     log_mel(wave_t, n_mels), targets, valid, torch.from_numpy(inside), fps, real.source, tuple(words),
+                     phones)
 
 
 def synthetic_utterances(reals: list[Utterance], voices: tuple[str, ...], per_sentence: int, seed: int = 0,
-                         n_mels: int = 80, progress: bool = False) -> list[Utterance]:
+                         n_mels: int = 80, progress: bool = False, phone_lag: int | None = None) -> list[Utterance]:
     """``per_sentence`` synthetic readings of every real utterance with word timings (random voice,
     speed 120-220 words a minute, pitch 20-80)."""
     from tqdm import tqdm
@@ -168,7 +207,8 @@ def synthetic_utterances(reals: list[Utterance], voices: tuple[str, ...], per_se
     for real in tqdm([u for u in reals if u.words], desc="synthetic voices", disable=not progress):
         for _ in range(per_sentence):
             voice = voices[int(rng.integers(len(voices)))]
-            u = synthetic_utterance(real, voice, int(rng.integers(120, 221)), int(rng.integers(20, 81)), n_mels)
+            u = synthetic_utterance(real, voice, int(rng.integers(120, 221)), int(rng.integers(20, 81)), n_mels,
+                                    phone_lag=phone_lag)
             if u is not None:
                 out.append(u)
     return out
@@ -180,11 +220,13 @@ def frame_centres(num_frames: int, fps: float) -> torch.Tensor:
 
 
 def gather_windows(mel: torch.Tensor, centres: torch.Tensor, past: int, future: int,
-                   speed: torch.Tensor | None = None, padded: bool = False) -> torch.Tensor:
+                   speed: torch.Tensor | None = None, padded: bool = False, fill: torch.Tensor | None = None
+                   ) -> torch.Tensor:
     """(N,) centres in mel frames (float) -> (N, past + 1 + future, n_mels) windows by linear
     interpolation (log-silence outside), as ``audio.features.mouth_windows`` reads them; ``speed``
     (N,) stretches each window's time axis (> 1: the speech sounds faster). ``padded``: ``mel`` already
-    ends in log-silence on both sides, further than any window reaches (a training pool)."""
+    ends in log-silence on both sides, further than any window reaches (a training pool); ``fill``: what
+    each column reads outside (default log-silence; ``audio.features.mouth_fill``)."""
     offsets = torch.arange(-past, future + 1, dtype=torch.float64)
     pos = centres.double()[:, None] + offsets[None] * (1.0 if speed is None else speed.double()[:, None])
     lo = pos.floor().long()
@@ -192,7 +234,8 @@ def gather_windows(mel: torch.Tensor, centres: torch.Tensor, past: int, future: 
     n = mel.shape[0]
     if padded:
         return mel[lo.clamp(0, n - 1)] * (1 - frac) + mel[(lo + 1).clamp(0, n - 1)] * frac
-    table = torch.cat([mel, torch.full((1, mel.shape[1]), LOG_SILENCE, dtype=mel.dtype)])
+    pad = torch.full((1, mel.shape[1]), LOG_SILENCE, dtype=mel.dtype) if fill is None else fill.reshape(1, -1).to(mel.dtype)
+    table = torch.cat([mel, pad])
 
     def take(idx):
         return table[torch.where((idx >= 0) & (idx < n), idx, n)]

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..audio.features import LOG_SILENCE
+from ..audio.features import mouth_fill
 from ..framing import FACE, Framing
 from ..config import MouthModelConfig
 from ..evaluation.metrics import correlation
@@ -48,12 +48,12 @@ class MouthTrainSettings:
 class _Pool:
     """Every utterance's log-mel in one tensor (log-silence between them) and the valid frames to draw."""
 
-    def __init__(self, utts: list[Utterance], pad: int, synthetic_share: float = 0.2):
-        d = utts[0].mel.shape[1]
+    def __init__(self, utts: list[Utterance], pad: int, synthetic_share: float = 0.2, config: MouthModelConfig = None):
+        config = config or MouthModelConfig(n_mels=utts[0].mel.shape[1])
         parts, starts, at = [], [], 0
-        gap = torch.full((pad, d), LOG_SILENCE)
+        gap = mouth_fill(config.n_mels, config.phones).expand(pad, -1)
         for u in utts:
-            parts += [gap, u.mel]
+            parts += [gap, u.rows(config)]
             starts.append(at + pad)
             at += pad + u.mel.shape[0]
         parts.append(gap)
@@ -96,7 +96,7 @@ def train_mouth_model(utts: list[Utterance], config: MouthModelConfig = MouthMod
     torch.manual_seed(settings.seed)
     gen = torch.Generator().manual_seed(settings.seed)
     model = init if init is not None else AudioToMouth(config)
-    pool = _Pool(utts, config.window_frames * 2, settings.synthetic_share)
+    pool = _Pool(utts, config.window_frames * 2, settings.synthetic_share, config)
     opt, sched = adamw_warmup_cosine(model, settings.lr, settings.weight_decay, settings.steps, warmup=100)
     model.train()
     bar = tqdm(range(settings.steps), desc="mouth model", disable=not progress)
@@ -107,8 +107,8 @@ def train_mouth_model(utts: list[Utterance], config: MouthModelConfig = MouthMod
             speed = 1 + (torch.rand(settings.batch, generator=gen) < 0.5).float() * (
                 torch.rand(settings.batch, generator=gen) * 2 - 1) * settings.speed
         w = gather_windows(pool.mel, pool.centres[idx], config.past_frames, config.future_frames, speed, padded=True)
-        if settings.augment > 0:
-            w = augment_windows(w, gen, settings.augment)
+        if settings.augment > 0:  # voices and rooms change the bands; the phones are heard on the clean audio
+            w = torch.cat([augment_windows(w[..., :config.n_mels], gen, settings.augment), w[..., config.n_mels:]], 2)
         loss = mouth_loss(model(w), pool.targets[idx], pool.valid[idx])
         opt.zero_grad(set_to_none=True)
         loss.backward()
@@ -123,7 +123,8 @@ def train_mouth_model(utts: list[Utterance], config: MouthModelConfig = MouthMod
 def predict(model: AudioToMouth, utt: Utterance) -> torch.Tensor:
     """(F, 6) the model's mouth for every frame of ``utt``."""
     cfg = model.config
-    w = gather_windows(utt.mel, frame_centres(utt.num_frames, utt.fps), cfg.past_frames, cfg.future_frames)
+    w = gather_windows(utt.rows(cfg), frame_centres(utt.num_frames, utt.fps), cfg.past_frames, cfg.future_frames,
+                       fill=mouth_fill(cfg.n_mels, cfg.phones))
     return torch.cat([model(w[i:i + 2048]) for i in range(0, len(w), 2048)])
 
 
@@ -347,14 +348,15 @@ def summarise(per_person: dict) -> dict:
     return out
 
 
-def load_utterances(data: str, holdout: tuple[str, ...] = (), n_mels: int = 80, progress: bool = False
-                    ) -> list[Utterance]:
+def load_utterances(data: str, holdout: tuple[str, ...] = (), n_mels: int = 80, progress: bool = False,
+                    phone_lag: int | None = None) -> list[Utterance]:
     """Utterances of every face track under the comma list of folders ``data``, leaving out videos or people
-    named in ``holdout`` (and tracks with too few frames or faces)."""
+    named in ``holdout`` (and tracks with too few frames or faces); with ``phone_lag``, their phones too
+    (decoded once, then cached beside each track)."""
     from .data.tracks import usable_tracks
     from .mouth_data import utterance_from_track
 
-    return [utterance_from_track(t, n_mels) for t in usable_tracks(data, holdout, progress)]
+    return [utterance_from_track(t, n_mels, phone_lag) for t in usable_tracks(data, holdout, progress)]
 
 
 def measure_draw_curve(photos: list, resolution: int = 128, view: Framing = FACE, knots: int = 21):
@@ -434,19 +436,20 @@ def mouth_stage(tc, config, out: Path) -> Path:
 
         raise LLIAError(f"config {config.name!r} has no mouth model; use one with it (e.g. --config real)")
     holdout = tuple(filter(None, tc.holdout.split(",")))
-    utts = load_utterances(tc.data, holdout, config.mouth_model.n_mels, tc.progress)
+    lag = config.mouth_model.phone_lag if config.mouth_model.phones else None
+    utts = load_utterances(tc.data, holdout, config.mouth_model.n_mels, tc.progress, lag)
     synthetic: list = []
     if tc.synthetic_voices > 0:
         if not have_espeak_library():
             from ..errors import LLIAError
 
             raise LLIAError("synthetic voices need espeak-ng's library (apt install espeak-ng) or --synthetic-voices 0")
-        cache = out / f"synthetic_{tc.synthetic_voices}.pt"
+        cache = out / f"synthetic_{tc.synthetic_voices}{'' if lag is None else f'_phones{lag}'}.pt"
         if cache.exists():
             synthetic = torch.load(cache, weights_only=False)
         else:
             synthetic = synthetic_utterances([u for u in utts if u.words], ESPEAK_VOICES, tc.synthetic_voices,
-                                             tc.seed, config.mouth_model.n_mels, tc.progress)
+                                             tc.seed, config.mouth_model.n_mels, tc.progress, lag)
             torch.save(synthetic, cache)
     settings = MouthTrainSettings(steps=tc.steps, lr=tc.lr, seed=tc.seed, threads=tc.threads)
     t0 = time.time()

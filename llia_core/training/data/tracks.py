@@ -76,6 +76,7 @@ class Track:
     face_size: np.ndarray
     audio: np.ndarray
     words: list = field(default_factory=list)
+    path: Path | None = None  # the file it was loaded from
 
     @property
     def num_frames(self) -> int:
@@ -111,7 +112,7 @@ def load_track(path: str | Path) -> Track:
             person = person_of(str(z["name"]))
         # the file's name is the track's (``track_name``: unique where GRID's clip names repeat across speakers)
         return Track(Path(path).stem, person, float(z["fps"]), z["points"], z["ok"], z["alignment"],
-                     z["face_size"], z["audio"], words)
+                     z["face_size"], z["audio"], words, Path(path))
 
 
 def load_tracks(root: str | Path) -> list[Track]:
