@@ -102,3 +102,15 @@ def test_windows_with_phones_are_the_same_eager_lazy_sliced_live_and_as_training
     # without labels an utterance cannot feed a model that hears phones
     with pytest.raises(ValueError, match="phone labels"):
         Utterance("s", "p", "wild", mel, u.targets, u.valid, u.speech, fps).rows(cfg)
+
+
+def test_a_long_stream_forgets_old_labels_and_reads_the_rest_the_same(speech, labels):
+    stream = PhoneStream(8)
+    stream.feed(speech.numpy())
+    stream.finish()
+    before = stream.span(-5, 300)
+    assert np.all(before[:5] == -1) and np.array_equal(before[5:], labels[:300])
+    stream.forget(200)
+    after = stream.span(150, 300)
+    assert np.all(after[:50] == -1) and np.array_equal(after[50:], labels[200:300])
+    assert stream.labels.size == stream.fixed - 200 and np.all(stream.span(stream.fixed, stream.fixed + 3) == -1)

@@ -67,8 +67,9 @@ class PhoneStream:
     """Phone labels of a stream of 16 kHz audio, each fixed ``lag`` frames (10 ms) after its frame.
 
     ``feed(samples)`` as audio arrives (any sizes: it is decoded in ``CHUNK`` steps); ``labels`` holds
-    every fixed label so far (int8 indices into ``PHONES``), from the first sample fed. ``finish()``
-    fixes the rest at the end of the audio.
+    every fixed label so far (int8 indices into ``PHONES``), from the first sample fed (``span`` reads
+    any frames, ``forget`` drops old ones: a live session runs for hours). ``finish()`` fixes the rest
+    at the end of the audio.
     """
 
     def __init__(self, lag: int):
@@ -76,7 +77,8 @@ class PhoneStream:
         self._dec = _decoder()
         self._pending = np.zeros(0, np.int16)
         self._labels: list[np.ndarray] = []
-        self.fixed = 0  # frames whose label is fixed (== sum of len(labels parts))
+        self.fixed = 0  # frames whose label is fixed
+        self.forgotten = 0  # frames dropped from the front of ``labels`` (``forget``)
         self._utt_start = 0  # first frame of the current utterance
         self._heard = 0  # frames fed to the decoder so far
         self._dec.start_utt()
@@ -95,6 +97,22 @@ class PhoneStream:
             a, b = seg.start_frame + 1, seg.end_frame + 2
             lab[max(0, a):max(0, min(b, len(lab)))] = _INDEX.get(seg.word, 0)
         return lab
+
+    def span(self, k0: int, k1: int) -> np.ndarray:
+        """(k1 - k0,) int64 labels of frames [k0, k1); ``UNKNOWN`` where not fixed yet, forgotten or before 0."""
+        out = np.full(max(0, k1 - k0), UNKNOWN, np.int64)
+        lab = self.labels
+        a, b = max(k0, self.forgotten), min(k1, self.forgotten + lab.size)
+        if b > a:
+            out[a - k0:b - k0] = lab[a - self.forgotten:b - self.forgotten]
+        return out
+
+    def forget(self, before: int) -> None:
+        """Drop the labels of frames before ``before``."""
+        cut = min(max(0, int(before) - self.forgotten), self.labels.size)
+        if cut:
+            self._labels = [self.labels[cut:]]
+            self.forgotten += cut
 
     def _fix(self, upto: int, lab: np.ndarray) -> None:
         if upto > self.fixed:

@@ -394,9 +394,8 @@ class LiveAvatar:
             self._phones.feed(self._avatar_samples(self._phones_fed, end))
             self._phones_fed = end
         k0 = int(round(first / self.fps * 100))
-        labels = np.full(rows, -1, np.int64)
-        have = self._phones.labels[max(0, k0):max(0, k0 + rows)]
-        labels[max(0, -k0):max(0, -k0) + have.size] = have
+        labels = self._phones.span(k0, k0 + rows)
+        self._phones.forget(k0 - 500)  # clips only look back (5 s kept): memory stays flat over hours
         return one_hot(labels)
 
     def _hear_head(self, until: int) -> None:
