@@ -46,7 +46,7 @@ class AudioFeatures:
             parent, start = self._sliced_from
             self.mouth_windows = parent.mouth_windows_for(config)[start:start + self.num_frames]
         w = self.mouth_windows
-        channels = getattr(config, "channels", config.n_mels)
+        channels = config.channels
         if w is not None and tuple(w.shape[1:]) == (config.window_frames, channels):
             return w
         if w is not None:
@@ -57,7 +57,7 @@ class AudioFeatures:
             wave = torch.nn.functional.pad(torch.as_tensor(wave).float(), (0, 400 - int(wave.shape[-1])))
         self.mouth_windows = lazy_mouth_windows(wave, self.num_frames, self.fps, config.n_mels, config.past_frames,
                                                 config.future_frames,
-                                                config.phone_lag if getattr(config, "phones", 0) else None)
+                                                config.phone_lag if config.phones else None)
         return self.mouth_windows
 
     def slice(self, start: int, stop: int) -> "AudioFeatures":

@@ -200,7 +200,8 @@ def mouth_windows(mel: torch.Tensor, num_frames: int, fps: float, past_frames: i
     fill = None
     if phones is not None:
         phones = phones.to(mel.dtype)[:mel.shape[0]]
-        phones = torch.cat([phones, phones.new_zeros(mel.shape[0] - phones.shape[0], phones.shape[1])])
+        if phones.shape[0] < mel.shape[0]:
+            raise AudioError(f"{phones.shape[0]} phone rows for {mel.shape[0]} log-mel frames; use phones.one_hot(labels, rows)")
         fill = mouth_fill(mel.shape[1], phones.shape[1])
         mel = torch.cat([mel, phones], 1)
     return _windows(mel, 0, mel.shape[0], 0, int(num_frames), float(fps), offsets, offsets.numel(), fill)

@@ -248,9 +248,13 @@ def phone_labels(waveform, lag: int) -> np.ndarray:
     return out
 
 
-def one_hot(labels: np.ndarray | torch.Tensor) -> torch.Tensor:
-    """(T,) phone indices -> (T, len(PHONES)) float; ``UNKNOWN`` -> all zeros."""
-    lab = torch.as_tensor(np.asarray(labels, np.int64))
+def one_hot(labels: np.ndarray | torch.Tensor, rows: int | None = None) -> torch.Tensor:
+    """(T,) phone indices -> (T, len(PHONES)) float; ``UNKNOWN`` -> all zeros; with ``rows``, cut or padded
+    (no phone) to that many frames (a log-mel's)."""
+    lab = np.asarray(labels, np.int64).reshape(-1)
+    if rows is not None:
+        lab = np.concatenate([lab[:rows], np.full(max(0, rows - lab.size), UNKNOWN, np.int64)])
+    lab = torch.from_numpy(lab)
     out = torch.zeros(lab.numel(), len(PHONES))
     known = lab >= 0
     out[known.nonzero().flatten(), lab[known]] = 1.0

@@ -199,6 +199,7 @@ class LiveAvatar:
         self._track = np.zeros(0, np.float32)  # avatar voice, samples [track_offset, track_offset + len)
         self._track_offset = 0
         self._phones = None  # the mouth model's PhoneStream over the avatar's track, when it hears phones
+        self._phones_fed = 0  # samples of the track fed to it
         self._user_until = -1.0  # media time until which the user counts as speaking
         self._user_pending: list[float] = []  # wall times of user-speech chunks not yet shown as listening
         self._user_inbox: list = []  # (wave, wall time, Future) waiting for the generator thread
@@ -388,7 +389,6 @@ class LiveAvatar:
 
         if self._phones is None:
             self._phones = PhoneStream(self.pipe.config.mouth_model.phone_lag)
-            self._phones_fed = 0  # samples of the track fed to it
         end = int(round(last / self.fps * RATE))
         if end > self._phones_fed:
             self._phones.feed(self._avatar_samples(self._phones_fed, end))
@@ -396,7 +396,7 @@ class LiveAvatar:
         k0 = int(round(first / self.fps * 100))
         labels = self._phones.span(k0, k0 + rows)
         self._phones.forget(k0 - 500)  # clips only look back (5 s kept): memory stays flat over hours
-        return one_hot(labels)
+        return one_hot(labels, rows)
 
     def _hear_head(self, until: int) -> None:
         """The head motion hears the avatar's track up to frame ``until`` (every frame once, in order,

@@ -59,8 +59,7 @@ class Utterance:
             raise ValueError(f"utterance {self.name} has no phone labels; load it with phone_lag set")
         from ..audio.phones import one_hot
 
-        ph = one_hot(self.phones[:self.mel.shape[0]].numpy())
-        return torch.cat([self.mel, torch.cat([ph, ph.new_zeros(self.mel.shape[0] - ph.shape[0], ph.shape[1])])], 1)
+        return torch.cat([self.mel, one_hot(self.phones.numpy(), rows=self.mel.shape[0])], 1)
 
 
 def track_mouth(points: np.ndarray, ok: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
