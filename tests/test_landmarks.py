@@ -131,6 +131,23 @@ def test_tracker_follows_a_real_talking_clip():
     assert np.ptp(opening) > 0.05  # the mouth opens and closes while the person talks
 
 
+def test_tracker_reads_a_still_face_the_same_every_frame_and_follows_it_when_it_moves():
+    # the measuring instrument of the mouth: fed back its own landmarks' box, it used to settle into a
+    # two-frame cycle on one and the same picture (the lip gap alternating as much as speech moves it)
+    frames = [load_image(p) for p in _photos()[:3]] + [load_image("llia_core/assets/portrait.png")]
+    for rgb in frames:
+        tracker = FaceTracker()
+        faces = [tracker.track(rgb) for _ in range(16)]
+        assert all(f is not None for f in faces)
+        for f in faces[2:]:
+            assert np.array_equal(f.xy, faces[1].xy)
+        # moved by 6% of the face: the mesh follows it there
+        dx = int(0.06 * np.ptp(faces[1].xy[:, 0]))
+        moved = tracker.track(np.ascontiguousarray(np.roll(rgb, dx, axis=1)))
+        assert moved is not None
+        assert np.abs(np.median(moved.xy[:, 0] - faces[1].xy[:, 0]) - dx) < 1.5
+
+
 def test_detector_sizes():
     _photos()
     rgb = load_image(_photos()[0])

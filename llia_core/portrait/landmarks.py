@@ -218,11 +218,17 @@ def _eye_angle(left, right) -> float:
     return math.atan2(right[1] - left[1], right[0] - left[0])
 
 
-def mesh_from_landmarks(rgb: np.ndarray, previous: FaceLandmarks) -> FaceLandmarks:
-    """Run the mesh in the (upright, 1.5x) box of earlier landmarks of the same face."""
-    x0, y0, x1, y1 = previous.box()
-    a, b = previous.eye_centres()
-    pts, presence = _run_mesh(rgb, ((x0 + x1) / 2, (y0 + y1) / 2), 1.5 * max(x1 - x0, y1 - y0), _eye_angle(a, b))
+def mesh_roi(landmarks: FaceLandmarks) -> tuple[float, float, float, float]:
+    """(centre x, centre y, size, angle): the upright 1.5x box of landmarks, where the mesh looks next."""
+    x0, y0, x1, y1 = landmarks.box()
+    a, b = landmarks.eye_centres()
+    return (x0 + x1) / 2, (y0 + y1) / 2, 1.5 * max(x1 - x0, y1 - y0), _eye_angle(a, b)
+
+
+def mesh_from_landmarks(rgb: np.ndarray, previous: FaceLandmarks, roi: tuple | None = None) -> FaceLandmarks:
+    """Run the mesh in the (upright, 1.5x) box of earlier landmarks of the same face (or in ``roi``)."""
+    cx, cy, size, angle = roi or mesh_roi(previous)
+    pts, presence = _run_mesh(rgb, (cx, cy), size, angle)
     return FaceLandmarks(pts.astype(np.float32), presence, previous.detection)
 
 
@@ -312,17 +318,37 @@ def find_faces(rgb: np.ndarray, max_faces: int = 4, upright: bool = False) -> li
 
 class FaceTracker:
     """Landmarks frame after frame: the mesh follows the face from its last box, detection only when
-    it is lost (as MediaPipe's face mesh does on video). ``track(frame)`` -> FaceLandmarks | None."""
+    it is lost (as MediaPipe's face mesh does on video). ``track(frame)`` -> FaceLandmarks | None.
+
+    The box moves only when the face has moved more than ``ROI_STEADY`` (a share of the box's size for
+    its centre and size, radians for its angle): fed back frame after frame, the box of the mesh's own
+    landmarks settled into a two-frame cycle on a still face (centre 1.5 px back and forth in a 263 px
+    box), and the lip gap read from one and the same picture alternated by 0.008, as much as a
+    mouth moving in speech moves on some faces."""
+
+    ROI_STEADY = (0.01, 0.02, 0.0175)  # centre / size, size change / size, angle (1 degree)
 
     def __init__(self):
         self.last: FaceLandmarks | None = None
+        self.roi: tuple | None = None
+
+    def _follow(self, face: FaceLandmarks) -> None:
+        new = mesh_roi(face)
+        if self.roi is not None:
+            (x, y, s, a), (x1, y1, s1, a1) = self.roi, new
+            shift, grow, turn = self.ROI_STEADY
+            if math.hypot(x1 - x, y1 - y) <= shift * s and abs(s1 - s) <= grow * s and abs(a1 - a) <= turn:
+                new = self.roi
+        self.roi, self.last = new, face
 
     def track(self, rgb: np.ndarray) -> FaceLandmarks | None:
         if self.last is not None:
-            face = mesh_from_landmarks(rgb, self.last)
+            face = mesh_from_landmarks(rgb, self.last, self.roi)
             if face.presence > MESH_MIN_PRESENCE:
-                self.last = face
+                self._follow(face)
                 return face
         faces = find_faces(rgb, max_faces=1)
-        self.last = faces[0] if faces else None
+        self.last, self.roi = (faces[0], None) if faces else (None, None)
+        if self.last is not None:
+            self._follow(self.last)
         return self.last
