@@ -175,6 +175,7 @@ def run_generate(args) -> dict:
     a = cfg.audio
     audio = encode_audio(args.audio or DEFAULT_AUDIO, fps, start=args.start, duration=args.duration,
                          **window_settings(a), allow_download=args.download)
+    model.prefetch_audio(audio)  # the phones decode while the portrait is prepared
     view, note = cfg.portrait_view(args.face_scale)
     portrait = prepare_portrait(portrait_path, cfg.resolution, mode=args.crop, view=view, expression=args.expression)
     if note:

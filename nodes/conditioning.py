@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 
-import numpy as np
 import torch
 
 from llia_core.audio import encode_audio, window_settings
@@ -42,6 +41,7 @@ class LLIAEncodeAudio:
     def encode(self, model, audio, fps, start_seconds=0.0, duration_seconds=0.0):
         feats = encode_audio(audio, fps, start=start_seconds, duration=duration_seconds or None,
                              **_audio_kwargs(model.config))
+        model.model.prefetch_audio(feats)  # the phones decode while the portrait is prepared
         return (feats, feats.num_frames)
 
 

@@ -3,6 +3,8 @@ and read into the mouth model's windows the same eagerly, lazily and from a live
 
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import pytest
 import torch
@@ -114,3 +116,15 @@ def test_a_long_stream_forgets_old_labels_and_reads_the_rest_the_same(speech, la
     after = stream.span(150, 300)
     assert np.all(after[:50] == -1) and np.array_equal(after[50:], labels[200:300])
     assert stream.labels.size == stream.fixed - 200 and np.all(stream.span(stream.fixed, stream.fixed + 3) == -1)
+
+
+def test_a_prefetched_track_decodes_before_it_is_asked_and_gives_the_same_labels(speech, labels):
+    track = PhoneTrack(speech, 8)
+    track.prefetch()
+    deadline = time.time() + 30
+    while track._labels.size < PhoneTrack.AHEAD and time.time() < deadline:
+        time.sleep(0.01)
+    ahead = track._labels.size
+    # it decodes the first second on its own, then waits for requests instead of decoding everything
+    assert PhoneTrack.AHEAD <= ahead < labels.size
+    assert np.array_equal(track.labels(0, labels.size), labels)

@@ -291,6 +291,11 @@ class LazyWindows:
         """All windows at once (as much memory as eager features)."""
         return self.span(0, self.num_frames)
 
+    def prefetch(self) -> None:
+        """Start what is slow to read ahead of the first request (the phones' decoding), in the background."""
+        if self.phones is not None:
+            self.phones.prefetch()
+
 
 def lazy_mouth_windows(waveform, num_frames: int, fps: float, n_mels: int, past_frames: int,
                        future_frames: int, phone_lag: int | None = None) -> LazyWindows:

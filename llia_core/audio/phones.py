@@ -155,7 +155,8 @@ class PhoneTrack:
     Decoded from the first request on, in order, by a thread of its own that keeps ``AHEAD`` frames past
     the furthest request (inline, every clip waited for its audio's decoding; all at once, the decoding
     held Python's lock, which PocketSphinx keeps while it works, just when the first frames were being
-    made). A request waits only for labels not decoded yet."""
+    made). A request waits only for labels not decoded yet; ``prefetch`` starts the decoding before the
+    first request (while the portrait is prepared), so the first clip need not wait for it at all."""
 
     classes = len(PHONES)
     STEP = 8 * CHUNK  # 0.32 s decoded at a time: the first frame waits for little more than its own audio
@@ -216,6 +217,12 @@ class PhoneTrack:
 
         self._thread = threading.Thread(target=decode, name="llia-phones", daemon=True)
         self._thread.start()
+
+    def prefetch(self) -> None:
+        """Start decoding now: the first ``AHEAD`` frames are ready before anything asks for them."""
+        with self._ready:
+            if self._thread is None:
+                self._start()
 
     def labels(self, k0: int, k1: int) -> np.ndarray:
         with self._ready:

@@ -61,6 +61,14 @@ class LLIAModel(nn.Module):
         w = audio.mouth_windows_for(self.mouth_model.config)[frames.cpu()].to(self.device)
         return self.denoiser.gate_mouth(self.mouth_model.warp_shapes(w), states)
 
+    def prefetch_audio(self, audio) -> None:
+        """Start decoding what the mouth model hears of ``audio`` (``AudioFeatures``: its phones) in the
+        background now, while the portrait is prepared, so the first clip does not wait for it."""
+        if self.mouth_model is not None:
+            windows = audio.mouth_windows_for(self.mouth_model.config)
+            if hasattr(windows, "prefetch"):
+                windows.prefetch()
+
     @classmethod
     def from_pretrained(cls, name_or_path: str, **kwargs) -> "LLIAModel":
         """Load a checkpoint by path, ComfyUI model name, 'bundled', or Hugging Face repo id."""
