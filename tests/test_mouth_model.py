@@ -312,4 +312,23 @@ def test_lipsync_report_names_the_photos_a_voice_left_under_3x():
     text = _markdown(report)
     assert "under 3x: p2 with 2 voices" in text and "p1 with" not in text  # a NaN ratio counts as a miss
     assert "90% in the worst pair" in text
-    assert "x 0.05 (-3)" in text and "y 0.50" not in text
+    assert "x 0.05 (-3: nan)" in text and "y 0.50" not in text
+    report["people"]["x"]["r_speech_offset_undone"] = 0.31
+    assert "x 0.05 (-3: 0.31)" in _markdown(report)
+
+
+def test_fold_scores_say_how_much_of_a_low_r_the_sources_offset_explains():
+    import dataclasses
+
+    from llia_core.evaluation.lipsync import score_folds
+
+    model = AudioToMouth(SMALL).eval()
+    u = _speaker_utterance("x", 1.0, 8.0, 1)
+    pred = mt.predict(model, u)[:, 0]
+    targets, valid = u.targets.clone(), u.valid.clone()
+    targets[3:, 0] = pred[:-3]  # the picture 3 frames behind the sound the model hears
+    valid[:3, 0] = False
+    u = dataclasses.replace(u, targets=targets, valid=valid)
+    row = score_folds([u], [["x"]], [model])["x"]
+    assert row["offset_frames"] == 3
+    assert row["r_speech_offset_undone"] > 0.99 and row["r_speech"] < row["r_speech_offset_undone"] - 0.2
