@@ -263,3 +263,32 @@ def test_folds_summary_and_bend_around_head(face):
     # a pose one real talker's spread out on every axis (roll 3 degrees; yaw and pitch as drawn): lines
     # around the head bend by a few degrees, not the 13.5 a pivot at the neck and a short fade gave
     assert bend_around_head(motion, np.array([3.0, 4.8, 5.4, 0, 0, 0])) < 6.0
+
+
+def test_a_model_loaded_in_bf16_keeps_its_mouth_and_head_models_float_and_draws_the_same():
+    # --dtype auto picks bf16 on CPUs with native bf16: the denoiser goes bf16, the small audio models
+    # hear float features and must stay float32 (both raised dtype errors mid-job before)
+    from conftest import tiny_config
+
+    from llia_core.audio import encode_audio
+    from llia_core.config import MouthModelConfig
+    from llia_core.models import LLIAModel
+    from llia_core.states import SPEAKING
+
+    torch.manual_seed(0)
+    model = LLIAModel(tiny_config(mouth_model=MouthModelConfig(width=16, hidden=16),
+                                  head_model=HeadMotionConfig(hidden=16))).eval()
+    wave = _speech_wave(3.0)
+    audio = encode_audio((torch.from_numpy(wave), 16000), 25.0)
+    frames, states = torch.arange(20), torch.full((20,), SPEAKING)
+    want_mouth = model.mouth_shapes(audio, frames, states)
+    want_head = model.head_model.rollout(head_features(__import__("llia_core.audio.features", fromlist=["log_mel"])
+                                                       .log_mel(torch.from_numpy(wave)), model.config.head_model, 75), seed=1)
+    model.to(torch.bfloat16)
+    assert next(model.denoiser.parameters()).dtype == torch.bfloat16
+    assert all(p.dtype == torch.float32 for p in [*model.mouth_model.parameters(), *model.head_model.parameters()])
+    assert torch.equal(model.mouth_shapes(audio, frames, states), want_mouth)
+    stream = HeadMotionStream(model.head_model, seed=1)
+    stream.hear_audio(wave)
+    stream.finish_audio(75)
+    assert np.array_equal(stream.poses(), want_head)

@@ -50,6 +50,24 @@ class LLIAModel(nn.Module):
         self.mouth_model = AudioToMouth(config.mouth_model) if config.mouth_model is not None else None
         self.head_model = HeadMotionModel(config.head_model) if config.head_model is not None else None
 
+    def _apply(self, fn, recurse=True):
+        """Moved and cast like any module, but the mouth and head-motion models only move: they stay
+        float32 whatever precision is asked for (bf16 with ``--dtype auto`` on CPUs with native bf16).
+        They are tiny, they hear float features, and the head's oscillator integrates its state frame
+        after frame; cast and cast back, their weights would have lost the bits."""
+        names = list(self._modules)
+        small = {k: self._modules.pop(k) for k in ("mouth_model", "head_model") if self._modules.get(k) is not None}
+        try:
+            super()._apply(fn, recurse)
+        finally:
+            rest = dict(self._modules)
+            self._modules.clear()
+            self._modules.update({k: small[k] if k in small else rest[k] for k in names})  # the order registered
+        device = fn(torch.zeros(())).device
+        for module in small.values():
+            module._apply(lambda t: t.to(device))
+        return self
+
     def mouth_shapes(self, audio, frames: torch.Tensor, states: torch.Tensor,
                      windows: torch.Tensor | None = None) -> torch.Tensor:
         """(L, 3) the mouth shapes (opening, width, roundness) the denoiser, the warp and the renderer use
