@@ -18,7 +18,6 @@ make (the calls are identical, so the sum is the run time, minus Python overhead
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import json
 import math
@@ -247,10 +246,11 @@ def peak_rss_mb(minutes: float, model: str, steps: int, workdir: Path) -> dict:
 _CLI_LINE = re.compile(r"(\d+)x(\d+), (\d+) frames .* generation ([\d.]+) FPS \| time to first frame ([\d.]+) ms")
 
 
-def end_to_end_rows(sizes: list[int], model: str, workdir: Path, log) -> dict:
+def end_to_end_rows(sizes: list[int], model: str, workdir: Path, log, dtype: str = "auto") -> dict:
     """The main job as a user runs it (``python -m llia_core generate``, bundled speech, fresh process
     per run) on the bundled photo resized to each size, with full-size output, and once with the
-    crop output: the baseline of this table, so each ratio is what compositing + encoding costs."""
+    crop output: the baseline of this table, so each ratio is what compositing + encoding costs. ``dtype``:
+    the CLI's ``--dtype`` (auto: bf16 on CPUs with native bf16, else fp32)."""
     import cv2
 
     from .portrait import load_image
@@ -266,7 +266,7 @@ def end_to_end_rows(sizes: list[int], model: str, workdir: Path, log) -> dict:
         extra = ["--output", "crop"] if size == 0 else ["--max-size", str(size)]
         log(f"end to end: {name} ...")
         res = subprocess.run([sys.executable, "-m", "llia_core", "generate", "--portrait", str(path), "--model", model,
-                              "--out", str(workdir / f"out_{size}.mp4"), "--quiet", *extra],
+                              "--out", str(workdir / f"out_{size}.mp4"), "--quiet", "--dtype", dtype, *extra],
                              capture_output=True, text=True, env=env)
         found = _CLI_LINE.search(res.stdout)
         if res.returncode != 0 or not found:
@@ -440,7 +440,8 @@ def main(args) -> dict:
         import tempfile
 
         with tempfile.TemporaryDirectory() as tmp:
-            e2e = end_to_end_rows([int(v) for v in args.end_to_end.split(",")], args.model, Path(tmp), log)
+            e2e = end_to_end_rows([int(v) for v in args.end_to_end.split(",")], args.model, Path(tmp), log,
+                                  args.dtype)
         results["end_to_end"] = e2e
         print("| run | video | FPS | first frame | x crop FPS | x crop first frame |\n|---|---|---|---|---|---|")
         for name, r in e2e.items():
@@ -469,6 +470,8 @@ def add_args(p) -> None:
     p.add_argument("--threads", type=int, default=2, help="threads of the baseline and of sequential rows")
     p.add_argument("--end-to-end", default="", help="comma list of portrait sizes for end-to-end CLI runs with "
                    "full-size output, e.g. 512,1024 (plus one crop-output run as their baseline)")
+    p.add_argument("--dtype", default="auto", choices=("auto", "fp32", "bf16"),
+                   help="with --end-to-end: the CLI's --dtype (auto: bf16 on CPUs with native bf16, else fp32)")
     p.add_argument("--memory", default="", help="comma list of audio minutes for the peak-memory runs, e.g. 1,10")
     p.add_argument("--resolution", default="", help="comma list of configs for time per frame vs resolution")
     p.add_argument("--flops", default="", help="comma list of configs to count FLOPs for")
