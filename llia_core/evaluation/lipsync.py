@@ -327,13 +327,19 @@ def run_lipsync_eval(model: str, tracks: str, out: str, *, realfaces: str | None
     utts = mt.load_utterances(tracks, (), config.n_mels, phone_lag=lag)
     people = sorted({u.person for u in utts})
     groups = mt.person_folds(people, folds, seed, alone=mt.dominant_people(utts))
+    folds_dir = Path(out).with_name(Path(out).name + "_folds")
     synthetic = []
-    if synthetic_per_sentence > 0 and have_espeak_library():
-        synthetic = synthetic_utterances([u for u in utts if u.words], ESPEAK_VOICES, synthetic_per_sentence, seed,
-                                         config.n_mels, phone_lag=lag)
+    if synthetic_per_sentence > 0 and have_espeak_library():  # kept beside the fold models (as train --stage mouth names it)
+        cache = folds_dir / f"synthetic_{synthetic_per_sentence}{'' if lag is None else f'_phones{lag}'}.pt"
+        if cache.exists():
+            synthetic = torch.load(cache, weights_only=False)
+        else:
+            synthetic = synthetic_utterances([u for u in utts if u.words], ESPEAK_VOICES, synthetic_per_sentence, seed,
+                                             config.n_mels, phone_lag=lag)
+            folds_dir.mkdir(parents=True, exist_ok=True)
+            torch.save(synthetic, cache)
     settings = mt.MouthTrainSettings(steps=steps, seed=seed)
-    models = _cached_fold_models(Path(out).with_name(Path(out).name + "_folds"), utts, groups, config, settings,
-                                 synthetic)
+    models = _cached_fold_models(folds_dir, utts, groups, config, settings, synthetic)
     per_person = score_folds(utts, groups, models)
     report = {"summary": {"predicted": summarise(per_person)}, "people": per_person, "folds": groups,
               "settings": {"folds": folds, "steps": steps, "synthetic": len(synthetic), "utterances": len(utts)}}
