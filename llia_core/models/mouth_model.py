@@ -81,7 +81,7 @@ class AudioToMouth(nn.Module):
         if windows.ndim != 3 or windows.shape[1:] != (cfg.window_frames, cfg.channels):
             raise ValueError(f"the mouth model reads (N, {cfg.window_frames}, {cfg.channels}) windows, not "
                              f"{tuple(windows.shape)}; make them with audio.mouth_windows")
-        x = normalise_windows(windows.to(self.head[0].weight.dtype), cfg.n_mels, cfg.phone_lag if cfg.phones else 0)
+        x = normalise_windows(windows, cfg.n_mels, cfg.phone_lag if cfg.phones else 0)  # float32, as the model stays
         return self.head(self.dropout(self.convs(x).flatten(1)))
 
     def warp_shapes(self, windows: torch.Tensor) -> torch.Tensor:
