@@ -20,10 +20,10 @@ from __future__ import annotations
 import numpy as np
 
 from .. import framing
+from ..portrait.landmarks import INNER_LIP
 
 CROP_W, CROP_H = 64, 48
 WINDOW = (-0.5, 0.25, 0.5, 1.0)  # x0, y0, x1, y1 in face-box units: the mouth, the lips and the chin's top
-INNER_LIP = (78, 191, 80, 81, 82, 13, 312, 311, 310, 415, 308, 324, 318, 402, 317, 14, 87, 178, 88, 95)
 OPEN_GAP = 0.04  # lip gap (face-box units) from which a mouth counts as open
 GAP_BINS = (0.04, 0.08, 0.14, 1.0)
 GRID = (4, 3)  # feature cells across, down
