@@ -181,7 +181,8 @@ def run_generate(args) -> dict:
     if note:
         portrait.notes.append(note)
     renderer = FrameRenderer(portrait, args.output, args.max_size or None, motion_controls(args), fps,
-                             head_model=model.head_model, speech=audio.waveform_for_video())
+                             head_model=model.head_model, speech=audio.waveform_for_video(),
+                             painter=model.mouth_painter)
     for note in portrait.notes + renderer.notes:
         print(f"note: {note}", file=sys.stderr)
     states = build_states(args.states, audio)

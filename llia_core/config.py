@@ -93,6 +93,18 @@ class HeadMotionConfig:
 
 
 @dataclass(frozen=True)
+class MouthPainterConfig:
+    """The mouth painter (``models/mouth_painter.py``): the inside of an open mouth, painted at the
+    mouth's own size in the paste-back.
+
+    Args:
+        channels: widths of its three scales (window, half, quarter).
+    """
+
+    channels: tuple[int, int, int] = (16, 32, 64)
+
+
+@dataclass(frozen=True)
 class MouthModelConfig:
     """The audio-to-mouth model (``models/mouth_model.py``): a frame's mouth from the log-mel around it.
 
@@ -221,6 +233,8 @@ class LLIAConfig:
             map, paint and warp their shapes; None = the audio encoder's mouth head does.
         head_model: the head-motion network (``models/head_model.py``): head pose and brows from the
             speech; None = the head stays still.
+        mouth_painter: the network that paints the inside of an open mouth in the paste-back
+            (``models/mouth_painter.py``); None = the paste-back draws it.
     """
 
     name: str = "demo"
@@ -247,6 +261,7 @@ class LLIAConfig:
     unet: UNetConfig = field(default_factory=UNetConfig)
     mouth_model: MouthModelConfig | None = None
     head_model: HeadMotionConfig | None = None
+    mouth_painter: MouthPainterConfig | None = None
 
     @property
     def has_mouth_source(self) -> bool:
@@ -292,6 +307,7 @@ class LLIAConfig:
                 "unet": UNetConfig,
                 "mouth_model": MouthModelConfig,
                 "head_model": HeadMotionConfig,
+                "mouth_painter": MouthPainterConfig,
             }
             kwargs = dict(data)
             for key, sub in nested.items():

@@ -70,7 +70,8 @@ class LLIAVariableLengthSampler:
             cfg = dataclasses.replace(cfg, mouth_amplitude=motion.mouth_amplitude)
         n, fps = llia_audio.num_frames, llia_audio.fps
         renderer = FrameRenderer(reference, frame_size, max_size or None, motion, fps,
-                                 head_model=pipe.model.head_model, speech=llia_audio.waveform_for_video())
+                                 head_model=pipe.model.head_model, speech=llia_audio.waveform_for_video(),
+                                 painter=pipe.model.mouth_painter)
         renderer.follow_states(0, states)
         path = _output_path(filename_prefix) if output != OUTPUTS[0] else None
         progress = comfy_bridge.Progress(n)

@@ -213,7 +213,8 @@ def _offline_frames(pipe, portrait, wave: np.ndarray, fps: float) -> np.ndarray:
 
     audio = encode_audio((wave, 16000), fps, **window_settings(pipe.config.audio))
     return np.asarray(render_clips(pipe.stream(portrait, audio, states_from_activity(audio.speech)),
-                                   FrameRenderer(portrait, "full", None), total_frames=audio.num_frames).frames)
+                                   FrameRenderer(portrait, "full", None, painter=pipe.model.mouth_painter),
+                                   total_frames=audio.num_frames).frames)
 
 
 def _generated_r(frames: np.ndarray, u: Utterance, n: int) -> float:

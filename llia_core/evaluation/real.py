@@ -103,7 +103,7 @@ def _ssim(a: np.ndarray, b: np.ndarray, keep: np.ndarray) -> float:
 def _generate(pipe: LLIAPipeline, portrait, wave: np.ndarray, sampler: SamplerConfig):
     cfg = pipe.config
     audio = encode_audio((wave, 16000), cfg.fps, **window_settings(cfg.audio))
-    renderer = FrameRenderer(portrait, "full", None)
+    renderer = FrameRenderer(portrait, "full", None, painter=pipe.model.mouth_painter)
     states = states_from_activity(audio.speech)
     video = render_clips(pipe.stream(portrait, audio, states, sampler), renderer, total_frames=audio.num_frames)
     boundaries = [c.start for c in pipe.plan(audio.num_frames, states, sampler)][1:]

@@ -261,7 +261,8 @@ class LiveAvatar:
         motion.validate()
         output, max_size = self._output
         renderer = FrameRenderer(self.portrait, output, max_size, motion, self.fps,
-                                 head_model=self.pipe.model.head_model)
+                                 head_model=self.pipe.model.head_model,
+                                 painter=self.pipe.model.mouth_painter)
         old = getattr(self, "renderer", None)
         if old is not None and old.motion is not None and renderer.motion is not None:
             renderer.motion.continue_from(old.motion)

@@ -12,6 +12,7 @@ from .autoencoder import build_autoencoder
 from .denoiser import LLIADenoiser
 from .head_model import HeadMotionModel
 from .mouth_model import AudioToMouth
+from .mouth_painter import MouthPainter
 from .reference_net import ReferenceNet
 
 
@@ -49,14 +50,18 @@ class LLIAModel(nn.Module):
         self.denoiser = LLIADenoiser(config)
         self.mouth_model = AudioToMouth(config.mouth_model) if config.mouth_model is not None else None
         self.head_model = HeadMotionModel(config.head_model) if config.head_model is not None else None
+        self.mouth_painter = MouthPainter(tuple(config.mouth_painter.channels)) \
+            if config.mouth_painter is not None else None
 
     def _apply(self, fn, recurse=True):
-        """Moved and cast like any module, but the mouth and head-motion models only move: they stay
-        float32 whatever precision is asked for (bf16 with ``--dtype auto`` on CPUs with native bf16).
-        They are tiny, they hear float features, and the head's oscillator integrates its state frame
-        after frame; cast and cast back, their weights would have lost the bits."""
+        """Moved and cast like any module, but the mouth, head-motion and painter models only move:
+        they stay float32 whatever precision is asked for (bf16 with ``--dtype auto`` on CPUs with
+        native bf16). They are tiny, they hear float features (the painter float pixels), and the
+        head's oscillator integrates its state frame after frame; cast and cast back, their weights
+        would have lost the bits."""
         names = list(self._modules)
-        small = {k: self._modules.pop(k) for k in ("mouth_model", "head_model") if self._modules.get(k) is not None}
+        small = {k: self._modules.pop(k) for k in ("mouth_model", "head_model", "mouth_painter")
+                 if self._modules.get(k) is not None}
         try:
             super()._apply(fn, recurse)
         finally:

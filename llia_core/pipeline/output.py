@@ -46,16 +46,19 @@ class FrameRenderer:
     head motion, brows and blinks of ``motion`` (``portrait/face_motion.py``) drawn on at ``fps``.
 
     The head moves as ``head_model`` (the model's ``head_model``) draws it from the avatar's speech:
-    all of it in ``speech`` (16 kHz, the video's length) offline, or as it arrives through ``hear``."""
+    all of it in ``speech`` (16 kHz, the video's length) offline, or as it arrives through ``hear``.
+    ``painter`` (the model's ``mouth_painter``) paints the inside of an open mouth (unless
+    ``motion.teeth`` is off: then the opening is left as the warp shows it)."""
 
     def __init__(self, portrait: Portrait, output: str = "full", max_size: int | None = DEFAULT_MAX_SIZE,
                  motion: MotionControls | None = None, fps: float = 25.0, *,
-                 head_model=None, speech=None):
+                 head_model=None, speech=None, painter=None):
         if output not in OUTPUTS:
             raise LLIAError(f"unknown output '{output}'; use one of {', '.join(OUTPUTS)}")
         self.portrait, self.output = portrait, output
         teeth = True if motion is None else motion.teeth
-        self.compositor = Compositor(portrait, max_size, teeth=teeth) if output == "full" else None
+        self.compositor = Compositor(portrait, max_size, teeth=teeth, painter=painter if teeth else None) \
+            if output == "full" else None
         r = portrait.resolution
         self.size = self.compositor.size if self.compositor is not None else (r, r)
         self._buffer: np.ndarray | None = None

@@ -89,12 +89,17 @@ class Compositor:
     not drawn: the lip line's colour the warp reads there, the model's residual on top);
     ``teeth``: draw the upper front teeth under the upper lip, in the picture's own light. With
     either, the opening is the compositor's alone: the model's 128 px version of it stays out.
+    ``painter``: a ``MouthPainter`` (the model's ``mouth_painter``) paints the opening instead of
+    the drawn shade and teeth, at the mouth's own size (``models/mouth_painter.py``).
     """
 
     def __init__(self, portrait: Portrait, max_size: int | None = DEFAULT_MAX_SIZE,
-                 interior_shade: float = INTERIOR_SHADE, teeth: bool = True):
+                 interior_shade: float = INTERIOR_SHADE, teeth: bool = True, painter=None):
         import cv2
 
+        if painter is not None:  # the painter's opening replaces the drawn one
+            interior_shade, teeth = 0.0, False
+        self.painter, self._opening = painter, None
         self.portrait, self.view, self.interior_shade = portrait, portrait.view, interior_shade
         self.reference = np.ascontiguousarray(portrait.image.permute(1, 2, 0).numpy() * 255, np.float32)
 
@@ -203,7 +208,7 @@ class Compositor:
         for the last shape: ``paste`` asks for the reference's and the picture's)."""
         from ..models.mouth_warp import source_and_interior
 
-        key = tuple(float(v) for v in np.asarray(mouth, np.float64).reshape(3))
+        key = key_of(mouth)
         if getattr(self, "_last_maps", None) is not None and self._last_maps[0] == key:
             return self._last_maps[1]
         box, crop = self._grids()
@@ -246,7 +251,43 @@ class Compositor:
                 rim = (4 * rim * (1 - rim))[..., None]
                 part += rim * (cv2.GaussianBlur(part, (3, 3), 0) - part)
             out[rows, cols] = moved
+            self._opening = None
+            if self.painter is not None and depth.any():
+                self._opening = (key_of(mouth), self._paint(out, rows, cols, depth))
         return out
+
+    def _paint(self, out: np.ndarray, rows: slice, cols: slice, depth: np.ndarray) -> np.ndarray:
+        """The painter's opening drawn into ``out`` (the box, the mouth moved) in place; -> its alpha
+        over the moving part of the box (``rows``, ``cols``)."""
+        import cv2
+
+        from ..models.mouth_painter import SIZE, drawn_opening, feathered, window_matrix
+
+        w, h = SIZE
+        if getattr(self, "_window", None) is None:  # box pixels -> window pixels, and the photo's own mouth
+            self._window = window_matrix(source_to_crop=cv2.invertAffineTransform(self.to_box),
+                                         resolution=self.portrait.resolution, view=self.view)
+            ref = cv2.warpAffine(self.base_f, self._window, (w, h), flags=cv2.INTER_LINEAR,
+                                 borderMode=cv2.BORDER_REPLICATE)
+            self._window_ref = torch.from_numpy(ref).permute(2, 0, 1)[None] / 127.5 - 1
+        win = cv2.warpAffine(out, self._window, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        sub = self._window @ np.array([[1, 0, cols.start], [0, 1, rows.start], [0, 0, 1]], np.float64)
+        hard = cv2.warpAffine((depth > 0).astype(np.float32), sub, (w, h), flags=cv2.INTER_LINEAR) > 0.5
+        opening = torch.from_numpy(hard.astype(np.float32))[None, None]
+        mask = feathered(opening)
+        drawn = torch.from_numpy(drawn_opening(win, hard)).permute(2, 0, 1)[None] / 127.5 - 1
+        param = next(self.painter.parameters())
+        with torch.no_grad():
+            painted = self.painter(torch.from_numpy(win).permute(2, 0, 1)[None].to(param) / 127.5 - 1,
+                                   opening.to(param), self._window_ref.to(param), (drawn * opening).to(param))
+        painted = ((painted[0].float().permute(1, 2, 0) + 1) * 127.5).numpy()
+        region = out[rows, cols]
+        size = (region.shape[1], region.shape[0])
+        flags = cv2.WARP_INVERSE_MAP | cv2.INTER_LINEAR
+        back = cv2.warpAffine(painted, sub, size, flags=flags, borderMode=cv2.BORDER_REPLICATE)
+        alpha = cv2.warpAffine(mask[0, 0].numpy(), sub, size, flags=flags, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
+        region += alpha[..., None] * (back - region)
+        return alpha
 
     def reference_for(self, mouth) -> np.ndarray:
         """The reference crop (R, R, 3) float 0..255 as the model's warp moved it (or as it is): the
@@ -289,7 +330,10 @@ class Compositor:
             up = cv2.warpAffine(delta, self.to_box, (x1 - x0, y1 - y0), flags=cv2.INTER_LINEAR,
                                 borderMode=cv2.BORDER_CONSTANT, borderValue=0)
             source = self.base_f if mouth is None else self.warped_base(mouth)
-            if mouth is not None and (self.interior_shade or self.teeth_colour is not None):
+            if mouth is not None and self._opening is not None and self._opening[0] == key_of(mouth):
+                (rows, cols), _, _ = self._grids()[0]  # the painted opening is the painter's alone
+                up[rows, cols] *= (1 - self._opening[1])[..., None]
+            elif mouth is not None and (self.interior_shade or self.teeth_colour is not None):
                 # the opening is drawn here, sharp: the model's blurred 128 px version of it stays out
                 (rows, cols), _, _ = self._grids()[0]
                 _, _, depth, teeth, _ = self._warp_maps(mouth)["box"]
@@ -314,6 +358,11 @@ class Compositor:
         for i, (crop, frame) in enumerate(zip(crops, out)):
             self.paste(crop, frame, None if mouth is None else mouth[i])
         return out
+
+
+def key_of(mouth) -> tuple[float, float, float]:
+    """A mouth shape (3,) as a hashable key."""
+    return tuple(float(v) for v in np.asarray(mouth, np.float64).reshape(3))
 
 
 def _around(mask: np.ndarray, margin: int) -> tuple[slice, slice] | None:

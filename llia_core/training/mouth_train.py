@@ -393,14 +393,14 @@ def measure_draw_curve(photos: list, resolution: int = 128, view: Framing = FACE
 
 def convert_state(tensors: dict[str, torch.Tensor], config, fresh: str = "mouth_model.") -> "LLIAModel":
     """A model of ``config`` holding ``tensors`` (another checkpoint's): every tensor of the same name and
-    shape is kept; the part named by ``fresh`` (a prefix: the mouth or the head-motion model) starts
-    fresh, an old mouth head goes, and a mouth or head-motion model the checkpoint lacks is left out of
-    ``config``. Raises if the networks differ anywhere else."""
+    shape is kept; the part named by ``fresh`` (a prefix: the mouth, head-motion or painter model) starts
+    fresh, an old mouth head goes, and a mouth, head-motion or painter model the checkpoint lacks is left
+    out of ``config``. Raises if the networks differ anywhere else."""
     import dataclasses
 
     from ..models import LLIAModel
 
-    for part in ("mouth_model", "head_model"):
+    for part in ("mouth_model", "head_model", "mouth_painter"):
         if f"{part}." != fresh and getattr(config, part) is not None and not any(k.startswith(f"{part}.") for k in tensors):
             config = dataclasses.replace(config, **{part: None})
     new = LLIAModel(config)

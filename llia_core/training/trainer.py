@@ -49,7 +49,8 @@ class TrainConfig:
 
     data: str = "data/train"
     out_dir: str = "runs/base"
-    stage: str = "base"  # "mouth" (the audio-to-mouth model), "head" (the head-motion model), "base" or "distill"
+    stage: str = "base"  # "mouth" (the audio-to-mouth model), "head" (the head-motion model), "painter" (the
+    # mouth painter), "base" or "distill"
     config: str = "demo"
     init: str | None = None  # checkpoint to start from (distill: the teacher)
     steps: int = 4000
@@ -69,6 +70,8 @@ class TrainConfig:
     holdout: str = ""  # stages mouth and head: people or videos (comma list) never trained on
     synthetic_voices: int = 3  # stage mouth: espeak-ng readings of every GRID sentence (0: none)
     photos: str = ""  # stage mouth: portraits to measure how the landmarks read a drawn opening on
+    videos: str = ""  # stage painter: comma list of the folders the face tracks in --data were made from
+    adversarial_weight: float = 0.0  # stage painter: a patch critic's hinge loss at this weight beside the L1
     ema_decay: float = 0.998
     guidance_scale: float = 1.5  # teacher guidance distilled into the student
     skip: int = 20  # DDIM solver skip (1000 / 20 = 50-step teacher discretisation)
@@ -368,6 +371,10 @@ def _train(tc: TrainConfig, ctx) -> Path:
         from .head_train import head_stage
 
         return head_stage(tc, get_config(tc.config), out)
+    if tc.stage == "painter":  # the mouth painter: real mouth windows of the tracks' videos (models/mouth_painter.py)
+        from .painter_train import painter_stage
+
+        return painter_stage(tc, get_config(tc.config), out)
     device = ctx.device
     if tc.init:
         model = load_model(tc.init)
