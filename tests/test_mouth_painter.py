@@ -194,3 +194,35 @@ def test_a_tracks_video_is_found_from_its_name(tmp_path, name, expect):
         (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
         (tmp_path / rel).write_bytes(b"")
     assert video_for(tmp_path / f"{name}.npz", [tmp_path / "talking", tmp_path / "grid"]) == tmp_path / expect
+
+
+def test_a_tracked_video_gives_windows_whose_openings_lie_on_the_dark_of_the_mouth(tmp_path):
+    """The astronaut opening her mouth (the paste-back's drawn opening), written as a video and tracked:
+    every frame gives a window, the mesh's inner lip line covers pixels much darker than the skin when
+    the mouth is open, the gaps grow with the opening, and the references are the most closed mouths."""
+    import cv2
+
+    from llia_core.cli import DEFAULT_PORTRAIT
+    from llia_core.models.mouth_warp import warp_pixels
+    from llia_core.portrait import Compositor, prepare_portrait
+    from llia_core.training.data.tracks import save_track, track_video
+    from llia_core.training.painter_data import REFERENCES, windows_of
+    from llia_core.video_io import write_mp4
+
+    p = prepare_portrait(str(DEFAULT_PORTRAIT), 128)
+    comp = Compositor(p, None)  # the photo's 512 px: a mouth over 30 px wide (MIN_MOUTH_PX)
+    openings = np.array([0.0, 0.0, 0.3, 0.6, 0.9, 0.9, 0.6, 0.3, 0.0, 0.0], np.float32)
+    shapes = np.stack([openings, np.full_like(openings, 0.5), np.zeros_like(openings)], 1)
+    crops = warp_pixels(p.image[None].expand(len(shapes), -1, -1, -1).float(), torch.from_numpy(shapes), p.view,
+                        p.mouth_anchor[None].expand(len(shapes), -1)).permute(0, 2, 3, 1).numpy()
+    video = write_mp4(tmp_path / "astronaut.mp4", comp.composite(crops, shapes), 25, audio=np.zeros(6400, np.float32))
+    track = tmp_path / "astronaut.npz"
+    save_track(track, track_video(video))
+    out = windows_of(track, video)
+    assert out["crops"].shape == (10, SIZE[1], SIZE[0], 3) and out["polys"].shape == (10, 20, 2)
+    assert out["gaps"][4] > out["gaps"][2] > out["gaps"][0] + 0.02
+    assert out["refs"].shape[0] == REFERENCES and np.abs(out["refs"][0].astype(int) - out["crops"][0]).mean() < 3
+    mask = np.zeros(SIZE[::-1], np.uint8)
+    cv2.fillPoly(mask, [np.round(out["polys"][4]).astype(np.int32)], 1)
+    luma = out["crops"][4].astype(float) @ [0.299, 0.587, 0.114]
+    assert mask.sum() > 60 and luma[mask > 0].mean() < 0.6 * np.median(luma[mask == 0])

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import framing
 from ..models.mouth_painter import SIZE, units_to_window, window_matrix
 from ..portrait.landmarks import INNER_LIP
 from .data.tracks import TRACK_RESOLUTION, load_track
@@ -24,10 +25,12 @@ MIN_MOUTH_PX = 30  # a mouth narrower than this in the source is too small to te
 def video_for(track_path: Path, roots: list[Path]) -> Path | None:
     """A track's video: its name is the video's path under the folder it was tracked from, with
     ``__`` for ``/`` (``s1__bbaf2n`` -> ``grid/s1/bbaf2n.mp4``)."""
+    from .data.videos import VIDEO_SUFFIXES
+
     rel = Path(*track_path.stem.split("__"))
     for root in roots:
         for cand in root.glob(f"{rel}.*"):
-            if cand.suffix.lower() in (".mp4", ".mov", ".mkv", ".avi", ".webm"):
+            if cand.suffix.lower() in VIDEO_SUFFIXES:
                 return cand
     return None
 
@@ -51,10 +54,10 @@ def windows_of(track_path: Path, video: Path, every: int = 1) -> dict | None:
     mouth_px = np.array([np.hypot(*(p[308, :2] - p[78, :2])) for p in track.points.astype(np.float32)])
     scale = track.alignment[:, 0]
     # a mouth's width in source pixels: units * (crop pixels per unit) / (crop pixels per source pixel)
-    src_width = mouth_px * (TRACK_RESOLUTION / 3.6) / np.where(ok, scale, np.nan)
+    src_width = mouth_px * framing.FACE.unit(TRACK_RESOLUTION) / np.where(ok, scale, np.nan)
     if np.nanmedian(src_width[ok]) < MIN_MOUTH_PX:
         return None
-    crops, polys, gaps, idx = [], [], [], []
+    crops, polys, gaps = [], [], []
     w, h = SIZE
     for i, rgb in _frame_times(video, track.fps):
         if i >= track.num_frames:
@@ -69,7 +72,6 @@ def windows_of(track_path: Path, video: Path, every: int = 1) -> dict | None:
         pts = track.points[i].astype(np.float32)
         polys.append(units_to_window(pts[list(INNER_LIP)]).astype(np.float32))
         gaps.append(_gap(pts))
-        idx.append(i)
     if not crops:
         return None
     gaps = np.array(gaps, np.float32)
