@@ -56,7 +56,7 @@ def drawn_opening(window: np.ndarray, opening: np.ndarray) -> np.ndarray:
     elsewhere."""
     import cv2
 
-    from ..portrait.paste_back import INTERIOR_SHADE, TEETH_TINT
+    from ..portrait.paste_back import INTERIOR_SHADE, lip_colour, teeth_colour
     from .mouth_warp import TEETH_HEIGHT
 
     out = np.zeros(window.shape, np.float32)
@@ -65,13 +65,9 @@ def drawn_opening(window: np.ndarray, opening: np.ndarray) -> np.ndarray:
     f = window.astype(np.float32)
     m = opening.astype(np.uint8)
     ring = (cv2.dilate(m, np.ones((7, 7), np.uint8)) > 0) & ~(cv2.dilate(m, np.ones((3, 3), np.uint8)) > 0)
-    lips = f[ring] if ring.any() else f.reshape(-1, 3)
-    red = lips[:, 0] - 0.5 * (lips[:, 1] + lips[:, 2])
-    lip = np.median(lips[red >= np.percentile(red, 67)], 0)
+    lip = lip_colour(f[ring] if ring.any() else f.reshape(-1, 3))
     skin = f[~(cv2.dilate(m, np.ones((11, 11), np.uint8)) > 0)]
-    luma = (skin if len(skin) else f.reshape(-1, 3)) @ np.array([0.299, 0.587, 0.114], np.float32)
-    tint = np.array(TEETH_TINT, np.float32) / np.mean(TEETH_TINT)
-    teeth = np.clip(np.percentile(luma, 97), 60, 255) * np.mean(TEETH_TINT) * tint
+    teeth = teeth_colour(skin if len(skin) else f.reshape(-1, 3))
     # per column: the opening's top and bottom rows, the depth of each pixel from the lips to the middle
     rows = np.arange(opening.shape[0])[:, None]
     any_col = opening.any(0)

@@ -129,14 +129,9 @@ class Compositor:
         self._units = None
         self.mouth_colour = self._lip_colour()
         self.teeth_colour = None
-        if teeth:  # lit like the face's brightest skin (its top 5% by luma), a little of its colour too
-            face = self.base_f[self.alpha > 0.5] if (self.alpha > 0.5).any() else self.base_f.reshape(-1, 3)
-            luma = face @ np.array([0.299, 0.587, 0.114], np.float32)
-            bright = face[luma >= np.percentile(luma, 95)].mean(0)
-            tint = np.array(TEETH_TINT) / np.mean(TEETH_TINT)
-            tint = 1 + (tint - 1) * np.clip(np.ptp(bright) / 40, 0, 1)  # as grey as the skin in a grey photo
-            white = np.clip(np.percentile(luma, 97), 60, 255) * np.mean(TEETH_TINT) * tint
-            self.teeth_colour = np.float32(0.75 * white + 0.25 * bright)
+        if teeth:
+            self.teeth_colour = teeth_colour(self.base_f[self.alpha > 0.5] if (self.alpha > 0.5).any()
+                                             else self.base_f.reshape(-1, 3))
 
     def _lip_colour(self) -> np.ndarray:
         """(3,) the lips' colour: the reddest third of the crop's pixels on the lips around the mouth
@@ -152,9 +147,7 @@ class Compositor:
         u = self.view.unit(r)
         px = np.clip(np.round(xs[None] * u + px0 - 0.5), 0, r - 1).astype(int)
         py = np.clip(np.round(ys[:, None] * u + py0 - 0.5), 0, r - 1).astype(int)
-        lips = self.reference[py, px].reshape(-1, 3)
-        red = lips[:, 0] - 0.5 * (lips[:, 1] + lips[:, 2])
-        return np.median(lips[red >= np.percentile(red, 67)], 0).astype(np.float32)
+        return lip_colour(self.reference[py, px].reshape(-1, 3))
 
     def _box_units(self):
         """Face-box units (framing contract) of every output pixel of the box, (1, h, w) each."""
@@ -358,6 +351,25 @@ class Compositor:
         for i, (crop, frame) in enumerate(zip(crops, out)):
             self.paste(crop, frame, None if mouth is None else mouth[i])
         return out
+
+
+def lip_colour(lips: np.ndarray) -> np.ndarray:
+    """(N, 3) pixels on and around the lips -> (3,) float32 the lips' colour: the median of their
+    reddest third (skin and shadow between them left out)."""
+    red = lips[:, 0] - 0.5 * (lips[:, 1] + lips[:, 2])
+    return np.median(lips[red >= np.percentile(red, 67)], 0).astype(np.float32)
+
+
+def teeth_colour(skin: np.ndarray) -> np.ndarray:
+    """(N, 3) the face's pixels -> (3,) float32 the upper front teeth's colour: lit like the brightest
+    skin (its top 5% by luma), a warm off-white with a little of the skin's colour, as grey as the skin
+    in a grey photo."""
+    luma = skin @ np.array([0.299, 0.587, 0.114], np.float32)
+    bright = skin[luma >= np.percentile(luma, 95)].mean(0)
+    tint = np.array(TEETH_TINT) / np.mean(TEETH_TINT)
+    tint = 1 + (tint - 1) * np.clip(np.ptp(bright) / 40, 0, 1)
+    white = np.clip(np.percentile(luma, 97), 60, 255) * np.mean(TEETH_TINT) * tint
+    return np.float32(0.75 * white + 0.25 * bright)
 
 
 def key_of(mouth) -> tuple[float, float, float]:

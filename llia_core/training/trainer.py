@@ -67,7 +67,7 @@ class TrainConfig:
     mouth_weight: float = 10.0  # extra loss weight on the mouth region (a few % of the pixels)
     mouth_aux_weight: float = 0.5  # weight of the audio -> mouth-parameter loss (models with a mouth head)
     paint_aux_weight: float = 0.0  # weight of the mouth paint's own proposal loss (models with a paint)
-    holdout: str = ""  # stages mouth and head: people or videos (comma list) never trained on
+    holdout: str = ""  # stages mouth, head and painter: people or videos (comma list) never trained on
     synthetic_voices: int = 3  # stage mouth: espeak-ng readings of every GRID sentence (0: none)
     photos: str = ""  # stage mouth: portraits to measure how the landmarks read a drawn opening on
     videos: str = ""  # stage painter: comma list of the folders the face tracks in --data were made from
