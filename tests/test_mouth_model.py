@@ -332,3 +332,33 @@ def test_fold_scores_say_how_much_of_a_low_r_the_sources_offset_explains():
     row = score_folds([u], [["x"]], [model])["x"]
     assert row["offset_frames"] == 3
     assert row["r_speech_offset_undone"] > 0.99 and row["r_speech"] < row["r_speech_offset_undone"] - 0.2
+
+
+def test_an_offset_found_on_the_other_half_undoes_a_real_offset_and_does_not_flatter_chance():
+    model = AudioToMouth(SMALL).eval()
+    u = _speaker_utterance("x", 1.0, 8.0, 1)
+    pred = mt.predict(model, u).numpy()
+    # in sync: the same r as recorded, and no lag found on either half
+    u0 = dataclasses.replace(u, targets=torch.from_numpy(pred).clone())
+    r, lags = mt.crossfit_offset_r(pred, u0)
+    assert lags == (0, 0) and r == pytest.approx(mt.score_utterance(pred, u0)["r_speech"])
+    # the picture 3 frames behind the sound: each half finds +3 on the other and scores near 1
+    targets, valid = u.targets.clone(), u.valid.clone()
+    targets[3:, 0] = torch.from_numpy(pred[:-3, 0])
+    valid[:3, 0] = False
+    shifted = dataclasses.replace(u, targets=targets, valid=valid)
+    r, lags = mt.crossfit_offset_r(pred, shifted)
+    assert lags == (3, 3) and r > 0.99 > mt.score_utterance(pred, shifted)["r_speech"] + 0.2
+    # a prediction unrelated to the mouth: the best of 21 lags on the same frames reads high, the
+    # cross-fitted r does not (means over 30 unrelated mouths)
+    best, fitted = [], []
+    for seed in range(30):
+        noise = dataclasses.replace(u, targets=torch.from_numpy(
+            np.convolve(np.random.default_rng(seed).normal(size=len(pred) + 4), np.ones(5) / 5, "valid")
+            .astype(np.float32))[:, None].expand(-1, len(MOUTH_OUTPUTS)).contiguous())
+        best.append(max(mt.score_utterance(pred, noise, lag)["r_speech"] for lag in range(-10, 11)))
+        fitted.append(mt.crossfit_offset_r(pred, noise)[0])
+    assert np.mean(best) > np.mean(fitted) + 0.1 and abs(np.mean(fitted)) < 0.1
+    # too short to split: as recorded
+    short = dataclasses.replace(u, targets=u.targets[:60], valid=u.valid[:60], speech=u.speech[:60])
+    assert mt.crossfit_offset_r(pred[:60], short)[1] == (0, 0)

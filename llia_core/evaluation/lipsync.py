@@ -73,12 +73,13 @@ def score_folds(utts: list[Utterance], folds: list[list[str]], models: list) -> 
         for person, s in scores.items():
             mine = [u for u in utts if u.person == person]
             lags = mt.estimate_offsets(model, mine)
-            # the same r with each clip's offset undone: how much of a low score the source's sync explains
-            # (the lag is the best of 21 on the same clip, so this reads high: a diagnosis, not a score)
-            at_lag = [mt.score_utterance(mt.predict(model, u).numpy(), u, lags.get(u.name, 0))["r_speech"] for u in mine]
-            at_lag = [r for r in at_lag if not math.isnan(r)]
+            # the same r with each clip's sound/picture offset undone, the offset found on the clip's other half
+            # (never on the frames it scores): how much of a low score the source's sync explains
+            undone = [mt.crossfit_offset_r(mt.predict(model, u).numpy(), u) for u in mine]
+            at_lag = [r for r, _ in undone if not math.isnan(r)]
             row = dict(s, offset_frames=int(np.median(list(lags.values()))) if lags else 0,
-                       r_speech_offset_undone=float(np.mean(at_lag)) if at_lag else float("nan"))
+                       r_speech_offset_undone=float(np.mean(at_lag)) if at_lag else float("nan"),
+                       offset_halves=[list(h) for _, h in undone])
             if any(u.words for u in mine):
                 pred, real, n = [], [], 0
                 for u in mine:
@@ -98,6 +99,15 @@ def score_folds(utts: list[Utterance], folds: list[list[str]], models: list) -> 
 
 def summarise(per_person: dict) -> dict:
     out = mt.summarise(per_person)
+    if any("r_speech_offset_undone" in s for s in per_person.values()):
+        undone = mt.summarise({p: dict(s, r_speech=s.get("r_speech_offset_undone", math.nan))
+                               for p, s in per_person.items()})
+        for kind, u in undone.items():
+            halves = [h for s in per_person.values() if s["kind"] == kind for clip in s.get("offset_halves", ())
+                      for h in clip]
+            out[kind]["offset_undone"] = dict(u, halves=len(halves),
+                                              halves_in_sync=float(np.mean([abs(h) <= 1 for h in halves]))
+                                              if halves else math.nan)
     grid = [s for s in per_person.values() if "bilabial_closed_pred" in s]
     if grid:
         n = sum(s["bilabial_onsets"] for s in grid)
@@ -433,6 +443,13 @@ def _markdown(report: dict) -> str:
         cell = lambda k: (f"{s[k]['mean']:.3f} (median {s[k]['median']:.3f}, sd {s[k]['std']:.3f}, "  # noqa: E731
                           f"{s[k]['min']:.2f}..{s[k]['max']:.2f}; {s[k]['people']} people)") if k in s else "-"
         lines.append(f"| r within speech, {level} | {cell('wild')} | {cell('grid')} |")
+        if level == "predicted" and "offset_undone" in s.get("wild", {}):
+            u = {k: s[k]["offset_undone"] for k in ("wild", "grid") if "offset_undone" in s.get(k, {})}
+            cell = lambda k: (f"{u[k]['mean']:.3f} (median {u[k]['median']:.3f}, sd {u[k]['std']:.3f}; "  # noqa: E731
+                              f"{u[k]['halves_in_sync']:.0%} of {u[k]['halves']} halves found within a frame of "
+                              f"sync)") if k in u else "-"
+            lines.append(f"| the same, each clip's sound/picture offset undone (found on the clip's other half) | "
+                         f"{cell('wild')} | {cell('grid')} |")
     b = report["summary"]["predicted"].get("bilabial")
     if b:
         lines.append(f"| p/b/m onsets shut, predicted / real | | {b['closed_pred']:.2f} / {b['closed_real']:.2f} "
@@ -456,7 +473,7 @@ def _markdown(report: dict) -> str:
     if low:
         lines.append("")
         lines.append("People under r = 0.1 (predicted), their sound/picture offset (frames; negative: the sound "
-                     "is late) and r with it undone (the best of 21 lags on the same clip: reads high): " + ", ".join(
+                     "is late) and r with it undone (each half of a clip at the lag found on the other half): " + ", ".join(
                          f"{p} {s['r_speech']:.2f} ({s['offset_frames']:+d}: {s.get('r_speech_offset_undone', math.nan):.2f})"
                          for p, s in low))
     return "\n".join(lines) + "\n"

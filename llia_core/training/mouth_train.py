@@ -173,10 +173,44 @@ def estimate_offsets(model: AudioToMouth, utts: list[Utterance], max_lag: int = 
             out[u.name] = 0
             continue
         p = predict(model, u).numpy()
-        curve = [score_utterance(p, u, lag)["r_all"] for lag in range(-max_lag, max_lag + 1)]
-        best = 0 if np.all(np.isnan(curve)) else int(np.nanargmax(curve)) - max_lag
-        out[u.name] = 0 if abs(best) == max_lag else best
+        out[u.name] = _best_lag([score_utterance(p, u, lag)["r_all"] for lag in range(-max_lag, max_lag + 1)])
     return out
+
+
+def _best_lag(curve: list[float]) -> int:
+    """The lag of a curve of r over lags -L..L; 0 where there is no peak (all NaN, or at the search's edge)."""
+    max_lag = len(curve) // 2
+    best = 0 if np.all(np.isnan(curve)) else int(np.nanargmax(curve)) - max_lag
+    return 0 if abs(best) == max_lag else best
+
+
+def crossfit_offset_r(pred: np.ndarray, utt: Utterance, max_lag: int = 10, min_frames: int = 50
+                      ) -> tuple[float, tuple[int, int]]:
+    """r within speech with the clip's sound/picture offset undone, each half of the clip shifted by the lag
+    found on the *other* half (as ``estimate_offsets`` finds it), so no lag is chosen on the frames it scores:
+    the best of 21 lags on the same frames reads high even for a clip in sync. Returns (r, (lag found on the
+    first half, on the second)); clips under ``2 * min_frames`` as recorded, (0, 0)."""
+    n = utt.num_frames
+    if n < 2 * min_frames:
+        return score_utterance(pred, utt)["r_speech"], (0, 0)
+    real, valid, speech = utt.targets[:, 0].numpy(), utt.valid[:, 0].numpy(), utt.speech.numpy()
+    p = pred[:, 0]
+
+    def pairs(lag, frames):  # prediction frame t with the real frame t + lag, where both exist
+        s = frames + lag
+        keep = (s >= 0) & (s < n)
+        return frames[keep], s[keep]
+
+    def r(t, s, within_speech):
+        m = valid[s] & (speech[s] & speech[t] if within_speech else True)
+        if within_speech and m.sum() < MIN_SPEECH_FRAMES:
+            return float("nan")
+        return correlation(p[t][m], real[s][m], float("nan"))
+
+    halves = (np.arange(n // 2), np.arange(n // 2, n))
+    lags = tuple(_best_lag([r(*pairs(lag, h), False) for lag in range(-max_lag, max_lag + 1)]) for h in halves)
+    scored = [pairs(lag, h) for lag, h in zip(lags[::-1], halves)]  # first half at the second's lag and back
+    return r(np.concatenate([t for t, _ in scored]), np.concatenate([s for _, s in scored]), True), lags
 
 
 def shifted(u: Utterance, lag: int) -> Utterance:
