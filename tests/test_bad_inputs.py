@@ -8,13 +8,11 @@ in the notes, which move with float rounding between machines, are not compared)
 from __future__ import annotations
 
 import io
-import math
 import os
 import re
 from pathlib import Path
 
 import numpy as np
-import pytest
 import soundfile as sf
 import torch
 from PIL import Image

@@ -9,7 +9,6 @@ import torch
 
 from llia_core.states import IDLE, LISTENING, SPEAKING
 from llia_core.training.data import generate_dataset, load_clip, make_clip, mouth_box, split_of
-from llia_core.training.data.dataset import ClipDataset
 from llia_core.training.data.render import FramePose, render_frame
 from llia_core.training.data.identity import identity_from_id
 

@@ -4,7 +4,6 @@ import math
 import shutil
 
 import pytest
-import torch
 
 from comfy_harness import (CORE_WIDGETS, FakeCreateVideo, FakeLoadAudio, FakeLoadImage, FakePreview, FakeSaveVideo,
                            load_pack, load_workflow, to_api, execute)

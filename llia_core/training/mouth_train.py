@@ -18,6 +18,7 @@ import math
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -28,6 +29,9 @@ from ..config import MouthModelConfig
 from ..evaluation.metrics import correlation
 from ..models.mouth_model import AudioToMouth, mouth_loss
 from .mouth_data import Utterance, augment_windows, frame_centres, gather_windows
+
+if TYPE_CHECKING:
+    from ..models import LLIAModel
 
 MIN_SPEECH_FRAMES = 10  # an utterance's r needs at least this many speech frames
 
@@ -425,7 +429,7 @@ def measure_draw_curve(photos: list, resolution: int = 128, view: Framing = FACE
     return np.median(np.stack(reads), 0), drawn, len(reads)
 
 
-def convert_state(tensors: dict[str, torch.Tensor], config, fresh: str = "mouth_model.") -> "LLIAModel":
+def convert_state(tensors: dict[str, torch.Tensor], config, fresh: str = "mouth_model.") -> LLIAModel:
     """A model of ``config`` holding ``tensors`` (another checkpoint's): every tensor of the same name and
     shape is kept; the part named by ``fresh`` (a prefix: the mouth, head-motion or painter model) starts
     fresh, an old mouth head goes, and a mouth, head-motion or painter model the checkpoint lacks is left
