@@ -361,4 +361,20 @@ def test_an_offset_found_on_the_other_half_undoes_a_real_offset_and_does_not_fla
     assert np.mean(best) > np.mean(fitted) + 0.1 and abs(np.mean(fitted)) < 0.1
     # too short to split: as recorded
     short = dataclasses.replace(u, targets=u.targets[:60], valid=u.valid[:60], speech=u.speech[:60])
-    assert mt.crossfit_offset_r(pred[:60], short)[1] == (0, 0)
+    assert mt.crossfit_offset_r(pred[:60], short) == (mt.score_utterance(pred[:60], short)["r_speech"], None)
+
+
+def test_the_offset_row_counts_only_the_halves_it_searched():
+    from llia_core.evaluation.lipsync import _markdown, score_folds, summarise
+
+    model = AudioToMouth(SMALL).eval()
+    long_clip = _speaker_utterance("x", 1.0, 8.0, 1)
+    short_clip = dataclasses.replace(_speaker_utterance("g", 1.2, 3.0, 2), kind="grid")  # 75 frames: not split
+    people = score_folds([long_clip, short_clip], [["x", "g"]], [model])
+    assert len(people["x"]["offset_halves"]) == 1 and people["g"]["offset_halves"] == []
+    summary = summarise(people)
+    assert summary["wild"]["offset_undone"]["halves"] == 2 and summary["grid"]["offset_undone"]["halves"] == 0
+    assert summary["grid"]["offset_undone"]["mean"] == pytest.approx(people["g"]["r_speech"])
+    text = _markdown({"summary": {"predicted": summary}, "people": people})
+    row = next(line for line in text.splitlines() if "offset undone" in line)
+    assert "of 2 halves found within a frame of sync" in row and "no clip long enough to split" in row

@@ -79,7 +79,7 @@ def score_folds(utts: list[Utterance], folds: list[list[str]], models: list) -> 
             at_lag = [r for r, _ in undone if not math.isnan(r)]
             row = dict(s, offset_frames=int(np.median(list(lags.values()))) if lags else 0,
                        r_speech_offset_undone=float(np.mean(at_lag)) if at_lag else float("nan"),
-                       offset_halves=[list(h) for _, h in undone])
+                       offset_halves=[list(h) for _, h in undone if h is not None])
             if any(u.words for u in mine):
                 pred, real, n = [], [], 0
                 for u in mine:
@@ -446,9 +446,10 @@ def _markdown(report: dict) -> str:
         if level == "predicted" and "offset_undone" in s.get("wild", {}):
             u = {k: s[k]["offset_undone"] for k in ("wild", "grid") if "offset_undone" in s.get(k, {})}
             cell = lambda k: (f"{u[k]['mean']:.3f} (median {u[k]['median']:.3f}, sd {u[k]['std']:.3f}; "  # noqa: E731
-                              f"{u[k]['halves_in_sync']:.0%} of {u[k]['halves']} halves found within a frame of "
-                              f"sync)") if k in u else "-"
-            lines.append(f"| the same, each clip's sound/picture offset undone (found on the clip's other half) | "
+                              + (f"{u[k]['halves_in_sync']:.0%} of {u[k]['halves']} halves found within a frame of sync"
+                               if u[k]["halves"] else "no clip long enough to split") + ")") if k in u else "-"
+            lines.append(f"| the same, each clip's sound/picture offset undone (found on the clip's other half; "
+                         f"clips under 4 s as recorded) | "
                          f"{cell('wild')} | {cell('grid')} |")
     b = report["summary"]["predicted"].get("bilabial")
     if b:

@@ -189,14 +189,14 @@ def _best_lag(curve: list[float]) -> int:
 
 
 def crossfit_offset_r(pred: np.ndarray, utt: Utterance, max_lag: int = 10, min_frames: int = 50
-                      ) -> tuple[float, tuple[int, int]]:
+                      ) -> tuple[float, tuple[int, int] | None]:
     """r within speech with the clip's sound/picture offset undone, each half of the clip shifted by the lag
     found on the *other* half (as ``estimate_offsets`` finds it), so no lag is chosen on the frames it scores:
     the best of 21 lags on the same frames reads high even for a clip in sync. Returns (r, (lag found on the
-    first half, on the second)); clips under ``2 * min_frames`` as recorded, (0, 0)."""
+    first half, on the second)); clips under ``2 * min_frames`` as recorded, with None for the lags."""
     n = utt.num_frames
     if n < 2 * min_frames:
-        return score_utterance(pred, utt)["r_speech"], (0, 0)
+        return score_utterance(pred, utt)["r_speech"], None
     real, valid, speech = utt.targets[:, 0].numpy(), utt.valid[:, 0].numpy(), utt.speech.numpy()
     p = pred[:, 0]
 
