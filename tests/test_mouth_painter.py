@@ -199,7 +199,9 @@ def test_a_tracks_video_is_found_from_its_name(tmp_path, name, expect):
 def test_a_tracked_video_gives_windows_whose_openings_lie_on_the_dark_of_the_mouth(tmp_path):
     """The astronaut opening her mouth (the paste-back's drawn opening), written as a video and tracked:
     every frame gives a window, the mesh's inner lip line covers pixels much darker than the skin when
-    the mouth is open, the gaps grow with the opening, and the references are the most closed mouths."""
+    the mouth is open, the gaps grow with the opening, and the references are the most closed mouths.
+    Then ``train --stage painter`` on that folder (the route a GPU run takes): windows cut, the painter
+    trained, and a model written whose painter has learned (its last layer starts at zero)."""
     import cv2
 
     from llia_core.cli import DEFAULT_PORTRAIT
@@ -226,3 +228,18 @@ def test_a_tracked_video_gives_windows_whose_openings_lie_on_the_dark_of_the_mou
     cv2.fillPoly(mask, [np.round(out["polys"][4]).astype(np.int32)], 1)
     luma = out["crops"][4].astype(float) @ [0.299, 0.587, 0.114]
     assert mask.sum() > 60 and luma[mask > 0].mean() < 0.6 * np.median(luma[mask == 0])
+
+    import json
+
+    from llia_core.checkpoints import load_model
+    from llia_core.training.trainer import TrainConfig, train
+
+    out_dir = tmp_path / "painter"
+    final = train(TrainConfig(stage="painter", config="real", data=str(tmp_path), videos=str(tmp_path), steps=4,
+                              save_every=4, lr=1e-3, threads=1, device="auto", out_dir=str(out_dir), progress=False))
+    windows = np.load(out_dir / "painter_windows.npz")
+    assert len(windows["gaps"]) == 10 and list(windows["people"]) == ["astronaut"]
+    assert torch.load(out_dir / "painter.pt", weights_only=True)["step"] == 4
+    model = load_model(str(final))
+    assert model.mouth_painter is not None and model.mouth_painter.out.weight.abs().sum() > 0
+    assert json.loads((out_dir / "painter.json").read_text())["people"] == ["astronaut"]

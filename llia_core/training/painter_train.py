@@ -208,8 +208,9 @@ def train_painter(data: str, out: str, *, val: str | None = None, steps: int = 3
     return model.eval()
 
 
-def painter_stage(tc, config, out) -> Path:
-    """``train --stage painter``: the mouth windows of the face tracks in ``tc.data`` cut from their videos
+def painter_stage(tc, config, out, device: torch.device | str = "cpu") -> Path:
+    """``train --stage painter`` on ``device`` (the trainer's pick: ``--device auto`` is the GPU where there
+    is one): the mouth windows of the face tracks in ``tc.data`` cut from their videos
     (``tc.videos``; people and videos in ``tc.holdout`` left out; made once, ``out/painter_windows.npz``),
     the painter trained on them (resumable, ``out/painter.pt``), and put into ``tc.init``'s model
     (everything else kept) -> ``out/model.safetensors``."""
@@ -234,9 +235,8 @@ def painter_stage(tc, config, out) -> Path:
     if not windows.exists():
         build_painter_data(tc.data, tc.videos, str(windows), holdout, progress=tc.progress)
     t0 = time.time()
-    device = "cuda" if tc.device == "cuda" else "cpu"
     net = train_painter(str(windows), str(out / "painter.pt"), steps=tc.steps, lr=tc.lr, seed=tc.seed,
-                        save_every=tc.save_every, threads=tc.threads, device=device,
+                        save_every=tc.save_every, threads=tc.threads, device=str(device),
                         adversarial=tc.adversarial_weight).cpu()
     model = convert_state(load_raw_checkpoint(tc.init)[0], config, "mouth_painter.") if tc.init else LLIAModel(config)
     model.mouth_painter.load_state_dict(net.state_dict())

@@ -374,7 +374,7 @@ def _train(tc: TrainConfig, ctx) -> Path:
     if tc.stage == "painter":  # the mouth painter: real mouth windows of the tracks' videos (models/mouth_painter.py)
         from .painter_train import painter_stage
 
-        return painter_stage(tc, get_config(tc.config), out)
+        return painter_stage(tc, get_config(tc.config), out, ctx.device)
     device = ctx.device
     if tc.init:
         model = load_model(tc.init)
