@@ -86,3 +86,33 @@ def test_mouth_crops_follow_the_face_and_see_an_opened_mouth():
     luma = crops[1].astype(float) @ [0.299, 0.587, 0.114]
     assert luma[inner[1]].mean() < 0.7 * np.median(luma[~inner[1]])
     assert abs(np.argwhere(inner[1]).mean(0)[1] - CROP_W / 2) < 4  # the crop is centred on the mouth
+
+
+@pytest.mark.parametrize("upper_share", [0.0, 0.35, 0.6])
+def test_the_jaw_slope_reads_the_chins_drop_per_unit_of_gap_whoever_moves_the_lips(upper_share):
+    """A face whose chin drops 0.7 of the lip gap reads 0.7 whether the upper lip rises or stays (an
+    alignment that pins the mouth centre read less the more the lower lip moved), and whatever the
+    head's turn, size and place in each frame; a chin that stays reads 0; too few frames read nan."""
+    from llia_core.evaluation.mouth_realism import jaw_slope_of_points
+    from llia_core.portrait.landmarks import CHIN, EYE_A, EYE_B, LIP_INNER_DOWN, LIP_INNER_UP, NOSE_TIP
+
+    rng = np.random.default_rng(0)
+    base = rng.uniform(-1, 1, (468, 2))
+    base[list(EYE_A)], base[list(EYE_B)] = (-0.35, -0.3), (0.35, -0.3)
+    base[NOSE_TIP], base[LIP_INNER_UP], base[LIP_INNER_DOWN], base[CHIN] = (0, 0.05), (0, 0.3), (0, 0.3), (0, 0.75)
+
+    def frames(chin_share):
+        out = []
+        for gap in np.linspace(0, 0.2, 12):
+            xy = base.copy()
+            xy[LIP_INNER_UP, 1] -= upper_share * gap
+            xy[LIP_INNER_DOWN, 1] += (1 - upper_share) * gap
+            xy[CHIN, 1] += chin_share * gap
+            a, s, t = rng.uniform(-0.3, 0.3), rng.uniform(80, 300), rng.uniform(0, 500, 2)
+            rot = np.array([[np.cos(a), -np.sin(a)], [np.sin(a), np.cos(a)]])
+            out.append(xy @ rot.T * s + t)
+        return out
+
+    assert jaw_slope_of_points(frames(0.7)) == pytest.approx(0.7, abs=1e-6)
+    assert jaw_slope_of_points(frames(0.0)) == pytest.approx(0.0, abs=1e-6)
+    assert np.isnan(jaw_slope_of_points(frames(0.7)[:9]))
