@@ -201,7 +201,8 @@ def test_a_tracked_video_gives_windows_whose_openings_lie_on_the_dark_of_the_mou
     every frame gives a window, the mesh's inner lip line covers pixels much darker than the skin when
     the mouth is open, the gaps grow with the opening, and the references are the most closed mouths.
     Then ``train --stage painter`` on that folder (the route a GPU run takes): windows cut, the painter
-    trained, and a model written whose painter has learned (its last layer starts at zero)."""
+    trained at the widths asked for, and a model written whose painter has learned (its last layer starts
+    at zero); widths that are not three numbers are refused."""
     import cv2
 
     from llia_core.cli import DEFAULT_PORTRAIT
@@ -236,10 +237,17 @@ def test_a_tracked_video_gives_windows_whose_openings_lie_on_the_dark_of_the_mou
 
     out_dir = tmp_path / "painter"
     final = train(TrainConfig(stage="painter", config="real", data=str(tmp_path), videos=str(tmp_path), steps=4,
-                              save_every=4, lr=1e-3, threads=1, device="auto", out_dir=str(out_dir), progress=False))
+                              save_every=4, lr=1e-3, threads=1, device="auto", out_dir=str(out_dir), progress=False,
+                              painter_channels="8,8,16"))
     windows = np.load(out_dir / "painter_windows.npz")
     assert len(windows["gaps"]) == 10 and list(windows["people"]) == ["astronaut"]
     assert torch.load(out_dir / "painter.pt", weights_only=True)["step"] == 4
     model = load_model(str(final))
     assert model.mouth_painter is not None and model.mouth_painter.out.weight.abs().sum() > 0
+    assert tuple(model.config.mouth_painter.channels) == (8, 8, 16) and model.mouth_painter.out.in_channels == 8
     assert json.loads((out_dir / "painter.json").read_text())["people"] == ["astronaut"]
+    from llia_core.errors import LLIAError
+
+    with pytest.raises(LLIAError, match="three widths"):
+        train(TrainConfig(stage="painter", config="real", data=str(tmp_path), videos=str(tmp_path), steps=4,
+                          out_dir=str(out_dir), progress=False, painter_channels="32,64"))

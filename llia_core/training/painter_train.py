@@ -229,6 +229,14 @@ def painter_stage(tc, config, out, device: torch.device | str = "cpu") -> Path:
                         "(e.g. ../shared/realfaces/talking,../shared/realfaces/grid)")
     if config.mouth_painter is None:
         config = dataclasses.replace(config, mouth_painter=MouthPainterConfig())
+    if tc.painter_channels:
+        try:
+            channels = tuple(int(c) for c in tc.painter_channels.split(","))
+        except ValueError:
+            channels = ()
+        if len(channels) != 3 or min(channels) < 1:
+            raise LLIAError(f"--painter-channels '{tc.painter_channels}': give the painter's three widths, e.g. 32,64,128")
+        config = dataclasses.replace(config, mouth_painter=MouthPainterConfig(channels))
     holdout = tuple(filter(None, tc.holdout.split(",")))
     out = Path(out)
     windows = out / "painter_windows.npz"
@@ -237,11 +245,12 @@ def painter_stage(tc, config, out, device: torch.device | str = "cpu") -> Path:
     t0 = time.time()
     net = train_painter(str(windows), str(out / "painter.pt"), steps=tc.steps, lr=tc.lr, seed=tc.seed,
                         save_every=tc.save_every, threads=tc.threads, device=str(device),
-                        adversarial=tc.adversarial_weight).cpu()
+                        adversarial=tc.adversarial_weight, channels=tuple(config.mouth_painter.channels)).cpu()
     model = convert_state(load_raw_checkpoint(tc.init)[0], config, "mouth_painter.") if tc.init else LLIAModel(config)
     model.mouth_painter.load_state_dict(net.state_dict())
     people = sorted(set(str(p) for p in np.load(windows)["people"]))
     (out / "painter.json").write_text(json.dumps({"people": people, "holdout": list(holdout), "steps": tc.steps,
+                                                  "channels": list(config.mouth_painter.channels),
                                                   "adversarial_weight": tc.adversarial_weight,
                                                   "train_seconds": round(time.time() - t0, 1)}, indent=1))
     final = out / "model.safetensors"

@@ -72,6 +72,7 @@ class TrainConfig:
     photos: str = ""  # stage mouth: portraits to measure how the landmarks read a drawn opening on
     videos: str = ""  # stage painter: comma list of the folders the face tracks in --data were made from
     adversarial_weight: float = 0.0  # stage painter: a patch critic's hinge loss at this weight beside the L1
+    painter_channels: str = ""  # stage painter: widths of its three scales, e.g. 32,64,128 (default: the config's)
     ema_decay: float = 0.998
     guidance_scale: float = 1.5  # teacher guidance distilled into the student
     skip: int = 20  # DDIM solver skip (1000 / 20 = 50-step teacher discretisation)
