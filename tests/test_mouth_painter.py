@@ -248,6 +248,9 @@ def test_a_tracked_video_gives_windows_whose_openings_lie_on_the_dark_of_the_mou
     assert json.loads((out_dir / "painter.json").read_text())["people"] == ["astronaut"]
     from llia_core.errors import LLIAError
 
+    with pytest.raises(LLIAError, match="other widths"):  # resuming at other widths: said, not torch's error
+        train(TrainConfig(stage="painter", config="real", data=str(tmp_path), videos=str(tmp_path), steps=8,
+                          out_dir=str(out_dir), progress=False, painter_channels="16,16,16"))
     with pytest.raises(LLIAError, match="three widths"):
         train(TrainConfig(stage="painter", config="real", data=str(tmp_path), videos=str(tmp_path), steps=4,
                           out_dir=str(out_dir), progress=False, painter_channels="32,64"))

@@ -211,11 +211,11 @@ def jaw_slope_of_points(points) -> float:
     up-down axis (square to the line between the eyes) and over the eyes' distance, so neither the head's
     turn nor its distance counts. Measured from the eyes and the nose alone: the face-box alignment of
     the crops also pins the mouth centre, which pulls the chin up with it and reads the less the more of
-    the opening the lower lip makes. Real talkers read 0.74 (median over the 41 in-the-wild talking videos'
-    face tracks of ``../shared/realfaces``, quartiles 0.58-0.92), GRID's ten speakers 0.53-0.88 (median 0.62). On a warped photo the mesh
-    follows the warp only in part (hallo_1 at 1024 px, the widest opening: the warp lifts the upper lip
-    by 0.35 of the gap, the mesh reads it where it was), so generated videos read what the mesh sees.
-    nan with fewer than 10 frames or a still mouth."""
+    the opening the lower lip makes. Real talkers read 0.74 (median over the 41 in-the-wild talking
+    videos' face tracks of ``../shared/realfaces``, quartiles 0.58-0.92), GRID's ten speakers 0.53-0.88
+    (median 0.62). On a warped photo the mesh follows the warp only in part (hallo_1 at 1024 px, the
+    widest opening: the warp lifts the upper lip by 0.35 of the gap, the mesh reads it where it was), so
+    generated videos read what the mesh sees. nan with fewer than 10 frames or a still mouth."""
     from ..portrait.landmarks import CHIN, EYE_A, EYE_B, LIP_INNER_DOWN, LIP_INNER_UP, NOSE_TIP
 
     rows = []

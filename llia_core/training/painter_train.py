@@ -147,7 +147,13 @@ def train_painter(data: str, out: str, *, val: str | None = None, steps: int = 3
     ck = Path(out)
     if ck.exists():
         state = torch.load(ck, map_location=device, weights_only=True)
-        model.load_state_dict(state["model"])
+        try:
+            model.load_state_dict(state["model"])
+        except RuntimeError:
+            from ..errors import LLIAError
+
+            raise LLIAError(f"'{ck}' holds a painter of other widths than {tuple(channels)}: resume it with the "
+                            "widths it was started with (--painter-channels), or train into another --out-dir") from None
         opt.load_state_dict(state["opt"])
         sched.load_state_dict(state["sched"])
         if critic is not None:
