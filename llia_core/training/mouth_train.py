@@ -135,12 +135,22 @@ def predict(model: AudioToMouth, utt: Utterance) -> torch.Tensor:
 def score_utterance(pred: np.ndarray, utt: Utterance, lag: int = 0) -> dict:
     """r of the predicted and real opening within speech frames (and over all frames), the predicted and
     real mean opening in speech; ``lag`` pairs prediction t with the real frame t + lag."""
-    real, valid, speech = utt.targets[:, 0].numpy(), utt.valid[:, 0].numpy(), utt.speech.numpy()
-    p = pred[:, 0]
-    if lag:
-        n = len(p) - abs(lag)
-        a, b = (slice(0, n), slice(lag, lag + n)) if lag > 0 else (slice(-lag, -lag + n), slice(0, n))
-        p, real, valid, speech = p[a], real[b], valid[b], speech[b] & speech[a]
+    return _score_pairs(pred, utt, *_lag_pairs(len(pred), lag))
+
+
+def _lag_pairs(n: int, lag: int, frames: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """(prediction frames t, real frames t + lag) over ``frames`` (default all n), where both exist."""
+    t = np.arange(n) if frames is None else frames
+    s = t + lag
+    keep = (s >= 0) & (s < n)
+    return t[keep], s[keep]
+
+
+def _score_pairs(pred: np.ndarray, utt: Utterance, t: np.ndarray, s: np.ndarray) -> dict:
+    """``score_utterance`` over prediction frames ``t`` paired with real frames ``s`` (speech: both speak)."""
+    real, valid = utt.targets[s, 0].numpy(), utt.valid[s, 0].numpy()
+    speech = utt.speech[s].numpy() & utt.speech[t].numpy()
+    p = pred[t, 0]
     sp = valid & speech
     return {"r_speech": correlation(p[sp], real[sp], float("nan")) if sp.sum() >= MIN_SPEECH_FRAMES else float("nan"),
             "r_all": correlation(p[valid], real[valid], float("nan")),
@@ -197,24 +207,12 @@ def crossfit_offset_r(pred: np.ndarray, utt: Utterance, max_lag: int = 10, min_f
     n = utt.num_frames
     if n < 2 * min_frames:
         return score_utterance(pred, utt)["r_speech"], None
-    real, valid, speech = utt.targets[:, 0].numpy(), utt.valid[:, 0].numpy(), utt.speech.numpy()
-    p = pred[:, 0]
-
-    def pairs(lag, frames):  # prediction frame t with the real frame t + lag, where both exist
-        s = frames + lag
-        keep = (s >= 0) & (s < n)
-        return frames[keep], s[keep]
-
-    def r(t, s, within_speech):
-        m = valid[s] & (speech[s] & speech[t] if within_speech else True)
-        if within_speech and m.sum() < MIN_SPEECH_FRAMES:
-            return float("nan")
-        return correlation(p[t][m], real[s][m], float("nan"))
-
     halves = (np.arange(n // 2), np.arange(n // 2, n))
-    lags = tuple(_best_lag([r(*pairs(lag, h), False) for lag in range(-max_lag, max_lag + 1)]) for h in halves)
-    scored = [pairs(lag, h) for lag, h in zip(lags[::-1], halves)]  # first half at the second's lag and back
-    return r(np.concatenate([t for t, _ in scored]), np.concatenate([s for _, s in scored]), True), lags
+    lags = tuple(_best_lag([_score_pairs(pred, utt, *_lag_pairs(n, lag, h))["r_all"]
+                            for lag in range(-max_lag, max_lag + 1)]) for h in halves)
+    scored = [_lag_pairs(n, lag, h) for lag, h in zip(lags[::-1], halves)]  # first half at the second's lag and back
+    t, s = (np.concatenate(x) for x in zip(*scored))
+    return _score_pairs(pred, utt, t, s)["r_speech"], lags
 
 
 def shifted(u: Utterance, lag: int) -> Utterance:
